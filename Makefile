@@ -1,0 +1,36 @@
+# mixbench: `make benchmark` and `make test` each set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := dev,statsmodels,distributed
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+
+.PHONY: install test benchmark report lint clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's metadata changes; the package is editable.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mixbench needs Python >= 3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+benchmark: install
+	$(BIN)/mixbench run $(CONFIG)
+
+report: install
+	$(BIN)/mixbench report reports/$(basename $(notdir $(CONFIG)))
+
+lint: install
+	$(BIN)/ruff check harness simulators estimators tests benchmarks
+	$(BIN)/ruff format --check harness simulators estimators tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,18 @@
+"""Models behind the scikit-learn estimator interface, and their registry."""
+
+from estimators._baselines import GroupMean, HistGBM
+from estimators._linear import FixedEffects, PooledOLS
+from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
+
+__all__ = [
+    "ROLES",
+    "EstimatorInfo",
+    "FixedEffects",
+    "GroupMean",
+    "HistGBM",
+    "PooledOLS",
+    "available",
+    "get",
+    "info",
+    "registered",
+]

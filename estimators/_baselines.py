@@ -1,0 +1,179 @@
+"""No-pooling and machine-learning baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.utils.validation import check_is_fitted
+
+from estimators._columns import (
+    LevelCodes,
+    as_frame,
+    as_target,
+    check_columns,
+    check_policy,
+    default_features,
+    numeric_matrix,
+)
+
+
+class GroupMean(RegressorMixin, BaseEstimator):
+    """Each unit's own training mean (no pooling); unseen units get the overall mean.
+
+    Parameters
+    ----------
+    group_col : str or int
+        The grouping column whose units each get their own mean.
+    new_levels : {"population", "error"}
+        What to do with units not seen in training at predict time.
+
+    Attributes
+    ----------
+    overall_mean_ : float
+        Mean of all training outcomes, the prediction for an unseen unit.
+    group_means_ : pandas.Series
+        Training mean per unit, indexed by unit.
+    group_counts_ : pandas.Series
+        Training rows per unit.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"user": ["a", "a", "b"]})
+    >>> GroupMean(group_col="user").fit(X, [1.0, 3.0, 5.0]).predict(
+    ...     pd.DataFrame({"user": ["a", "c"]})).tolist()
+    [2.0, 3.0]
+    """
+
+    def __init__(self, group_col: Hashable = None, *, new_levels: str = "population") -> None:
+        self.group_col = group_col
+        self.new_levels = new_levels
+
+    def fit(self, X: Any, y: Any) -> GroupMean:
+        """Compute the per-unit means; returns self."""
+        check_policy(self.new_levels)
+        if self.group_col is None:
+            raise ValueError("group_col: GroupMean needs the name of a grouping column")
+        frame = as_frame(X)
+        target = as_target(y, len(frame))
+        (name,) = check_columns(frame, [self.group_col], "group_col")
+        self.levels_ = LevelCodes(frame[name], name)
+        codes = self.levels_.encode(frame[name])
+        counts = np.bincount(codes, minlength=len(self.levels_))
+        sums = np.bincount(codes, weights=target, minlength=len(self.levels_))
+        self.overall_mean_ = float(target.mean())
+        self.group_means_ = pd.Series(sums / counts, index=self.levels_.levels, name=name)
+        self.group_counts_ = pd.Series(counts, index=self.levels_.levels, name=name)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The unit's training mean, or the overall mean for an unseen unit."""
+        check_is_fitted(self, "group_means_")
+        frame = as_frame(X)
+        (name,) = check_columns(frame, [self.levels_.name], "group_col")
+        codes = self.levels_.encode(frame[name], self.new_levels)
+        means = self.group_means_.to_numpy()
+        return np.where(codes >= 0, means[np.maximum(codes, 0)], self.overall_mean_)
+
+
+class HistGBM(RegressorMixin, BaseEstimator):
+    """scikit-learn's histogram gradient boosting on features and group columns.
+
+    Group columns are integer-coded from the training levels. A factor with at most
+    ``max_bins`` levels is a native categorical feature; one with more levels (users,
+    typically) enters as its integer code, an ordering with no meaning that trees can
+    only exploit by isolating ranges of units. Which encoding each factor got is
+    stored in ``group_encoding_``. Levels unseen in training are coded as missing.
+
+    Parameters
+    ----------
+    feature_cols : sequence of str or int, optional
+        Covariate columns; by default every column not in ``group_cols``.
+    group_cols : sequence of str or int
+        Grouping-factor columns.
+    learning_rate, max_iter, max_leaf_nodes, min_samples_leaf, l2_regularization,
+    max_bins, early_stopping, random_state
+        Passed to :class:`sklearn.ensemble.HistGradientBoostingRegressor`.
+
+    Attributes
+    ----------
+    model_ : HistGradientBoostingRegressor
+        The fitted booster.
+    group_encoding_ : dict
+        Per group column, ``"categorical"`` or ``"ordinal"``.
+    feature_cols_ : list
+    """
+
+    def __init__(
+        self,
+        feature_cols: Sequence[Hashable] | None = None,
+        group_cols: Sequence[Hashable] = (),
+        *,
+        learning_rate: float = 0.1,
+        max_iter: int = 100,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
+        l2_regularization: float = 0.0,
+        max_bins: int = 255,
+        early_stopping: str | bool = "auto",
+        random_state: int | None = None,
+    ) -> None:
+        self.feature_cols = feature_cols
+        self.group_cols = group_cols
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.max_bins = max_bins
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+
+    def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
+        codes = [
+            levels.encode(frame[name]).astype(float) for name, levels in self.levels_.items()
+        ]
+        matrix = np.column_stack([features, *codes]) if codes else features
+        matrix[:, features.shape[1] :][matrix[:, features.shape[1] :] < 0] = np.nan
+        return matrix
+
+    def fit(self, X: Any, y: Any) -> HistGBM:
+        """Fit the booster; returns self."""
+        frame = as_frame(X)
+        target = as_target(y, len(frame))
+        group_cols = check_columns(frame, self.group_cols, "group_cols")
+        self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
+        self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
+        self.group_encoding_ = {
+            name: "categorical" if len(levels) <= self.max_bins else "ordinal"
+            for name, levels in self.levels_.items()
+        }
+        categorical = [False] * len(self.feature_cols_) + [
+            encoding == "categorical" for encoding in self.group_encoding_.values()
+        ]
+        self.model_ = HistGradientBoostingRegressor(
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            max_bins=self.max_bins,
+            early_stopping=self.early_stopping,
+            random_state=self.random_state,
+            categorical_features=np.array(categorical, dtype=bool) if any(categorical) else None,
+        )
+        self.model_.fit(self._matrix(frame), target)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Boosted prediction for each row of ``X``."""
+        check_is_fitted(self, "model_")
+        frame = as_frame(X)
+        check_columns(frame, list(self.levels_), "group_cols")
+        return self.model_.predict(self._matrix(frame))

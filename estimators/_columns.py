@@ -1,0 +1,152 @@
+"""Reading named columns from X (pandas, polars or numpy) with errors that name them."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+NewLevels = Literal["population", "error"]
+NEW_LEVEL_POLICIES: tuple[str, ...] = ("population", "error")
+
+
+def as_frame(X: Any) -> pd.DataFrame:
+    """Return ``X`` as a pandas DataFrame without copying a pandas input.
+
+    A polars DataFrame is converted; a 2-d array becomes a frame whose column names
+    are the integer positions, so column indices can name columns.
+    """
+    if isinstance(X, pd.DataFrame):
+        return X
+    if type(X).__module__.startswith("polars"):
+        return X.to_pandas()
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise ValueError(f"X: expected a 2-d table, got an array of shape {array.shape}")
+    return pd.DataFrame(array)
+
+
+def as_target(y: Any, n_rows: int) -> np.ndarray:
+    """The outcome as a finite float vector of ``n_rows`` values."""
+    if type(y).__module__.startswith("polars"):
+        y = y.to_numpy()
+    values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"y: expected one outcome per row, got shape {values.shape}")
+    if values.shape[0] != n_rows:
+        raise ValueError(f"y: has {values.shape[0]} values but X has {n_rows} rows")
+    try:
+        values = values.astype(float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"y: expected numbers ({error})") from None
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"y: {int(np.sum(~np.isfinite(values)))} missing or infinite value(s)")
+    return values
+
+
+def check_columns(frame: pd.DataFrame, columns: Sequence[Hashable], role: str) -> list[Hashable]:
+    """Check that every column named for ``role`` is in ``frame``; return them as a list."""
+    if isinstance(columns, str | int):
+        columns = [columns]
+    names = list(columns)
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{role}: column(s) {missing} not found in X; X has columns {list(frame.columns)}"
+        )
+    return names
+
+
+def numeric_matrix(
+    frame: pd.DataFrame, columns: Sequence[Hashable], role: str, allow_missing: bool = False
+) -> np.ndarray:
+    """The named columns as a float matrix; a non-numeric or missing value names its column."""
+    names = check_columns(frame, columns, role)
+    matrix = np.empty((len(frame), len(names)), dtype=float)
+    for k, name in enumerate(names):
+        column = frame[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            try:
+                column = pd.to_numeric(column)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{role}: column {name!r} is not numeric (dtype {frame[name].dtype}); "
+                    "name it as a group column or encode it"
+                ) from None
+        matrix[:, k] = column.to_numpy(dtype=float, na_value=np.nan)
+    if not allow_missing:
+        bad = ~np.isfinite(matrix)
+        if bad.any():
+            name = names[int(np.flatnonzero(bad.any(axis=0))[0])]
+            raise ValueError(
+                f"{role}: column {name!r} has {int(bad.any(axis=1).sum())} row(s) with "
+                "missing or infinite values"
+            )
+    return matrix
+
+
+def default_features(
+    frame: pd.DataFrame, feature_cols: Sequence[Hashable] | None, exclude: Sequence[Hashable]
+) -> list[Hashable]:
+    """``feature_cols`` if given, otherwise every column of ``frame`` not in ``exclude``."""
+    if feature_cols is not None:
+        return check_columns(frame, feature_cols, "feature_cols")
+    excluded = set(exclude)
+    return [name for name in frame.columns if name not in excluded]
+
+
+def check_policy(new_levels: str) -> None:
+    """Refuse an unknown ``new_levels`` policy, listing the valid ones."""
+    if new_levels not in NEW_LEVEL_POLICIES:
+        raise ValueError(
+            f"new_levels: expected one of {NEW_LEVEL_POLICIES}, got {new_levels!r}"
+        )
+
+
+class LevelCodes:
+    """Map the levels of a grouping column seen in training to codes 0..L-1.
+
+    Parameters
+    ----------
+    values : array-like
+        The training column.
+    name : hashable
+        The column's name, used in error messages.
+
+    Attributes
+    ----------
+    levels : pandas.Index
+        The distinct training levels, sorted; a level's code is its position.
+    """
+
+    def __init__(self, values: Any, name: Hashable) -> None:
+        column = pd.Series(values)
+        if column.isna().any():
+            raise ValueError(f"group column {name!r} has {int(column.isna().sum())} missing value(s)")
+        self.name = name
+        self.levels = pd.Index(pd.unique(column)).sort_values()
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def encode(self, values: Any, new_levels: str = "population") -> np.ndarray:
+        """Codes of ``values``; a level not seen in training gets -1.
+
+        Raises
+        ------
+        ValueError
+            When ``new_levels="error"`` and some level was not seen in training.
+        """
+        codes = self.levels.get_indexer(pd.Series(values))
+        if new_levels == "error" and (codes < 0).any():
+            unseen = pd.unique(pd.Series(values)[codes < 0])
+            raise ValueError(
+                f"group column {self.name!r}: {len(unseen)} level(s) not seen in training, "
+                f"e.g. {list(unseen[:5])}; use new_levels='population' to predict them "
+                "with the population part"
+            )
+        return codes

@@ -1,0 +1,161 @@
+"""Registry of estimators: short name -> factory plus what the harness must know."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from sklearn.base import BaseEstimator
+
+from estimators._baselines import GroupMean, HistGBM
+from estimators._linear import FixedEffects, PooledOLS
+from simulators._params import suggest
+
+# Roles an estimator may take from a Dataset, each an ordinary constructor parameter:
+# feature_cols <- Dataset.features, group_cols <- Dataset.groups,
+# group_col <- Dataset.groups[0].
+ROLES: tuple[str, ...] = ("feature_cols", "group_cols", "group_col")
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """A registered estimator.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in configs and result rows.
+    factory : callable
+        Returns an unfitted scikit-learn estimator from keyword parameters.
+    description : str
+        One line for ``mixbench list``.
+    families : tuple of str
+        Outcome families the estimator supports.
+    roles : tuple of str
+        Which of ``ROLES`` it takes; the harness fills those a config leaves out.
+    needs_groups : bool
+        Whether it is meaningless without a grouping factor.
+    requires : str or None
+        Importable module it needs, if optional.
+    """
+
+    name: str
+    factory: Callable[..., BaseEstimator]
+    description: str
+    families: tuple[str, ...] = ("gaussian",)
+    roles: tuple[str, ...] = ("feature_cols",)
+    needs_groups: bool = False
+    requires: str | None = None
+
+    def missing_reason(self) -> str | None:
+        """Why the estimator cannot be used here, or None when it can."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return f"{self.name} needs the optional dependency {self.requires!r}, not installed"
+        return None
+
+
+_REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
+    {
+        info.name: info
+        for info in [
+            EstimatorInfo(
+                "pooled_ols",
+                PooledOLS,
+                "least squares on the features, no group terms",
+            ),
+            EstimatorInfo(
+                "fixed_effects",
+                FixedEffects,
+                "least squares with sparse dummies per group level (lm with factors)",
+                roles=("feature_cols", "group_cols"),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "group_mean",
+                GroupMean,
+                "per-unit training mean, no pooling; unseen units get the overall mean",
+                roles=("group_col",),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "hist_gbm",
+                HistGBM,
+                "scikit-learn histogram gradient boosting on features and group codes",
+                roles=("feature_cols", "group_cols"),
+            ),
+        ]
+    }
+)
+
+
+def registered() -> list[str]:
+    """Every registered name, installed or not, sorted."""
+    return sorted(_REGISTRY)
+
+
+def available() -> list[str]:
+    """Names of the estimators usable here (optional dependencies present), sorted."""
+    return [name for name in registered() if _REGISTRY[name].missing_reason() is None]
+
+
+def info(name: str) -> EstimatorInfo:
+    """The registered estimator called ``name``.
+
+    Raises
+    ------
+    KeyError
+        Listing the valid names when ``name`` is not registered.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(
+            f"unknown estimator {name!r}{suggest(name, registered())} "
+            f"Available estimators: {', '.join(available())}"
+        )
+    return _REGISTRY[name]
+
+
+def get(name: str, **params: Any) -> BaseEstimator:
+    """An unfitted estimator from the registry.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`available`.
+    **params
+        Constructor parameters.
+
+    Returns
+    -------
+    sklearn.base.BaseEstimator
+
+    Raises
+    ------
+    KeyError
+        For an unknown name.
+    ImportError
+        When the estimator's optional dependency is not installed.
+    ValueError
+        For a parameter the estimator does not take.
+
+    Examples
+    --------
+    >>> from estimators import get
+    >>> get("fixed_effects", group_cols=["user"])
+    FixedEffects(group_cols=['user'])
+    """
+    entry = info(name)
+    reason = entry.missing_reason()
+    if reason:
+        raise ImportError(reason)
+    estimator = entry.factory()
+    valid = sorted(estimator.get_params(deep=False))
+    unknown = [key for key in params if key not in valid]
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown parameter {unknown[0]!r}{suggest(unknown[0], valid)} "
+            f"Valid parameters: {', '.join(valid)}"
+        )
+    return estimator.set_params(**params)

@@ -1,0 +1,1 @@
+"""Config-driven sweeps: config -> jobs -> runner -> store -> compare -> report."""

@@ -1,0 +1,101 @@
+"""The ``mixbench`` command: run sweeps, render reports, list components."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import estimators
+import simulators
+from harness import metrics, splits
+from harness.config import ConfigError, load_config
+from harness.jobs import all_jobs, expand
+from harness.report import render_report, write_run_info
+from harness.runner import run_sweep
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    directory = Path(args.out) if args.out else Path("reports") / config.name
+    result = run_sweep(config, directory, n_jobs=args.n_jobs, force=args.force,
+                       progress=not args.quiet)
+    write_run_info(result.directory, ["mixbench", *sys.argv[1:]])
+    report = render_report(result.directory)
+    print(
+        f"{result.n_jobs_total} jobs: {result.n_run} run, {result.n_reused} reused, "
+        f"{result.n_failed} failed, {result.n_skipped} skipped in {result.seconds:.1f} s"
+    )
+    print(f"Report: {report.resolve()}")
+    return 1 if result.n_failed and not args.allow_failures else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(f"Report: {render_report(args.directory).resolve()}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    tasks = expand(config)
+    print(
+        f"{config.name}: {len(all_jobs(tasks))} jobs ({len(config.scenarios)} scenario(s) x "
+        f"{config.repeats} repeat(s) x {sum(s.folds for s in config.splits)} fold(s) x "
+        f"{len(config.estimators)} estimator(s))"
+    )
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    print("Simulators:")
+    for name in simulators.available():
+        print(f"  {name:<18} {simulators.info(name).description}")
+    print("Estimators:")
+    for name in estimators.registered():
+        entry = estimators.info(name)
+        reason = entry.missing_reason()
+        note = f"  [unavailable: {reason}]" if reason else ""
+        print(f"  {name:<18} {entry.description}{note}")
+    print(f"Split schemes: {', '.join(splits.SCHEMES)}")
+    print(f"Metrics: {', '.join(metrics.available())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixbench",
+        description="Benchmark mixed-effects models against fixed-effects and ML baselines.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a sweep config and write its report")
+    run.add_argument("config", help="YAML sweep config")
+    run.add_argument("--n-jobs", type=int, default=None, help="parallel workers (-1: all cores)")
+    run.add_argument("--out", help="output folder (default reports/<config name>)")
+    run.add_argument("--force", action="store_true", help="rerun jobs that already finished")
+    run.add_argument("--allow-failures", action="store_true",
+                     help="exit 0 even when some jobs failed")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+    report = commands.add_parser("report", help="render the report of a finished sweep folder")
+    report.add_argument("directory", help="sweep output folder, e.g. reports/default")
+    report.set_defaults(handler=_report)
+    validate = commands.add_parser("validate", help="check a config and count its jobs")
+    validate.add_argument("config", help="YAML sweep config")
+    validate.set_defaults(handler=_validate)
+    listing = commands.add_parser("list", help="list simulators, estimators, schemes, metrics")
+    listing.set_defaults(handler=_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mixbench`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"mixbench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

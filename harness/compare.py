@@ -1,0 +1,130 @@
+"""Paired comparison of estimators on identical folds.
+
+Fold scores are not independent: training sets of K-fold cross-validation overlap, so
+the naive standard error of their mean is too small. Intervals here use Nadeau and
+Bengio's corrected resampled t: with J fold scores whose test/train size ratio is
+``rho``, the variance of their mean is ``(1/J + rho) * s^2`` instead of ``s^2 / J``,
+with ``J - 1`` degrees of freedom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.metrics import HIGHER_IS_BETTER
+
+# A fold of a data set, on which every estimator of a task was fitted.
+PAIR_KEYS = ["scenario", "repeat", "split", "fold"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def corrected_t_interval(
+    values: np.ndarray, test_train_ratio: float, confidence: float = 0.95
+) -> Interval:
+    """Nadeau-Bengio corrected resampled t interval for the mean of fold scores.
+
+    Parameters
+    ----------
+    values : array of float
+        One score (or paired difference) per fold; NaNs are dropped.
+    test_train_ratio : float
+        Mean of n_test / n_train over the folds (0 for independent test sets).
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    Interval
+        NaN bounds when fewer than two values are available.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(values.mean())
+    if n < 2:
+        return Interval(mean, float("nan"), float("nan"), n)
+    variance = (1.0 / n + test_train_ratio) * values.var(ddof=1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * np.sqrt(variance))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.DataFrame:
+    """Mean of each metric with its interval, difference to the baseline, and mean rank.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Result rows (the store's table); only rows with status ``ok`` are used.
+    metrics : list of str
+        Metric columns; the first one ranks the estimators.
+    baseline : str
+        Estimator label the paired differences are taken against.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (scenario, split, estimator) with ``n``, ``<metric>``,
+        ``<metric>_low``, ``<metric>_high``, ``<metric>_diff`` (estimator minus
+        baseline, paired by fold) with ``_diff_low``/``_diff_high``, and
+        ``mean_rank`` by the first metric (1 is best).
+    """
+    ok = table[table["status"] == "ok"].copy()
+    columns = ["scenario", "split", "estimator", "n", "mean_rank"]
+    for metric in metrics:
+        columns += [metric, f"{metric}_low", f"{metric}_high"]
+        columns += [f"{metric}_diff", f"{metric}_diff_low", f"{metric}_diff_high"]
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    primary = metrics[0]
+    ok["rank"] = ok.groupby(PAIR_KEYS)[primary].rank(
+        ascending=primary not in HIGHER_IS_BETTER, method="average"
+    )
+    ok["ratio"] = ok["n_test"] / ok["n_train"]
+    records = []
+    for (scenario, split), group in ok.groupby(["scenario", "split"], sort=False):
+        reference = group[group["estimator"] == baseline].set_index(PAIR_KEYS)
+        for estimator, rows in group.groupby("estimator", sort=False):
+            record = {
+                "scenario": scenario,
+                "split": split,
+                "estimator": estimator,
+                "n": len(rows),
+                "mean_rank": float(rows["rank"].mean()),
+            }
+            ratio = float(rows["ratio"].mean())
+            paired = rows.set_index(PAIR_KEYS)
+            for metric in metrics:
+                interval = corrected_t_interval(rows[metric].to_numpy(), ratio)
+                record |= {
+                    metric: interval.mean,
+                    f"{metric}_low": interval.low,
+                    f"{metric}_high": interval.high,
+                }
+                common = paired.index.intersection(reference.index)
+                difference = (
+                    paired.loc[common, metric] - reference.loc[common, metric]
+                ).to_numpy()
+                diff = corrected_t_interval(difference, ratio)
+                record |= {
+                    f"{metric}_diff": diff.mean,
+                    f"{metric}_diff_low": diff.low,
+                    f"{metric}_diff_high": diff.high,
+                }
+            records.append(record)
+    board = pd.DataFrame.from_records(records, columns=columns)
+    return board.sort_values(["scenario", "split", "mean_rank"], kind="stable", ignore_index=True)

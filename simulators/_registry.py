@@ -1,0 +1,117 @@
+"""Registry of simulators: short name -> generator with its default parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from simulators import _online_services
+from simulators._dataset import Dataset
+from simulators._params import merge_params, suggest
+
+
+@dataclass(frozen=True)
+class SimulatorInfo:
+    """A registered simulator.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in configs.
+    generate : callable
+        ``generate(seed, params) -> Dataset``, a pure function of its arguments.
+    defaults : mapping
+        Every parameter with its default value (nested mappings are groups).
+    description : str
+        One line for ``mixbench list``.
+    check : callable
+        ``check(params)`` raises a ValueError naming the first invalid parameter.
+    fresh_draws : bool
+        Whether ``params["draw"]`` gives new data of the same units with the same truth.
+    """
+
+    name: str
+    generate: Callable[[int, dict[str, Any]], Dataset]
+    defaults: Mapping[str, Any]
+    description: str
+    check: Callable[[dict[str, Any]], None]
+    fresh_draws: bool = False
+
+    def resolve(self, params: Mapping[str, Any], path: str = "params") -> dict[str, Any]:
+        """The defaults overlaid with ``params``, checked; errors name the parameter."""
+        merged = merge_params(self.defaults, params, path)
+        try:
+            self.check(merged)
+        except ValueError as error:
+            message = str(error)
+            if path != "params" and message.startswith("params."):
+                message = path + message[len("params") :]
+            raise ValueError(message) from None
+        return merged
+
+
+_REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
+    {
+        "online_services": SimulatorInfo(
+            name="online_services",
+            generate=_online_services.online_services,
+            defaults=_online_services.DEFAULTS,
+            description="users crossed with items, heavy-tailed activity, Gaussian outcome",
+            check=_online_services.check_params,
+            fresh_draws=True,
+        ),
+    }
+)
+
+
+def available() -> list[str]:
+    """Names of the registered simulators, sorted."""
+    return sorted(_REGISTRY)
+
+
+def info(name: str) -> SimulatorInfo:
+    """The registered simulator called ``name``.
+
+    Raises
+    ------
+    KeyError
+        Listing the valid names when ``name`` is not registered.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(
+            f"unknown simulator {name!r}{suggest(name, available())} "
+            f"Available simulators: {', '.join(available())}"
+        )
+    return _REGISTRY[name]
+
+
+def simulate(name: str, seed: int = 0, **params: Any) -> Dataset:
+    """Generate a data set with a registered simulator.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`available`.
+    seed : int
+        Seed; the same name, seed and parameters give an identical data frame.
+    **params
+        Parameters overriding the simulator's defaults; nested groups may be given
+        as mappings (``sd={"user": 0.8}``) or, through ``**``, as dotted keys.
+
+    Returns
+    -------
+    Dataset
+
+    Examples
+    --------
+    >>> from simulators import simulate
+    >>> data = simulate("online_services", seed=1, n_users=50, n_items=10)
+    >>> data.groups
+    ('user', 'item')
+    """
+    simulator = info(name)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    return simulator.generate(seed, simulator.resolve(params))
