@@ -136,9 +136,7 @@ class HistGBM(RegressorMixin, BaseEstimator):
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
-        codes = [
-            levels.encode(frame[name]).astype(float) for name, levels in self.levels_.items()
-        ]
+        codes = [levels.encode(frame[name]).astype(float) for name, levels in self.levels_.items()]
         matrix = np.column_stack([features, *codes]) if codes else features
         matrix[:, features.shape[1] :][matrix[:, features.shape[1] :] < 0] = np.nan
         return matrix

@@ -102,9 +102,7 @@ def default_features(
 def check_policy(new_levels: str) -> None:
     """Refuse an unknown ``new_levels`` policy, listing the valid ones."""
     if new_levels not in NEW_LEVEL_POLICIES:
-        raise ValueError(
-            f"new_levels: expected one of {NEW_LEVEL_POLICIES}, got {new_levels!r}"
-        )
+        raise ValueError(f"new_levels: expected one of {NEW_LEVEL_POLICIES}, got {new_levels!r}")
 
 
 class LevelCodes:
@@ -126,7 +124,9 @@ class LevelCodes:
     def __init__(self, values: Any, name: Hashable) -> None:
         column = pd.Series(values)
         if column.isna().any():
-            raise ValueError(f"group column {name!r} has {int(column.isna().sum())} missing value(s)")
+            raise ValueError(
+                f"group column {name!r} has {int(column.isna().sum())} missing value(s)"
+            )
         self.name = name
         self.levels = pd.Index(pd.unique(column)).sort_values()
 

@@ -18,8 +18,9 @@ from harness.runner import run_sweep
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     directory = Path(args.out) if args.out else Path("reports") / config.name
-    result = run_sweep(config, directory, n_jobs=args.n_jobs, force=args.force,
-                       progress=not args.quiet)
+    result = run_sweep(
+        config, directory, n_jobs=args.n_jobs, force=args.force, progress=not args.quiet
+    )
     write_run_info(result.directory, ["mixbench", *sys.argv[1:]])
     report = render_report(result.directory)
     print(
@@ -72,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-jobs", type=int, default=None, help="parallel workers (-1: all cores)")
     run.add_argument("--out", help="output folder (default reports/<config name>)")
     run.add_argument("--force", action="store_true", help="rerun jobs that already finished")
-    run.add_argument("--allow-failures", action="store_true",
-                     help="exit 0 even when some jobs failed")
+    run.add_argument(
+        "--allow-failures", action="store_true", help="exit 0 even when some jobs failed"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
     report = commands.add_parser("report", help="render the report of a finished sweep folder")

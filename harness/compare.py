@@ -116,9 +116,7 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
                     f"{metric}_high": interval.high,
                 }
                 common = paired.index.intersection(reference.index)
-                difference = (
-                    paired.loc[common, metric] - reference.loc[common, metric]
-                ).to_numpy()
+                difference = (paired.loc[common, metric] - reference.loc[common, metric]).to_numpy()
                 diff = corrected_t_interval(difference, ratio)
                 record |= {
                     f"{metric}_diff": diff.mean,

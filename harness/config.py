@@ -135,8 +135,18 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         raise ConfigError(f"{origin}: expected a mapping of fields at the top level")
     _check_keys(
         raw,
-        ["name", "seed", "repeats", "n_jobs", "scenarios", "splits", "estimators", "metrics",
-         "baseline", "description"],
+        [
+            "name",
+            "seed",
+            "repeats",
+            "n_jobs",
+            "scenarios",
+            "splits",
+            "estimators",
+            "metrics",
+            "baseline",
+            "description",
+        ],
         "",
     )
     name = _required(raw, "name", "")
@@ -156,11 +166,12 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     specs = _estimators(_list(_required(raw, "estimators", ""), "estimators"))
     metric_names = raw.get("metrics", list(metric_registry.available()))
     metric_names = tuple(_list(metric_names, "metrics"))
+    valid_metrics = metric_registry.available()
     for i, metric in enumerate(metric_names):
-        if metric not in metric_registry.available():
+        if metric not in valid_metrics:
             raise ConfigError(
-                f"metrics[{i}]: unknown metric {metric!r}{suggest(str(metric), metric_registry.available())} "
-                f"Available metrics: {', '.join(metric_registry.available())}"
+                f"metrics[{i}]: unknown metric {metric!r}{suggest(str(metric), valid_metrics)} "
+                f"Available metrics: {', '.join(valid_metrics)}"
             )
     labels = [spec.label for spec in specs]
     baseline = raw.get("baseline", labels[0])

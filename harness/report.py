@@ -24,8 +24,16 @@ from harness.compare import leaderboard
 from harness.config import Config, parse_config
 from harness.metrics import HIGHER_IS_BETTER
 
-PACKAGES = ["mixbench", "numpy", "pandas", "scipy", "scikit-learn", "polars", "joblib",
-            "matplotlib"]
+PACKAGES = [
+    "mixbench",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "polars",
+    "joblib",
+    "matplotlib",
+]
 
 
 def _environment() -> dict[str, str]:
@@ -83,8 +91,13 @@ def metric_figure(board: pd.DataFrame, metric: str) -> str:
             low = (rows[metric] - rows[f"{metric}_low"]).fillna(0).clip(lower=0)
             high = (rows[f"{metric}_high"] - rows[metric]).fillna(0).clip(lower=0)
             axis.errorbar(
-                rows[metric], positions, xerr=[low, high], fmt="o", capsize=3,
-                color=colours(k % 10), label=scenario,
+                rows[metric],
+                positions,
+                xerr=[low, high],
+                fmt="o",
+                capsize=3,
+                color=colours(k % 10),
+                label=scenario,
             )
         axis.set_title(split)
         better = "higher" if metric in HIGHER_IS_BETTER else "lower"
@@ -94,8 +107,11 @@ def metric_figure(board: pd.DataFrame, metric: str) -> str:
     axes[0][0].invert_yaxis()
     if len(scenarios) > 1:
         figure.legend(
-            *axes[0][0].get_legend_handles_labels(), loc="outside lower center",
-            ncol=min(3, len(scenarios)), frameon=False, fontsize="small",
+            *axes[0][0].get_legend_handles_labels(),
+            loc="outside lower center",
+            ncol=min(3, len(scenarios)),
+            frameon=False,
+            fontsize="small",
         )
     return _png(figure)
 
@@ -172,16 +188,21 @@ def render_report(directory: str | Path) -> Path:
         }
         board = board.sort_values(
             ["scenario", "split", "mean_rank"],
-            key=lambda column: column.map({v: i for i, v in enumerate(order[column.name])})
-            if column.name in order else column,
-            kind="stable", ignore_index=True,
+            key=lambda column: (
+                column.map({v: i for i, v in enumerate(order[column.name])})
+                if column.name in order
+                else column
+            ),
+            kind="stable",
+            ignore_index=True,
         )
     figures = []
     if not board.empty:
         for metric in metrics[:1]:
             figures.append(
                 {
-                    "title": f"{metric} by estimator, per split scheme (mean and 95% corrected interval)",
+                    "title": f"{metric} by estimator, per split scheme "
+                    "(mean and 95% corrected interval)",
                     "png": metric_figure(board, metric),
                 }
             )

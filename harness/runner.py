@@ -206,8 +206,15 @@ def run_sweep(
         todo = tuple(job for job in task.jobs if job.job_id not in finished)
         if todo:
             pending.append(
-                Task(task.scenario, task.repeat, task.dataset_seed, task.split,
-                     task.split_seed, task.fold, todo)
+                Task(
+                    task.scenario,
+                    task.repeat,
+                    task.dataset_seed,
+                    task.split,
+                    task.split_seed,
+                    task.fold,
+                    todo,
+                )
             )
     n_pending = sum(len(task.jobs) for task in pending)
     n_failed = n_skipped = 0

@@ -128,9 +128,7 @@ def _within_units(units: np.ndarray, folds: int, rng: np.random.Generator) -> np
     assignment = np.empty(units.size, dtype=np.int64)
     assignment[order[sort]] = fold_sorted
     if not np.isin(np.arange(folds), assignment).all():
-        raise ValueError(
-            f"seen_units: too few units with two or more rows to fill {folds} folds"
-        )
+        raise ValueError(f"seen_units: too few units with two or more rows to fill {folds} folds")
     return assignment
 
 
@@ -165,7 +163,9 @@ def check_no_leakage(dataset: Dataset, scheme: str, by: str | None, fold: Fold) 
     test_units = pd.unique(column[fold.test])
     shared = np.isin(test_units, train_units)
     if scheme == "unseen_units" and shared.any():
-        raise RuntimeError(f"unseen_units: {int(shared.sum())} test unit(s) of {factor!r} in training")
+        raise RuntimeError(
+            f"unseen_units: {int(shared.sum())} test unit(s) of {factor!r} in training"
+        )
     if scheme == "seen_units" and not shared.all():
         raise RuntimeError(
             f"seen_units: {int((~shared).sum())} test unit(s) of {factor!r} not in training"

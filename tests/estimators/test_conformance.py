@@ -1,0 +1,101 @@
+"""One conformance test over every registered estimator: the scikit-learn contract."""
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GroupKFold, cross_validate
+
+import estimators
+from harness.config import EstimatorSpec
+from harness.runner import fill_roles
+
+NAMES = estimators.available()
+
+
+def _model(name, data, **extra):
+    params = fill_roles(EstimatorSpec(name=name, params={}, label=name), data) | extra
+    return estimators.get(name, **params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clone_and_params_round_trip(name, small_data):
+    model = _model(name, small_data)
+    twin = clone(model)
+    assert twin.get_params() == model.get_params()
+    assert twin is not model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_before_fit_raises_not_fitted(name, small_data):
+    with pytest.raises(NotFittedError):
+        _model(name, small_data).predict(small_data.X)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_returns_self_and_predicts_one_value_per_row(name, small_data):
+    model = _model(name, small_data)
+    assert model.fit(small_data.X, small_data.y) is model
+    prediction = model.predict(small_data.X.iloc[:17])
+    assert prediction.shape == (17,)
+    assert np.all(np.isfinite(prediction))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_polars_and_pandas_inputs_agree(name, small_data):
+    from_pandas = _model(name, small_data).fit(small_data.X, small_data.y).predict(small_data.X)
+    X = pl.from_pandas(small_data.X)
+    y = pl.Series(small_data.y.to_numpy())
+    from_polars = _model(name, small_data).fit(X, y).predict(X)
+    np.testing.assert_allclose(from_polars, from_pandas, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_input_with_column_indices(name, small_data):
+    # Columns 0..2 are the features, 3 and 4 the user and item codes.
+    frame = small_data.X[list(small_data.features) + ["user", "item"]]
+    codes = frame.assign(
+        user=frame["user"].str[1:].astype(int), item=frame["item"].str[1:].astype(int)
+    )
+    roles = {"feature_cols": [0, 1, 2], "group_cols": [3, 4], "group_col": 3}
+    wanted = {key: roles[key] for key in estimators.info(name).roles}
+    by_index = estimators.get(name, **wanted).fit(codes.to_numpy(), small_data.y)
+    by_name = estimators.get(
+        name,
+        **{
+            key: (list(codes.columns[value]) if isinstance(value, list) else codes.columns[value])
+            for key, value in wanted.items()
+        },
+    ).fit(codes, small_data.y)
+    np.testing.assert_allclose(
+        by_index.predict(codes.to_numpy()), by_name.predict(codes), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cross_validate_with_group_folds(name, small_data):
+    scores = cross_validate(
+        _model(name, small_data),
+        small_data.X,
+        small_data.y,
+        groups=small_data.frame["user"],
+        cv=GroupKFold(n_splits=3),
+        scoring="neg_root_mean_squared_error",
+    )
+    assert np.all(np.isfinite(scores["test_score"]))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if "new_levels" in estimators.get(n).get_params()]
+)
+def test_unseen_levels_population_or_error(name, small_data):
+    train = small_data.frame["user"] != small_data.frame["user"].iloc[0]
+    X, y = small_data.X, small_data.y
+    model = _model(name, small_data).fit(X[train], y[train])
+    assert np.all(np.isfinite(model.predict(X[~train])))
+    strict = _model(name, small_data, new_levels="error").fit(X[train], y[train])
+    with pytest.raises(ValueError, match="group column 'user': 1 level"):
+        strict.predict(X[~train])
+    with pytest.raises(ValueError, match="new_levels: expected one of"):
+        _model(name, small_data, new_levels="zero").fit(X, y)

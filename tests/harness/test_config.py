@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, load_config, parse_config
+from harness.jobs import all_jobs, expand
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with(text: str, **changes) -> str:
+    raw = yaml.safe_load(text)
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return yaml.safe_dump(raw)
+
+
+def test_tiny_config_expands_to_the_product_of_its_parts(tiny_config_text):
+    config = parse_config(tiny_config_text)
+    assert [s.label for s in config.scenarios] == [
+        "online_services[sd.user=0.2]",
+        "online_services[sd.user=1.0]",
+    ]
+    assert config.scenarios[1].params["sd"]["user"] == 1.0
+    assert config.scenarios[1].params["events_per_user"]["mean"] == 6
+    # 2 scenarios x 2 repeats x (3 + 3 + 3) folds x 4 estimators
+    assert len(all_jobs(expand(config))) == 2 * 2 * 9 * 4
+    assert len({job.job_id for job in all_jobs(expand(config))}) == 144
+
+
+def test_estimator_grid_expands_with_printable_labels(tiny_config_text):
+    text = _with(
+        tiny_config_text,
+        estimators=[
+            "pooled_ols",
+            {"name": "hist_gbm", "params": {"max_iter": 5}, "grid": {"learning_rate": [0.05, 0.1]}},
+        ],
+    )
+    config = parse_config(text)
+    assert [spec.label for spec in config.estimators] == [
+        "pooled_ols",
+        "hist_gbm[learning_rate=0.05]",
+        "hist_gbm[learning_rate=0.1]",
+    ]
+    assert config.estimators[2].params == {"max_iter": 5, "learning_rate": 0.1}
+
+
+def test_seeds_follow_identity_not_position(tiny_config_text):
+    config = parse_config(tiny_config_text)
+    fewer = parse_config(_with(tiny_config_text, estimators=["hist_gbm", "pooled_ols"]))
+    ids = {job.job_id: job.dataset_seed for job in all_jobs(expand(config))}
+    for job in all_jobs(expand(fewer)):
+        if job.estimator.name == "pooled_ols":
+            assert ids[job.job_id] == job.dataset_seed
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": None}, "name: required field is missing"),
+        ({"name": "../evil"}, "name: expected letters"),
+        ({"repeat": 3}, "repeat: unknown field; did you mean 'repeats'"),
+        ({"repeats": 0}, "repeats: must be at least 1"),
+        ({"seed": "x"}, "seed: expected an integer, got 'x'"),
+        ({"scenarios": []}, "scenarios: must not be empty"),
+        (
+            {"scenarios": [{"simulator": "online_service"}]},
+            "scenarios\\[0\\].simulator: unknown simulator 'online_service'; "
+            "did you mean 'online_services'",
+        ),
+        (
+            {"scenarios": [{"simulator": "online_services", "params": {"n_user": 5}}]},
+            "scenarios\\[0\\].params.n_user: unknown parameter; did you mean 'n_users'",
+        ),
+        (
+            {"scenarios": [{"simulator": "online_services", "params": {"n_users": "many"}}]},
+            "scenarios\\[0\\].params.n_users: expected a positive integer",
+        ),
+        (
+            {"scenarios": [{"simulator": "online_services", "sweep": {"sd.usr": [1, 2]}}]},
+            "scenarios\\[0\\].sweep.sd.usr: unknown parameter; did you mean 'user'",
+        ),
+        (
+            {"scenarios": [{"simulator": "online_services", "sweep": {"n_users": 5}}]},
+            "scenarios\\[0\\].sweep.n_users: expected a non-empty list",
+        ),
+        (
+            {"splits": [{"scheme": "unseen_unit"}]},
+            "splits\\[0\\].scheme: unknown split scheme 'unseen_unit'; did you mean 'unseen_units'",
+        ),
+        ({"splits": [{"scheme": "random", "folds": 1}]}, "splits\\[0\\].folds: must be at least 2"),
+        ({"splits": [{"scheme": "random", "by": "user"}]}, "splits\\[0\\].by: the random scheme"),
+        (
+            {"estimators": ["pooled_ol"]},
+            "estimators\\[0\\].name: unknown estimator 'pooled_ol'; did you mean 'pooled_ols'",
+        ),
+        (
+            {"estimators": [{"name": "hist_gbm", "params": {"learning_rat": 0.1}}]},
+            "estimators\\[0\\].params.learning_rat: hist_gbm has no parameter 'learning_rat'",
+        ),
+        (
+            {"estimators": [{"name": "hist_gbm", "grid": {"max_iter": []}}]},
+            "estimators\\[0\\].grid.max_iter: expected a non-empty list",
+        ),
+        ({"estimators": ["pooled_ols", "pooled_ols"]}, "label 'pooled_ols' is used twice"),
+        (
+            {"metrics": ["rmse", "rmsee"]},
+            "metrics\\[1\\]: unknown metric 'rmsee'; did you mean 'rmse'",
+        ),
+        ({"baseline": "fixed_effect"}, "baseline: 'fixed_effect' is not one of the estimators"),
+    ],
+)
+def test_each_kind_of_mistake_names_its_path(tiny_config_text, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_with(tiny_config_text, **changes))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config("name: [unclosed")
+    with pytest.raises(ConfigError, match="expected a mapping of fields"):
+        parse_config("- a list")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert all_jobs(expand(load_config(path))), path
