@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import tracemalloc
@@ -205,17 +206,7 @@ def run_sweep(
     for task in tasks:
         todo = tuple(job for job in task.jobs if job.job_id not in finished)
         if todo:
-            pending.append(
-                Task(
-                    task.scenario,
-                    task.repeat,
-                    task.dataset_seed,
-                    task.split,
-                    task.split_seed,
-                    task.fold,
-                    todo,
-                )
-            )
+            pending.append(dataclasses.replace(task, jobs=todo))
     n_pending = sum(len(task.jobs) for task in pending)
     n_failed = n_skipped = 0
     workers = config.n_jobs if n_jobs is None else n_jobs
