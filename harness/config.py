@@ -247,13 +247,10 @@ def _scenarios(items: list) -> tuple[Scenario, ...]:
         item = _mapping(item, path)
         _check_keys(item, ["simulator", "params", "sweep"], f"{path}.")
         name = _required(item, "simulator", f"{path}.")
-        if name not in simulators.available():
-            raise ConfigError(
-                f"{path}.simulator: unknown simulator {name!r}"
-                f"{suggest(str(name), simulators.available())} "
-                f"Available simulators: {', '.join(simulators.available())}"
-            )
-        simulator = simulators.info(name)
+        try:
+            simulator = simulators.info(name)
+        except KeyError as error:
+            raise ConfigError(f"{path}.simulator: {error.args[0]}") from None
         params = _mapping(item.get("params"), f"{path}.params")
         for point in _grid(item.get("sweep"), f"{path}.sweep"):
             try:
@@ -293,15 +290,13 @@ def _estimators(items: list) -> tuple[EstimatorSpec, ...]:
         item = _mapping(item, path)
         _check_keys(item, ["name", "label", "params", "grid"], f"{path}.")
         name = _required(item, "name", f"{path}.")
-        if name not in estimators.registered():
-            raise ConfigError(
-                f"{path}.name: unknown estimator {name!r}"
-                f"{suggest(str(name), estimators.registered())} "
-                f"Available estimators: {', '.join(estimators.available())}"
-            )
+        try:
+            entry = estimators.info(name)
+        except KeyError as error:
+            raise ConfigError(f"{path}.name: {error.args[0]}") from None
         params = _mapping(item.get("params"), f"{path}.params")
         points = _grid(item.get("grid"), f"{path}.grid")
-        valid = sorted(estimators.info(name).factory().get_params(deep=False))
+        valid = sorted(entry.factory().get_params(deep=False))
         for key in [*params, *points[0]]:
             if key not in valid:
                 where = "params" if key in params else "grid"
