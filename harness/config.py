@@ -222,6 +222,12 @@ def _mapping(value: Any, path: str) -> dict:
     return value
 
 
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a name, got {value!r}")
+    return value
+
+
 def _integer(value: Any, path: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
@@ -246,7 +252,7 @@ def _scenarios(items: list) -> tuple[Scenario, ...]:
         path = f"scenarios[{i}]"
         item = _mapping(item, path)
         _check_keys(item, ["simulator", "params", "sweep"], f"{path}.")
-        name = _required(item, "simulator", f"{path}.")
+        name = _string(_required(item, "simulator", f"{path}."), f"{path}.simulator")
         try:
             simulator = simulators.info(name)
         except KeyError as error:
@@ -265,7 +271,7 @@ def _scenarios(items: list) -> tuple[Scenario, ...]:
 def _split(item: Any, path: str) -> SplitSpec:
     item = _mapping(item, path)
     _check_keys(item, ["scheme", "folds", "by"], f"{path}.")
-    scheme = _required(item, "scheme", f"{path}.")
+    scheme = _string(_required(item, "scheme", f"{path}."), f"{path}.scheme")
     if scheme not in split_registry.SCHEMES:
         raise ConfigError(
             f"{path}.scheme: unknown split scheme {scheme!r}"
@@ -289,7 +295,7 @@ def _estimators(items: list) -> tuple[EstimatorSpec, ...]:
             item = {"name": item}
         item = _mapping(item, path)
         _check_keys(item, ["name", "label", "params", "grid"], f"{path}.")
-        name = _required(item, "name", f"{path}.")
+        name = _string(_required(item, "name", f"{path}."), f"{path}.name")
         try:
             entry = estimators.info(name)
         except KeyError as error:

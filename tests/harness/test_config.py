@@ -106,6 +106,8 @@ def test_seeds_follow_identity_not_position(tiny_config_text):
             {"estimators": [{"name": "hist_gbm", "grid": {"max_iter": []}}]},
             "estimators\\[0\\].grid.max_iter: expected a non-empty list",
         ),
+        ({"estimators": [{"name": ["a"]}]}, "estimators\\[0\\].name: expected a name"),
+        ({"splits": [{"scheme": 5}]}, "splits\\[0\\].scheme: expected a name"),
         ({"estimators": ["pooled_ols", "pooled_ols"]}, "label 'pooled_ols' is used twice"),
         (
             {"metrics": ["rmse", "rmsee"]},
