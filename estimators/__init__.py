@@ -3,6 +3,7 @@
 from estimators._baselines import GroupMean, HistGBM
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
+from estimators.mixed import MixedLM
 
 __all__ = [
     "ROLES",
@@ -10,6 +11,7 @@ __all__ = [
     "FixedEffects",
     "GroupMean",
     "HistGBM",
+    "MixedLM",
     "PooledOLS",
     "available",
     "get",

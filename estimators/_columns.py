@@ -143,10 +143,15 @@ class LevelCodes:
         """
         codes = self.levels.get_indexer(pd.Series(values))
         if new_levels == "error" and (codes < 0).any():
-            unseen = pd.unique(pd.Series(values)[codes < 0])
-            raise ValueError(
-                f"group column {self.name!r}: {len(unseen)} level(s) not seen in training, "
-                f"e.g. {list(unseen[:5])}; use new_levels='population' to predict them "
-                "with the population part"
-            )
+            raise unseen_levels_error(self.name, pd.Series(values)[codes < 0])
         return codes
+
+
+def unseen_levels_error(name: Hashable, unseen_values: Any) -> ValueError:
+    """The error for levels not seen in training under ``new_levels="error"``."""
+    unseen = pd.unique(pd.Series(unseen_values))
+    return ValueError(
+        f"group column {name!r}: {len(unseen)} level(s) not seen in training, "
+        f"e.g. {list(unseen[:5])}; use new_levels='population' to predict them "
+        "with the population part (random effect 0)"
+    )

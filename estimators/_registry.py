@@ -12,12 +12,14 @@ from sklearn.base import BaseEstimator
 
 from estimators._baselines import GroupMean, HistGBM
 from estimators._linear import FixedEffects, PooledOLS
+from estimators.mixed import MixedLM
 from simulators._params import suggest
 
 # Roles an estimator may take from a Dataset, each an ordinary constructor parameter:
 # feature_cols <- Dataset.features, group_cols <- Dataset.groups,
-# group_col <- Dataset.groups[0].
-ROLES: tuple[str, ...] = ("feature_cols", "group_cols", "group_col")
+# group_col <- Dataset.groups[0], formula <- "target ~ features + (1 | g) + ..." with a
+# random intercept per grouping factor.
+ROLES: tuple[str, ...] = ("feature_cols", "group_cols", "group_col", "formula")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 GroupMean,
                 "per-unit training mean, no pooling; unseen units get the overall mean",
                 roles=("group_col",),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "mixed_lm",
+                MixedLM,
+                "linear mixed model, lme4 formula syntax, REML or ML (lmer)",
+                roles=("formula",),
                 needs_groups=True,
             ),
             EstimatorInfo(

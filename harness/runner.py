@@ -30,7 +30,8 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
     """The estimator's parameters, with the roles the config left out taken from the data.
 
     ``feature_cols`` gets the data set's features, ``group_cols`` its grouping factors,
-    ``group_col`` its first grouping factor.
+    ``group_col`` its first grouping factor, ``formula`` the features as fixed effects
+    and a random intercept per grouping factor (``y ~ x1 + x2 + (1 | user) + (1 | item)``).
     """
     params = dict(spec.params)
     for role in estimators.info(spec.name).roles:
@@ -44,6 +45,10 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
             if not dataset.groups:
                 raise ValueError(f"{spec.label}: needs a grouping factor and the data has none")
             params[role] = dataset.groups[0]
+        elif role == "formula":
+            fixed = " + ".join(dataset.features) or "1"
+            random = " + ".join(f"(1 | {group})" for group in dataset.groups)
+            params[role] = f"{dataset.target} ~ {fixed}" + (f" + {random}" if random else "")
     return params
 
 

@@ -1,0 +1,331 @@
+"""Step 2: the profiled deviance as a function of theta alone (Bates et al., lme4).
+
+For a given theta, the relative covariance factor Lambda is block-diagonal, one
+lower-triangular template per term repeated over its levels. The blocked Cholesky
+factor of
+
+    [Lambda'Z'Z Lambda + I   Lambda'Z'X   Lambda'Z'y]
+    [X'Z Lambda              X'X          X'y       ]
+    [y'Z Lambda              y'X          y'y       ]
+
+is computed in two stages: the first (largest) term's diagonal block is block-diagonal
+and is factored as a batch of q1 x q1 blocks; the Schur complement of everything else
+is dense and factored once. Its last diagonal element is the square root of the
+penalised residual sum of squares r^2, and the log-determinants give
+
+    ML deviance   log|L_Z|^2 + n (1 + log(2 pi r^2 / n))
+    REML          log|L_Z|^2 + log|L_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from estimators.mixed._design import CrossProducts
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def template(theta_t: np.ndarray, q: int) -> np.ndarray:
+    """The q x q lower-triangular template, filled column by column as lme4 does."""
+    T = np.zeros((q, q))
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))  # column-major order of the lower triangle
+    T[rows[order], columns[order]] = theta_t
+    return T
+
+
+def theta_lower_bounds(qs: list[int]) -> np.ndarray:
+    """0 for diagonal entries of each template, -inf for the others."""
+    bounds = []
+    for q in qs:
+        rows, columns = np.tril_indices(q)
+        order = np.lexsort((rows, columns))
+        bounds += [
+            0.0 if r == c else -np.inf for r, c in zip(rows[order], columns[order], strict=True)
+        ]
+    return np.array(bounds)
+
+
+def theta_start(qs: list[int]) -> np.ndarray:
+    """lme4's starting point: identity templates."""
+    return np.where(np.isfinite(theta_lower_bounds(qs)), 1.0, 0.0)
+
+
+def _block_diagonal(blocks: np.ndarray) -> sp.bsr_matrix:
+    n_blocks, q, _ = blocks.shape
+    return sp.bsr_matrix(
+        (blocks, np.arange(n_blocks), np.arange(n_blocks + 1)), shape=(n_blocks * q, n_blocks * q)
+    )
+
+
+@dataclass
+class Factor:
+    """The blocked Cholesky factor at one theta, with what the fit needs from it."""
+
+    templates: list[np.ndarray]
+    L11: np.ndarray  # (levels1, q1, q1)
+    L21_R: sp.csr_matrix  # rest-of-Z rows below the first block
+    L21_X: np.ndarray  # (p, q1 * levels1)
+    L21_y: np.ndarray  # (q1 * levels1,)
+    LS: np.ndarray  # dense Cholesky factor of the Schur complement
+    n_rest: int
+    p: int
+
+    @property
+    def logdet_Z(self) -> float:
+        first = 2.0 * np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2)))
+        rest = 2.0 * np.sum(np.log(np.diag(self.LS)[: self.n_rest]))
+        return float(first + rest)
+
+    @property
+    def logdet_X(self) -> float:
+        return float(2.0 * np.sum(np.log(np.diag(self.LS)[self.n_rest : self.n_rest + self.p])))
+
+    @property
+    def pwrss(self) -> float:
+        """Penalised residual sum of squares r^2."""
+        return float(self.LS[-1, -1] ** 2)
+
+
+class ProfiledDeviance:
+    """The objective of a linear mixed model as a function of theta.
+
+    Parameters
+    ----------
+    cross : CrossProducts
+        Computed once from the design.
+    qs : list of int
+        Columns per random-effects term (largest factor first).
+    levels : list of int
+        Levels per term.
+    reml : bool
+        REML criterion (True) or ML deviance (False).
+    """
+
+    def __init__(self, cross: CrossProducts, qs: list[int], levels: list[int], reml: bool) -> None:
+        self.cross = cross
+        self.qs = qs
+        self.levels = levels
+        self.reml = reml
+        self.splits = np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]
+        self.n_rest = int(sum(q * n for q, n in zip(qs[1:], levels[1:], strict=True)))
+        self.n_evaluations = 0
+        # Row index of every stored nonzero, for scaling by a diagonal Lambda in place.
+        self._rest_scalar = all(q == 1 for q in qs[1:])
+        self._zrz1_rows = np.repeat(np.arange(cross.ZrZ1.shape[0]), np.diff(cross.ZrZ1.indptr))
+        self._zrzr_rows = np.repeat(np.arange(cross.ZrZr.shape[0]), np.diff(cross.ZrZr.indptr))
+
+    def templates(self, theta: np.ndarray) -> list[np.ndarray]:
+        return [template(t, q) for t, q in zip(np.split(theta, self.splits), self.qs, strict=True)]
+
+    def lambda_rest(self, templates: list[np.ndarray]) -> sp.csr_matrix:
+        """Lambda restricted to the terms after the first (sparse block-diagonal)."""
+        blocks = [
+            sp.kron(sp.identity(n, format="csr"), sp.csr_matrix(T), format="csr")
+            for T, n in zip(templates[1:], self.levels[1:], strict=True)
+        ]
+        return sp.block_diag(blocks, format="csr") if blocks else sp.csr_matrix((0, 0))
+
+    def factor(self, theta: np.ndarray) -> Factor:
+        """The blocked Cholesky factor at ``theta``; raises LinAlgError if not definite."""
+        c = self.cross
+        templates = self.templates(np.asarray(theta, dtype=float))
+        T1 = templates[0]
+        q1 = c.q1
+        A11 = np.einsum("ki,jkl,lm->jim", T1, c.G1, T1) + np.eye(q1)
+        L11 = np.linalg.cholesky(A11)
+        # Lambda_1 L11^{-T}, level by level, maps first-term columns of A21 into L21;
+        # for a scalar first term it is a diagonal scaling.
+        if q1 == 1:
+            scale = T1[0, 0] / L11[:, 0, 0]
+            L21_X = (c.Z1X * scale[:, None]).T
+            L21_y = c.Z1y * scale
+        else:
+            BM = _block_diagonal(np.einsum("ik,jlk->jil", T1, np.linalg.inv(L11)))
+            L21_X = np.asarray(BM.T @ c.Z1X).T
+            L21_y = np.asarray(BM.T @ c.Z1y)
+        n_rest, p = self.n_rest, c.p
+        size = n_rest + p + 1
+        S = np.zeros((size, size))  # toarray(out=S) below adds into S in some SciPy versions
+        if n_rest:
+            if self._rest_scalar:
+                # Lambda of scalar terms is diagonal: scale the stored nonzeros directly.
+                lam = np.repeat([T[0, 0] for T in templates[1:]], self.levels[1:])
+                L21_R = c.ZrZ1.copy()
+                L21_R.data = L21_R.data * lam[self._zrz1_rows]
+                if q1 == 1:
+                    L21_R.data *= scale[L21_R.indices]
+                else:
+                    L21_R = (L21_R @ BM).tocsr()
+                RR = c.ZrZr.copy()
+                RR.data = RR.data * lam[self._zrzr_rows] * lam[RR.indices]
+                RX, Ry = c.ZrX * lam[:, None], c.Zry * lam
+            else:
+                Lr = self.lambda_rest(templates)
+                L21_R = Lr.T @ c.ZrZ1
+                L21_R = (L21_R @ (BM if q1 > 1 else sp.diags(scale))).tocsr()
+                RR = (Lr.T @ c.ZrZr @ Lr).tocsr()
+                RX, Ry = np.asarray(Lr.T @ c.ZrX), np.asarray(Lr.T @ c.Zry)
+            C = sp.vstack(
+                [L21_R, sp.csr_matrix(L21_X), sp.csr_matrix(L21_y[None, :])], format="csr"
+            )
+            # S = A22 - C C': start from -C C' and add A22 block by block.
+            (C @ C.T).toarray(out=S)
+            np.negative(S, out=S)
+            RR = RR.tocoo()
+            S[RR.row, RR.col] += RR.data
+            S[np.arange(n_rest), np.arange(n_rest)] += 1.0
+            S[n_rest : n_rest + p, :n_rest] += RX.T
+            S[-1, :n_rest] += Ry
+            S[:n_rest, n_rest : n_rest + p] += RX
+            S[:n_rest, -1] += Ry
+        else:
+            L21_R = sp.csr_matrix((0, L21_y.size))
+            dense = np.vstack([L21_X, L21_y[None, :]])
+            np.negative(dense @ dense.T, out=S)
+        S[n_rest : n_rest + p, n_rest : n_rest + p] += c.XX
+        S[n_rest : n_rest + p, -1] += c.Xy
+        S[-1, n_rest : n_rest + p] += c.Xy
+        S[-1, -1] += c.yy
+        LS = scipy.linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+        return Factor(templates, L11, L21_R, L21_X, L21_y, LS, self.n_rest, c.p)
+
+    def from_factor(self, factor: Factor) -> float:
+        """The objective's value from a factor."""
+        n, p = self.cross.n, self.cross.p
+        if self.reml:
+            dof = n - p
+            return (
+                factor.logdet_Z + factor.logdet_X + dof * (1 + LOG_2PI + np.log(factor.pwrss / dof))
+            )
+        return factor.logdet_Z + n * (1 + LOG_2PI + np.log(factor.pwrss / n))
+
+    def __call__(self, theta: np.ndarray) -> float:
+        """REML criterion or ML deviance at ``theta`` (inf where the factor fails)."""
+        self.n_evaluations += 1
+        try:
+            return self.from_factor(self.factor(theta))
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
+            return float("inf")
+
+
+@dataclass
+class Solution:
+    """Conditional estimates at one theta."""
+
+    beta: np.ndarray
+    sigma: float
+    b: list[np.ndarray]  # per term, (levels, q)
+    beta_cov: np.ndarray
+    b_cov: list[np.ndarray]  # per term, (levels, q, q) conditional covariance blocks
+
+
+def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_000_000) -> Solution:
+    """Fixed effects, sigma, conditional modes and their (co)variances at ``theta``.
+
+    The conditional covariance of the random effects, sigma^2 Lambda (Lambda'Z'Z Lambda +
+    I)^-1 Lambda' (diagonal blocks only), is what lme4 reports as ``condVar``; it does
+    not include the uncertainty of the fixed effects.
+    """
+    factor = objective.factor(theta)
+    c, n_rest, p = objective.cross, objective.n_rest, objective.cross.p
+    LS = factor.LS
+    L_RR, L_XR, L_XX = (
+        LS[:n_rest, :n_rest],
+        LS[n_rest : n_rest + p, :n_rest],
+        LS[n_rest : n_rest + p, n_rest : n_rest + p],
+    )
+    L_yR, L_yX = LS[-1, :n_rest], LS[-1, n_rest : n_rest + p]
+    dof = c.n - p if objective.reml else c.n
+    sigma = float(np.sqrt(factor.pwrss / dof))
+
+    beta = scipy.linalg.solve_triangular(L_XX.T, L_yX, lower=False) if p else np.zeros(0)
+    u_rest = (
+        scipy.linalg.solve_triangular(L_RR.T, L_yR - L_XR.T @ beta, lower=False)
+        if n_rest
+        else np.zeros(0)
+    )
+    rhs = factor.L21_y - factor.L21_X.T @ beta
+    if n_rest:
+        rhs = rhs - factor.L21_R.T @ u_rest
+    q1, levels1 = c.q1, objective.levels[0]
+    u1 = np.linalg.solve(np.transpose(factor.L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[..., 0]
+    templates = factor.templates
+    b = [u1 @ templates[0].T]
+    start = 0
+    for T, q, n in zip(templates[1:], objective.qs[1:], objective.levels[1:], strict=True):
+        b.append(u_rest[start : start + q * n].reshape(n, q) @ T.T)
+        start += q * n
+
+    if p:
+        L_XX_inv = scipy.linalg.solve_triangular(L_XX, np.eye(p), lower=True)
+        beta_cov = sigma**2 * (L_XX_inv.T @ L_XX_inv)
+    else:
+        beta_cov = np.zeros((0, 0))
+
+    # Diagonal blocks of (L L')^-1 for the random part L = [[L11, 0], [L21_R, L_RR]].
+    L11_inv = np.linalg.inv(factor.L11)
+    first_blocks = np.einsum("jki,jkl->jil", L11_inv, L11_inv)
+    rest_blocks: list[np.ndarray] = []
+    if n_rest:
+        L_RR_inv = scipy.linalg.solve_triangular(L_RR, np.eye(n_rest), lower=True)
+        # W = L_RR^-1 L21_R L11^-1, accumulated in column chunks to bound memory.
+        B_inv = _block_diagonal(L11_inv)
+        chunk = max(1, max_dense // max(n_rest, 1) // q1) * q1
+        product = (factor.L21_R @ B_inv).tocsc()
+        for start in range(0, levels1 * q1, chunk):
+            stop = min(start + chunk, levels1 * q1)
+            W = L_RR_inv @ product[:, start:stop].toarray()
+            W = W.reshape(n_rest, (stop - start) // q1, q1)
+            first_blocks[start // q1 : stop // q1] += np.einsum("rji,rjl->jil", W, W)
+        inverse_rest = L_RR_inv.T @ L_RR_inv
+        offset = 0
+        for q, n in zip(objective.qs[1:], objective.levels[1:], strict=True):
+            idx = offset + np.arange(n)[:, None] * q + np.arange(q)[None, :]
+            rest_blocks.append(inverse_rest[idx[:, :, None], idx[:, None, :]])
+            offset += q * n
+    b_cov = []
+    for T, blocks in zip(templates, [first_blocks, *rest_blocks], strict=True):
+        b_cov.append(sigma**2 * np.einsum("ik,jkl,ml->jim", T, blocks, T))
+    return Solution(beta=beta, sigma=sigma, b=b, beta_cov=beta_cov, b_cov=b_cov)
+
+
+def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDeviance:
+    """The objective of the model with only random-effects term ``term``.
+
+    Built from the full model's cross-products at no cost that grows with the rows;
+    its optimum is a cheap starting point for the full model's theta.
+    """
+    c, qs, levels = objective.cross, objective.qs, objective.levels
+    if term == 0:
+        G, ZX, Zy = c.G1, c.Z1X, c.Z1y
+    else:
+        start = int(sum(q * n for q, n in zip(qs[1:term], levels[1:term], strict=True)))
+        q, n = qs[term], levels[term]
+        index = start + np.arange(n)[:, None] * q + np.arange(q)[None, :]
+        block = c.ZrZr[start : start + q * n][:, start : start + q * n].toarray()
+        local = index - start
+        G = block[local[:, :, None], local[:, None, :]]
+        ZX, Zy = c.ZrX[start : start + q * n], c.Zry[start : start + q * n]
+    empty = sp.csr_matrix((0, ZX.shape[0]))
+    alone = CrossProducts(
+        n=c.n,
+        p=c.p,
+        q1=qs[term],
+        G1=G,
+        Z1X=ZX,
+        Z1y=Zy,
+        ZrZ1=empty,
+        ZrZr=sp.csr_matrix((0, 0)),
+        ZrX=np.zeros((0, c.p)),
+        Zry=np.zeros(0),
+        XX=c.XX,
+        Xy=c.Xy,
+        yy=c.yy,
+    )
+    return ProfiledDeviance(alone, [qs[term]], [levels[term]], objective.reml)

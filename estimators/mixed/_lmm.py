@@ -1,0 +1,540 @@
+"""The linear mixed model estimator: design -> objective(theta) -> optimise -> fitted state."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import nlopt
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from estimators._columns import as_frame, as_target, check_policy, unseen_levels_error
+from estimators.mixed._design import (
+    Design,
+    build_design,
+    check_finite,
+    cross_products,
+    factor_values,
+    required_columns,
+)
+from estimators.mixed._deviance import (
+    ProfiledDeviance,
+    Solution,
+    single_term_objective,
+    solve,
+    theta_lower_bounds,
+    theta_start,
+)
+from estimators.mixed._formula import parse_formula
+
+SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
+
+
+def minimize_bobyqa(
+    function: Any,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray | None = None,
+    *,
+    initial_step: np.ndarray | None = None,
+    xtol_rel: float = 1e-6,
+    xtol_abs: float = 1e-10,
+    ftol_abs: float = 1e-10,
+    max_evaluations: int = 100_000,
+) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Bound-constrained derivative-free minimisation with BOBYQA (NLopt), as lme4 does.
+
+    The tolerances are tighter than lme4's defaults (whose relative x tolerance of 1e-4
+    stops short of the optimum by up to ~1e-4 in theta). Returns the minimiser, the
+    minimum and convergence facts.
+    """
+    evaluations = 0
+
+    def objective(x: np.ndarray, gradient: np.ndarray) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        return float(function(x))
+
+    optimizer = nlopt.opt(nlopt.LN_BOBYQA, start.size)
+    optimizer.set_min_objective(objective)
+    optimizer.set_lower_bounds(lower)
+    if upper is not None:
+        optimizer.set_upper_bounds(upper)
+    optimizer.set_xtol_rel(xtol_rel)
+    optimizer.set_xtol_abs(xtol_abs)
+    optimizer.set_ftol_abs(ftol_abs)
+    if initial_step is not None:
+        optimizer.set_initial_step(initial_step)
+    optimizer.set_maxeval(max_evaluations)
+    x = np.clip(start, lower, upper if upper is not None else np.inf)
+    if start.size == 1:
+        # NLopt's BOBYQA needs two or more variables; one is a bounded scalar problem.
+        return _minimize_scalar(function, x, lower, upper)
+    x = optimizer.optimize(x)
+    result = optimizer.last_optimize_result()
+    info = {
+        "optimizer": "bobyqa",
+        "evaluations": evaluations,
+        "return_code": int(result),
+        "converged": result > 0 and result != nlopt.MAXEVAL_REACHED,
+    }
+    return np.asarray(x), float(optimizer.last_optimum_value()), info
+
+
+def _minimize_scalar(function: Any, x: np.ndarray, lower: np.ndarray, upper: np.ndarray | None):
+    low = float(lower[0])
+    high = float(upper[0]) if upper is not None and np.isfinite(upper[0]) else None
+    start = float(x[0])
+    if high is None:
+        # Bracket outward from the start until the function rises.
+        high = max(2 * start, start + 1.0)
+        while function(np.array([high])) < function(np.array([start])) and high < 1e8:
+            start, high = high, 2 * high
+    result = minimize_scalar(
+        lambda v: function(np.array([v])),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-10, "maxiter": 10_000},
+    )
+    # The bounded method never evaluates the bound itself; a boundary optimum is common.
+    candidates = [(float(result.fun), float(result.x)), (float(function(np.array([low]))), low)]
+    value, best = min(candidates)
+    info = {
+        "optimizer": "bounded_scalar",
+        "evaluations": int(result.nfev) + 1,
+        "return_code": int(result.status),
+        "converged": bool(result.success),
+    }
+    return np.array([best]), value, info
+
+
+class MixedLM(RegressorMixin, BaseEstimator):
+    """Linear mixed model in lme4's formula syntax, fitted by the profiled deviance.
+
+    ``y = X beta + Z b + e`` with ``b ~ N(0, sigma^2 Lambda Lambda')`` and
+    ``e ~ N(0, sigma^2 I)``. The estimates agree with ``lme4::lmer``: the same REML
+    criterion or ML deviance is minimised over the same relative covariance
+    parameters theta, with the same bounds.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``. Random-effects
+        terms: ``(1 | g)``, ``(1 + x | g)``, ``(0 + x | g)``, ``(1 + x || g)``, nested
+        ``(1 | a/b)``, interactions ``(1 | a:b)``, several terms for crossed factors. The
+        fixed part is read by formulaic (treatment contrasts for categorical columns).
+    reml : bool
+        REML (default, like ``lmer``) or maximum likelihood.
+    new_levels : {"population", "error"}
+        At predict time, a level not seen in fitting gets random effect 0 (the population
+        prediction, also partially: a known user with a new item keeps the user's
+        effect) or raises.
+    na_action : {"raise", "drop"}
+        Rows with missing or infinite values in a used column: raise an error naming the
+        column, or drop them with a warning saying how many.
+
+    Attributes
+    ----------
+    coef_ : pandas.Series
+        Fixed effects by name (lme4's names, e.g. ``(Intercept)``).
+    coef_se_ : pandas.Series
+        Their standard errors.
+    coef_cov_ : pandas.DataFrame
+        Covariance matrix of the fixed effects.
+    sigma_ : float
+        Residual standard deviation.
+    theta_ : numpy.ndarray
+        Relative covariance parameters, terms ordered largest factor first, each
+        template's lower triangle column by column (``getME(fit, "theta")``).
+    objective_ : float
+        REML criterion (REML fits) or deviance (ML fits), as lme4 prints them.
+    loglik_ : float
+        Log-likelihood (restricted log-likelihood for REML fits), ``-objective_ / 2``.
+    varcorr_ : pandas.DataFrame
+        Like ``as.data.frame(VarCorr(fit))``: columns grp, var1, var2, vcov, sdcor.
+    ranef_ : dict of pandas.DataFrame
+        Conditional modes per grouping factor, indexed by level, like ``ranef(fit)``.
+    ranef_var_ : dict of pandas.DataFrame
+        Conditional variances (diagonal of each level's block), like ``condVar``.
+    ranef_cov_ : dict of numpy.ndarray
+        Full conditional covariance blocks per factor, shape (levels, q, q).
+    is_singular_ : bool
+        Whether the fit is on the boundary (a template's diagonal below 1e-4).
+    n_obs_ : int
+    n_levels_ : dict
+        Levels per grouping factor.
+    dropped_columns_ : list of str
+        Fixed-effect columns dropped for rank deficiency.
+    convergence_ : dict
+        Optimiser, evaluations, return code, whether it converged, singularity.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> g = np.repeat(np.arange(20), 10)
+    >>> data = pd.DataFrame({"g": g, "x": rng.normal(size=200)})
+    >>> data["y"] = 1 + 2 * data["x"] + rng.normal(size=20)[g] + rng.normal(size=200)
+    >>> model = MixedLM("y ~ x + (1 | g)").fit(data)
+    >>> bool(abs(model.coef_["x"] - 2) < 0.2), model.n_levels_
+    (True, {'g': 20})
+    """
+
+    def __init__(
+        self,
+        formula: str = "",
+        *,
+        reml: bool = True,
+        new_levels: str = "population",
+        na_action: str = "raise",
+    ) -> None:
+        self.formula = formula
+        self.reml = reml
+        self.new_levels = new_levels
+        self.na_action = na_action
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> MixedLM:
+        """Fit the model; ``y`` may be omitted when the formula names the response."""
+        check_policy(self.new_levels)
+        if self.na_action not in ("raise", "drop"):
+            raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
+        parsed = parse_formula(self.formula)
+        frame = as_frame(X)
+        if y is None:
+            if parsed.response is None:
+                raise ValueError("y: not given and the formula has no response (left of '~')")
+            if parsed.response not in frame.columns:
+                raise ValueError(f"response column {parsed.response!r} not found in X")
+            y = frame[parsed.response]
+        if self.na_action == "drop":
+            frame, y = self._drop_missing(parsed, frame, y)
+        target = as_target(y, len(frame))
+        design, dropped = build_design(parsed, frame, target)
+        if dropped:
+            warnings.warn(
+                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                f"column(s): {dropped}",
+                UserWarning,
+                stacklevel=2,
+            )
+        objective = ProfiledDeviance(
+            cross_products(design),
+            qs=[term.q for term in design.terms],
+            levels=[len(term.levels) for term in design.terms],
+            reml=bool(self.reml),
+        )
+        qs = objective.qs
+        lower = theta_lower_bounds(qs)
+        start = theta_start(qs)
+        if len(qs) > 1:
+            # Each term fitted alone is cheap (no Schur complement) and starts the full
+            # model much nearer its optimum than lme4's identity start.
+            start = np.concatenate(
+                [
+                    minimize_bobyqa(single, theta_start([q]), theta_lower_bounds([q]))[0]
+                    for single, q in (
+                        (single_term_objective(objective, k), q) for k, q in enumerate(qs)
+                    )
+                ]
+            )
+            # Near the optimum already: a small first trust region saves evaluations.
+            step = 0.1 * np.maximum(np.abs(start), 0.1)
+        else:
+            step = None
+        theta, value, info = minimize_bobyqa(objective, start, lower, initial_step=step)
+        info["start"] = start.tolist()
+        if not np.isfinite(value):
+            raise FloatingPointError("the objective is not finite at any theta tried")
+        self._set_fitted(parsed, design, objective, theta, value, info, dropped)
+        return self
+
+    def _drop_missing(self, parsed, frame: pd.DataFrame, y: Any):
+        used = set(required_columns(parsed.fixed))
+        for term in parsed.random:
+            used |= required_columns(term.expr) | set(term.group_cols)
+        used = [c for c in frame.columns if c in used]
+        target = pd.Series(np.asarray(y, dtype=float), index=frame.index)
+        bad = ~np.isfinite(target.to_numpy())
+        for column in used:
+            values = frame[column]
+            bad |= values.isna().to_numpy()
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                bad |= ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            warnings.warn(
+                f"na_action='drop': dropped {int(bad.sum())} of {len(frame)} row(s) with "
+                "missing or infinite values",
+                UserWarning,
+                stacklevel=3,
+            )
+        return frame.loc[~bad], target.to_numpy()[~bad]
+
+    def _set_fitted(
+        self,
+        parsed,
+        design: Design,
+        objective: ProfiledDeviance,
+        theta: np.ndarray,
+        value: float,
+        info: dict[str, Any],
+        dropped: list[str],
+    ) -> None:
+        solution: Solution = solve(objective, theta)
+        self._parsed = parsed
+        self._design_terms = design.terms
+        self._fixed_spec = design.fixed_spec
+        self._fixed_kept = design.kept
+        self._objective = objective
+        names = pd.Index(design.fixed_names, dtype=object)
+        self.theta_ = theta
+        self.sigma_ = solution.sigma
+        self.coef_ = pd.Series(solution.beta, index=names)
+        self.coef_cov_ = pd.DataFrame(solution.beta_cov, index=names, columns=names)
+        self.coef_se_ = pd.Series(np.sqrt(np.diag(solution.beta_cov)), index=names)
+        self.objective_ = float(value)
+        self.loglik_ = -0.5 * float(value)
+        self.n_obs_ = int(objective.cross.n)
+        self.dropped_columns_ = dropped
+        # Per term (internal, aligned with the design's terms) ...
+        self._term_b = solution.b
+        self._term_cov = solution.b_cov
+        # ... and per grouping factor, several terms on one factor side by side, as
+        # lme4's ranef() shows them. Covariances between two terms of one factor are
+        # not computed (zero in ranef_cov_), as lme4's condVar gives them per term.
+        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = {}, {}, {}, {}
+        for group in dict.fromkeys(term.spec.group for term in design.terms):
+            members = [k for k, term in enumerate(design.terms) if term.spec.group == group]
+            levels = design.terms[members[0]].levels
+            columns = [c for k in members for c in design.terms[k].columns]
+            self.ranef_[group] = pd.DataFrame(
+                np.hstack([solution.b[k] for k in members]), index=levels, columns=columns
+            )
+            blocks = np.zeros((len(levels), len(columns), len(columns)))
+            start = 0
+            for k in members:
+                q = design.terms[k].q
+                blocks[:, start : start + q, start : start + q] = solution.b_cov[k]
+                start += q
+            self.ranef_cov_[group] = blocks
+            self.ranef_var_[group] = pd.DataFrame(
+                np.diagonal(blocks, axis1=1, axis2=2), index=levels, columns=columns
+            )
+            self.n_levels_[group] = len(levels)
+        self.varcorr_ = self._varcorr()
+        diagonal = np.isfinite(theta_lower_bounds(objective.qs))
+        self.is_singular_ = bool(np.any(theta[diagonal] < SINGULAR_TOLERANCE))
+        self.convergence_ = dict(info, singular=self.is_singular_)
+        if not info["converged"]:
+            warnings.warn(
+                f"MixedLM: the optimiser stopped without converging ({info})",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _varcorr(self) -> pd.DataFrame:
+        rows = []
+        for term, T in zip(self._design_terms, self._objective.templates(self.theta_), strict=True):
+            covariance = self.sigma_**2 * (T @ T.T)
+            sd = np.sqrt(np.diag(covariance))
+            for i, name in enumerate(term.columns):
+                rows.append((term.spec.group, name, None, covariance[i, i], sd[i]))
+            for j in range(term.q):
+                for i in range(j + 1, term.q):
+                    correlation = (
+                        covariance[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    )
+                    rows.append(
+                        (
+                            term.spec.group,
+                            term.columns[j],
+                            term.columns[i],
+                            covariance[i, j],
+                            correlation,
+                        )
+                    )
+        rows.append(("Residual", None, None, self.sigma_**2, self.sigma_))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    # -- prediction ------------------------------------------------------------------
+    def predict(
+        self,
+        X: Any,
+        *,
+        include_random: bool | Sequence[str] = True,
+        return_std: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Predicted outcome for new rows.
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars)
+            Holds every column the formula uses (the response is not needed).
+        include_random : bool or sequence of str
+            True: conditional on the estimated random effects; False: marginal
+            (fixed effects only); a list of grouping-factor names: only those terms.
+        return_std : bool
+            Also return the predictive standard deviation: fixed-effects uncertainty,
+            conditional variance of the included random effects and the residual
+            variance (for an unseen level, the term's full variance).
+
+        Returns
+        -------
+        prediction : numpy.ndarray
+        std : numpy.ndarray, only with ``return_std=True``
+        """
+        check_is_fitted(self, "coef_")
+        check_policy(self.new_levels)
+        frame = as_frame(X)
+        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
+        for term in self._design_terms:
+            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
+        missing = [c for c in sorted(used) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"predict: column(s) {missing} not found in X")
+        check_finite(frame, sorted(used))
+        fixed = np.asarray(self._fixed_spec.get_model_matrix(frame), dtype=float)[
+            :, self._fixed_kept
+        ]
+        prediction = fixed @ self.coef_.to_numpy()
+        variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)
+        variance += self.sigma_**2
+        groups = {term.spec.group for term in self._design_terms}
+        if include_random is True:
+            selected = groups
+        elif include_random is False:
+            selected = set()
+        else:
+            selected = set(include_random)
+            unknown = selected - groups
+            if unknown:
+                raise ValueError(
+                    f"include_random: unknown grouping factor(s) {sorted(unknown)}; "
+                    f"the model has {sorted(groups)}"
+                )
+        templates = self._objective.templates(self.theta_)
+        for term, T, b, cov in zip(
+            self._design_terms, templates, self._term_b, self._term_cov, strict=True
+        ):
+            codes = term.levels.get_indexer(factor_values(frame, term.spec.group_cols))
+            values = np.asarray(term.model_spec.get_model_matrix(frame), dtype=float)
+            unseen = codes < 0
+            if unseen.any() and self.new_levels == "error":
+                group = factor_values(frame, term.spec.group_cols)
+                raise unseen_levels_error(term.spec.group, group[unseen])
+            if term.spec.group in selected:
+                seen = ~unseen
+                prediction[seen] += np.einsum("ij,ij->i", values[seen], b[codes[seen]])
+                variance[seen] += np.einsum(
+                    "ij,ijk,ik->i", values[seen], cov[codes[seen]], values[seen]
+                )
+                if unseen.any():
+                    prior = self.sigma_**2 * (T @ T.T)
+                    variance[unseen] += np.einsum(
+                        "ij,jk,ik->i", values[unseen], prior, values[unseen]
+                    )
+            else:
+                prior = self.sigma_**2 * (T @ T.T)
+                variance += np.einsum("ij,jk,ik->i", values, prior, values)
+        if return_std:
+            return prediction, np.sqrt(variance)
+        return prediction
+
+    # -- inference -------------------------------------------------------------------
+    def confint(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+        """Confidence intervals.
+
+        Parameters
+        ----------
+        level : float
+            Coverage.
+        method : {"wald", "profile"}
+            Wald intervals for the fixed effects (NaN for the variance parameters, as
+            lme4 gives), or profile-likelihood intervals for the standard deviations,
+            correlations, the residual sd and the fixed effects, as lme4's default
+            ``confint``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows named as lme4 names them (``.sig01``, ..., ``.sigma``, fixed effects),
+            columns for the lower and upper bounds.
+        """
+        check_is_fitted(self, "coef_")
+        lower, upper = f"{100 * (1 - level) / 2:.1f} %", f"{100 * (1 + level) / 2:.1f} %"
+        if method == "wald":
+            z = stats.norm.ppf(0.5 + level / 2)
+            names = self.parameter_names()
+            table = pd.DataFrame(np.nan, index=names, columns=[lower, upper])
+            table.loc[self.coef_.index, lower] = (self.coef_ - z * self.coef_se_).to_numpy()
+            table.loc[self.coef_.index, upper] = (self.coef_ + z * self.coef_se_).to_numpy()
+            return table
+        if method == "profile":
+            from estimators.mixed._profile import profile_intervals
+
+            return profile_intervals(self, level).set_axis([lower, upper], axis=1)
+        raise ValueError(f"method: expected 'wald' or 'profile', got {method!r}")
+
+    def parameter_names(self) -> list[str]:
+        """lme4's names for the parameters: .sig01, ... for the random-effects standard
+        deviations and correlations, .sigma, then the fixed effects."""
+        n_var = sum(term.n_theta for term in self._design_terms)
+        return [f".sig{k + 1:02d}" for k in range(n_var)] + [".sigma", *self.coef_.index]
+
+    # -- reporting -------------------------------------------------------------------
+    def summary(self) -> str:
+        """A summary table in the layout of lme4's ``print(summary(fit))``."""
+        check_is_fitted(self, "coef_")
+        method = "REML" if self.reml else "maximum likelihood"
+        criterion = "REML criterion at convergence" if self.reml else "deviance"
+        lines = [
+            f"Linear mixed model fit by {method}",
+            f"Formula: {self.formula}",
+            f"{criterion}: {self.objective_:.4f}    logLik: {self.loglik_:.4f}",
+            "",
+            "Random effects:",
+        ]
+        table = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
+        for term in self._design_terms:
+            block = self.varcorr_[
+                (self.varcorr_["grp"] == term.spec.group) & self.varcorr_["var1"].isin(term.columns)
+            ]
+            variances = block[block["var2"].isna()]
+            correlations = block[block["var2"].notna()]
+            for i, row in enumerate(variances.itertuples()):
+                corr = correlations[correlations["var2"] == row.var1]["sdcor"].tolist()
+                table.append(
+                    (
+                        term.spec.group if i == 0 else "",
+                        row.var1,
+                        f"{row.vcov:.4g}",
+                        f"{row.sdcor:.4g}",
+                        " ".join(f"{c:.2f}" for c in corr),
+                    )
+                )
+        table.append(("Residual", "", f"{self.sigma_**2:.4g}", f"{self.sigma_:.4g}", ""))
+        widths = [max(len(row[k]) for row in table) for k in range(5)]
+        lines += [
+            " " + " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        ]
+        groups = ", ".join(f"{g}, {n}" for g, n in self.n_levels_.items())
+        lines += [f"Number of obs: {self.n_obs_}, groups:  {groups}", "", "Fixed effects:"]
+        fixed = pd.DataFrame(
+            {
+                "Estimate": self.coef_,
+                "Std. Error": self.coef_se_,
+                "t value": self.coef_ / self.coef_se_,
+            }
+        )
+        lines.append(fixed.to_string(float_format=lambda v: f"{v:.4f}"))
+        if self.is_singular_:
+            lines += ["", "boundary (singular) fit: see help('isSingular')"]
+        return "\n".join(lines)

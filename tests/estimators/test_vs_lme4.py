@@ -1,0 +1,152 @@
+"""MixedLM against lme4's lmer on its own data sets and on simulated crossed data.
+
+The reference values are JSON fixtures written by ``benchmarks/reference/lme4_reference.R``
+(regenerate with ``Rscript benchmarks/reference/lme4_reference.R``); nothing here is
+computed by the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from estimators import MixedLM
+from estimators.mixed._deviance import ProfiledDeviance
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MODELS = sorted(path.stem for path in (FIXTURES / "lme4").glob("*.json"))
+# Columns that are factors in R but read from CSV as numbers.
+FACTORS = {"insteval": ["service", "dept", "s", "d"]}
+
+
+def read(name: str, model: str) -> pd.DataFrame:
+    frame = pd.read_csv(FIXTURES / "data" / name)
+    for column in FACTORS.get(model, []):
+        if column in frame:
+            frame[column] = frame[column].astype(str)
+    return frame
+
+
+@cache
+def reference(model: str) -> dict:
+    return json.loads((FIXTURES / "lme4" / f"{model}.json").read_text())
+
+
+@cache
+def fitted(model: str) -> MixedLM:
+    ref = reference(model)
+    return MixedLM(ref["formula"], reml=ref["reml"]).fit(read(ref["data"], model))
+
+
+def test_every_reference_model_is_covered():
+    assert {
+        "sleepstudy_reml",
+        "sleepstudy_ml",
+        "sleepstudy_uncorrelated",
+        "dyestuff",
+        "dyestuff_ml",
+        "penicillin",
+        "pastes",
+        "insteval",
+        "crossed",
+        "crossed_ml",
+    } <= set(MODELS)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_objective_matches_lme4_at_the_same_theta(model):
+    ref = reference(model)
+    fit = fitted(model)
+    objective: ProfiledDeviance = fit._objective
+    for point in ref["devfun_at"]:
+        value = objective(np.array(point["theta"]))
+        assert value == pytest.approx(point["value"], rel=1e-9), point
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_optimum_matches_lme4(model):
+    ref = reference(model)
+    fit = fitted(model)
+    # Within 1e-6 relative; ours may be lower (a better optimum), never notably higher.
+    assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
+    assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-5)
+    assert fit.loglik_ == pytest.approx(ref["loglik"], rel=1e-6)
+    assert fit.n_obs_ == ref["n_obs"]
+    assert fit.is_singular_ == ref["is_singular"]
+    np.testing.assert_allclose(fit.theta_, ref["theta"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fixed_effects_and_standard_errors(model):
+    ref = reference(model)
+    fit = fitted(model)
+    names = list(ref["fixef"])
+    assert list(fit.coef_.index) == names
+    scale = np.abs(list(ref["fixef"].values())).max()
+    np.testing.assert_allclose(
+        fit.coef_[names], list(ref["fixef"].values()), rtol=1e-4, atol=1e-6 * scale
+    )
+    np.testing.assert_allclose(fit.coef_se_[names], list(ref["fixef_se"].values()), rtol=1e-3)
+    wald = fit.confint(method="wald")
+    for name in names:
+        np.testing.assert_allclose(
+            wald.loc[name], ref["confint_wald"][name], rtol=1e-4, atol=1e-4 * fit.coef_se_[name]
+        )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_variance_components(model):
+    ref = reference(model)
+    fit = fitted(model)
+    ours = fit.varcorr_
+    # lme4 names a second term on the same factor "Subject.1"; match rows by position
+    # within (group, var1, var2) after removing that suffix.
+    expected = pd.DataFrame(ref["varcorr"])
+    expected["grp"] = expected["grp"].str.replace(r"\.\d+$", "", regex=True)
+    key = ["grp", "var1", "var2"]
+    merged = expected.merge(ours, on=key, suffixes=("_lme4", "_ours"), how="left")
+    assert merged["sdcor_ours"].notna().all(), merged
+    np.testing.assert_allclose(merged["sdcor_ours"], merged["sdcor_lme4"], rtol=1e-3, atol=1e-6)
+    assert fit.sigma_ == pytest.approx(ref["sigma"], rel=1e-4)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_conditional_modes_and_variances(model):
+    ref = reference(model)
+    fit = fitted(model)
+    for group, block in ref["ranef"].items():
+        ours = fit.ranef_[group]
+        ours.index = ours.index.astype(str)
+        modes = ours.loc[block["levels"], block["columns"]].to_numpy()
+        expected = np.array(block["values"])
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(modes, expected, rtol=1e-3, atol=1e-3 * scale)
+        variances = fit.ranef_var_[group]
+        variances.index = variances.index.astype(str)
+        np.testing.assert_allclose(
+            variances.loc[block["levels"], block["columns"]].to_numpy(),
+            np.array(block["condvar"]),
+            rtol=2e-3,
+        )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_predictions_with_new_levels(model):
+    ref = reference(model)
+    fit = fitted(model)
+    new = read(ref["newdata"], model)
+    scale = np.abs(ref["predictions"]).max()
+    np.testing.assert_allclose(fit.predict(new), ref["predictions"], rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        fit.predict(new, include_random=False),
+        ref["predictions_marginal"],
+        rtol=1e-4,
+        atol=1e-6 * scale,
+    )
+    training = read(ref["data"], model)
+    np.testing.assert_allclose(fit.predict(training)[:10], ref["fitted_head"], rtol=1e-4)
