@@ -15,7 +15,6 @@ from typing import Any
 import formulaic
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
 
 from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpec
@@ -159,15 +158,24 @@ def build_design(
     return design, dropped
 
 
-def _independent_columns(X: np.ndarray) -> np.ndarray:
-    """Indices of a maximal set of linearly independent columns, in their order."""
-    if X.shape[1] == 0:
-        return np.arange(0)
-    _, r, pivots = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    diagonal = np.abs(np.diag(r))
-    tolerance = 1e-7 * diagonal[0] if diagonal.size else 0.0
-    rank = int(np.sum(diagonal > tolerance))
-    return np.sort(pivots[:rank])
+def _independent_columns(X: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
+    """Indices of the columns kept, in order: a column is dropped when it is (nearly) in
+    the span of the columns before it, as R's lm and lme4 drop the later of two
+    collinear columns."""
+    kept: list[int] = []
+    basis = np.zeros((X.shape[0], 0))
+    for k in range(X.shape[1]):
+        column = X[:, k]
+        norm = np.linalg.norm(column)
+        if norm == 0:
+            continue
+        residual = column - basis @ (basis.T @ column)
+        residual -= basis @ (basis.T @ residual)  # second pass for numerical orthogonality
+        remaining = np.linalg.norm(residual)
+        if remaining > tolerance * norm:
+            kept.append(k)
+            basis = np.column_stack([basis, residual / remaining])
+    return np.array(kept, dtype=int)
 
 
 def term_matrix(codes: np.ndarray, values: np.ndarray, n_levels: int) -> sp.csr_matrix:

@@ -1,0 +1,116 @@
+"""Random designs fitted by MixedLM and, live, by lme4 (skipped when R/lme4 is missing).
+
+CI installs R with lme4, so these run there; each design draws its structure (numbers
+of levels, unbalanced group sizes, crossed factor or not, random slope or not, true
+variances including zero) from its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from estimators import MixedLM
+
+pytestmark = pytest.mark.r
+
+SEEDS = list(range(10))
+
+R_SCRIPT = r"""
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+args <- commandArgs(trailingOnly = TRUE)
+designs <- fromJSON(args[1], simplifyVector = FALSE)
+out <- list()
+for (d in designs) {
+  data <- read.csv(d$path, stringsAsFactors = TRUE)
+  data$g <- factor(data$g); data$h <- factor(data$h)
+  fit <- lmer(as.formula(d$formula), data, REML = d$reml,
+              control = lmerControl(optCtrl = list(xtol_abs = 1e-10, ftol_abs = 1e-12,
+                                                   xtol_rel = 0)))
+  vc <- as.data.frame(VarCorr(fit))
+  out[[length(out) + 1]] <- list(
+    objective = if (d$reml) REMLcrit(fit) else deviance(fit),
+    fixef = as.list(fixef(fit)),
+    sdcor = vc$sdcor, singular = isSingular(fit))
+}
+cat(toJSON(out, digits = NA, auto_unbox = TRUE))
+"""
+
+
+def _r_available() -> bool:
+    if shutil.which("Rscript") is None:
+        return False
+    check = subprocess.run(
+        ["Rscript", "-e", "library(lme4); library(jsonlite)"], capture_output=True, check=False
+    )
+    return check.returncode == 0
+
+
+def design(seed: int) -> tuple[pd.DataFrame, str, bool]:
+    """A random data set and an lme4 formula for it."""
+    rng = np.random.default_rng(seed)
+    n_g = int(rng.integers(6, 40))
+    sizes = rng.integers(1, 20, n_g)
+    g = np.repeat(np.arange(n_g), sizes)
+    n = g.size
+    x = rng.normal(size=n)
+    f = rng.choice(["a", "b", "c"], n)
+    sd_g = rng.choice([0.0, 0.3, 1.5])
+    y = 1.0 + 0.5 * x + np.select([f == "b", f == "c"], [0.4, -0.2], 0.0)
+    y = y + rng.normal(0, sd_g, n_g)[g] + rng.normal(size=n)
+    formula = "y ~ x + f + (1 | g)"
+    crossed = rng.random() < 0.5
+    h = rng.integers(0, int(rng.integers(3, 12)), n)
+    if crossed:
+        y = y + rng.normal(0, rng.choice([0.2, 1.0]), h.max() + 1)[h]
+        formula += " + (1 | h)"
+    elif rng.random() < 0.6:
+        y = y + rng.normal(0, 0.5, n_g)[g] * x
+        formula = "y ~ x + f + (1 + x | g)"
+    frame = pd.DataFrame({"y": y, "x": x, "f": f, "g": [f"g{k}" for k in g], "h": h})
+    return frame, formula, bool(rng.random() < 0.7)
+
+
+@cache
+def lme4_fits(tmp: str) -> list[dict]:
+    specs = []
+    for seed in SEEDS:
+        frame, formula, reml = design(seed)
+        path = f"{tmp}/design{seed}.csv"
+        frame.to_csv(path, index=False)
+        specs.append({"path": path, "formula": formula, "reml": reml})
+    spec_path = f"{tmp}/designs.json"
+    with open(spec_path, "w") as handle:
+        json.dump(specs, handle)
+    result = subprocess.run(
+        ["Rscript", "-e", R_SCRIPT, spec_path], capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    if not _r_available():
+        pytest.skip("Rscript with lme4 and jsonlite is not installed")
+    return lme4_fits(str(tmp_path_factory.mktemp("lme4_live")))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_design_matches_lme4(seed, reference):
+    frame, formula, reml = design(seed)
+    ref = reference[seed]
+    fit = MixedLM(formula, reml=reml).fit(frame)
+    # Ours may find a lower optimum; never a notably higher one.
+    assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
+    assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-5)
+    assert fit.is_singular_ == ref["singular"]
+    names = list(ref["fixef"])
+    np.testing.assert_allclose(fit.coef_[names], list(ref["fixef"].values()), rtol=1e-3, atol=1e-4)
+    if not ref["singular"]:
+        np.testing.assert_allclose(fit.varcorr_["sdcor"], ref["sdcor"], rtol=1e-3, atol=1e-4)
