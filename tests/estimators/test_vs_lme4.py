@@ -150,3 +150,15 @@ def test_predictions_with_new_levels(model):
     )
     training = read(ref["data"], model)
     np.testing.assert_allclose(fit.predict(training)[:10], ref["fitted_head"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if reference(m)["confint_profile"]])
+def test_profile_confidence_intervals(model):
+    """lme4 interpolates a spline through profile points; we find the bounds by root
+    finding, so the two agree to a few parts in 1e4 rather than to machine precision."""
+    ref = reference(model)
+    ours = fitted(model).confint(method="profile")
+    assert list(ours.columns) == ["2.5 %", "97.5 %"]
+    assert list(ours.index) == list(ref["confint_profile"])
+    for name, bounds in ref["confint_profile"].items():
+        np.testing.assert_allclose(ours.loc[name], bounds, rtol=5e-4, atol=1e-6, err_msg=name)
