@@ -22,6 +22,7 @@ splits:
 estimators:
   - pooled_ols
   - fixed_effects
+  - mixed_lm
   - group_mean
   - {name: hist_gbm, params: {max_iter: 20}}
 metrics: [rmse, mae, r2]

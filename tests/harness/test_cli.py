@@ -31,7 +31,7 @@ def test_list_names_every_component(capsys):
 
 def test_validate_counts_jobs(tmp_path, tiny_config_text, capsys):
     assert main(["validate", str(_write(tmp_path, tiny_config_text))]) == 0
-    assert "tiny: 144 jobs" in capsys.readouterr().out
+    assert "tiny: 180 jobs" in capsys.readouterr().out
 
 
 def test_run_writes_the_report_and_prints_its_path(tmp_path, tiny_config_text, capsys):

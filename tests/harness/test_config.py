@@ -28,8 +28,8 @@ def test_tiny_config_expands_to_the_product_of_its_parts(tiny_config_text):
     assert config.scenarios[1].params["sd"]["user"] == 1.0
     assert config.scenarios[1].params["events_per_user"]["mean"] == 6
     # 2 scenarios x 2 repeats x (3 + 3 + 3) folds x 4 estimators
-    assert len(all_jobs(expand(config))) == 2 * 2 * 9 * 4
-    assert len({job.job_id for job in all_jobs(expand(config))}) == 144
+    assert len(all_jobs(expand(config))) == 2 * 2 * 9 * 5
+    assert len({job.job_id for job in all_jobs(expand(config))}) == 180
 
 
 def test_estimator_grid_expands_with_printable_labels(tiny_config_text):

@@ -27,11 +27,11 @@ def test_a_sweep_stores_one_complete_row_per_job(small_config, tmp_path):
     result = run_sweep(small_config, tmp_path, progress=False)
     table = pl.read_parquet(tmp_path / "results.parquet")
     jobs = all_jobs(expand(small_config))
-    assert result.n_run == len(jobs) == table.height == 72
+    assert result.n_run == len(jobs) == table.height == 90
     assert sorted(table["job_id"]) == sorted(job.job_id for job in jobs)
     assert set(table["status"]) == {"ok"}
     assert (tmp_path / "results.csv").exists()
-    assert len(list((tmp_path / "rows").glob("*.parquet"))) == 72
+    assert len(list((tmp_path / "rows").glob("*.parquet"))) == 90
 
     row = table.filter(
         (pl.col("estimator") == "fixed_effects")
@@ -63,7 +63,7 @@ def test_rerun_skips_finished_jobs_and_resumes_lost_ones(small_config, tmp_path)
     run_sweep(small_config, tmp_path, progress=False)
     before = pl.read_parquet(tmp_path / "results.parquet").sort("job_id")
     again = run_sweep(small_config, tmp_path, progress=False)
-    assert again.n_run == 0 and again.n_reused == 72
+    assert again.n_run == 0 and again.n_reused == 90
     lost = sorted((tmp_path / "rows").glob("*.parquet"))[:10]
     for path in lost:
         path.unlink()
@@ -73,7 +73,7 @@ def test_rerun_skips_finished_jobs_and_resumes_lost_ones(small_config, tmp_path)
     assert after["job_id"].to_list() == before["job_id"].to_list()
     assert after["rmse"].to_list() == before["rmse"].to_list()
     forced = run_sweep(small_config, tmp_path, force=True, progress=False)
-    assert forced.n_run == 72
+    assert forced.n_run == 90
 
 
 def test_a_failing_job_is_recorded_and_the_rest_finish(tiny_config_text, tmp_path):
@@ -103,7 +103,7 @@ def test_a_failing_data_set_fails_its_jobs_only(tiny_config_text, tmp_path):
     )
     result = run_sweep(config, tmp_path, progress=False)
     table = pl.read_parquet(tmp_path / "results.parquet")
-    assert result.n_failed == table.height == 24
+    assert result.n_failed == table.height == 30
     assert "by: 'region' is not a grouping factor" in table["error"][0]
 
 
