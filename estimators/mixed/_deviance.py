@@ -114,7 +114,6 @@ class ProfiledDeviance:
         self.reml = reml
         self.splits = np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]
         self.n_rest = int(sum(q * n for q, n in zip(qs[1:], levels[1:], strict=True)))
-        self.n_evaluations = 0
         # Row index of every stored nonzero, for scaling by a diagonal Lambda in place.
         self._rest_scalar = all(q == 1 for q in qs[1:])
         self._zrz1_rows = np.repeat(np.arange(cross.ZrZ1.shape[0]), np.diff(cross.ZrZ1.indptr))
@@ -207,7 +206,6 @@ class ProfiledDeviance:
 
     def __call__(self, theta: np.ndarray) -> float:
         """REML criterion or ML deviance at ``theta`` (inf where the factor fails)."""
-        self.n_evaluations += 1
         try:
             return self.from_factor(self.factor(theta))
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):

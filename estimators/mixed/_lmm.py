@@ -6,11 +6,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import nlopt
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
@@ -33,86 +31,10 @@ from estimators.mixed._deviance import (
     theta_start,
 )
 from estimators.mixed._formula import parse_formula
+from estimators.mixed._optimize import minimize_bobyqa
+from estimators.mixed._profile import profile_intervals
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
-
-
-def minimize_bobyqa(
-    function: Any,
-    start: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray | None = None,
-    *,
-    initial_step: np.ndarray | None = None,
-    xtol_rel: float = 1e-6,
-    xtol_abs: float = 1e-10,
-    ftol_abs: float = 1e-10,
-    max_evaluations: int = 100_000,
-) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """Bound-constrained derivative-free minimisation with BOBYQA (NLopt), as lme4 does.
-
-    The tolerances are tighter than lme4's defaults (whose relative x tolerance of 1e-4
-    stops short of the optimum by up to ~1e-4 in theta). Returns the minimiser, the
-    minimum and convergence facts.
-    """
-    evaluations = 0
-
-    def objective(x: np.ndarray, gradient: np.ndarray) -> float:
-        nonlocal evaluations
-        evaluations += 1
-        return float(function(x))
-
-    optimizer = nlopt.opt(nlopt.LN_BOBYQA, start.size)
-    optimizer.set_min_objective(objective)
-    optimizer.set_lower_bounds(lower)
-    if upper is not None:
-        optimizer.set_upper_bounds(upper)
-    optimizer.set_xtol_rel(xtol_rel)
-    optimizer.set_xtol_abs(xtol_abs)
-    optimizer.set_ftol_abs(ftol_abs)
-    if initial_step is not None:
-        optimizer.set_initial_step(initial_step)
-    optimizer.set_maxeval(max_evaluations)
-    x = np.clip(start, lower, upper if upper is not None else np.inf)
-    if start.size == 1:
-        # NLopt's BOBYQA needs two or more variables; one is a bounded scalar problem.
-        return _minimize_scalar(function, x, lower, upper)
-    x = optimizer.optimize(x)
-    result = optimizer.last_optimize_result()
-    info = {
-        "optimizer": "bobyqa",
-        "evaluations": evaluations,
-        "return_code": int(result),
-        "converged": result > 0 and result != nlopt.MAXEVAL_REACHED,
-    }
-    return np.asarray(x), float(optimizer.last_optimum_value()), info
-
-
-def _minimize_scalar(function: Any, x: np.ndarray, lower: np.ndarray, upper: np.ndarray | None):
-    low = float(lower[0])
-    high = float(upper[0]) if upper is not None and np.isfinite(upper[0]) else None
-    start = float(x[0])
-    if high is None:
-        # Bracket outward from the start until the function rises.
-        high = max(2 * start, start + 1.0)
-        while function(np.array([high])) < function(np.array([start])) and high < 1e8:
-            start, high = high, 2 * high
-    result = minimize_scalar(
-        lambda v: function(np.array([v])),
-        bounds=(low, high),
-        method="bounded",
-        options={"xatol": 1e-10, "maxiter": 10_000},
-    )
-    # The bounded method never evaluates the bound itself; a boundary optimum is common.
-    candidates = [(float(result.fun), float(result.x)), (float(function(np.array([low]))), low)]
-    value, best = min(candidates)
-    info = {
-        "optimizer": "bounded_scalar",
-        "evaluations": int(result.nfev) + 1,
-        "return_code": int(result.status),
-        "converged": bool(result.success),
-    }
-    return np.array([best]), value, info
 
 
 class MixedLM(RegressorMixin, BaseEstimator):
@@ -477,8 +399,6 @@ class MixedLM(RegressorMixin, BaseEstimator):
             table.loc[self.coef_.index, upper] = (self.coef_ + z * self.coef_se_).to_numpy()
             return table
         if method == "profile":
-            from estimators.mixed._profile import profile_intervals
-
             return profile_intervals(self, level).set_axis([lower, upper], axis=1)
         raise ValueError(f"method: expected 'wald' or 'profile', got {method!r}")
 

@@ -27,6 +27,7 @@ from estimators.mixed._deviance import (
     template,
     theta_lower_bounds,
 )
+from estimators.mixed._optimize import minimize_bobyqa
 
 if TYPE_CHECKING:
     from estimators.mixed._lmm import MixedLM
@@ -41,10 +42,6 @@ class _ProfileProblem:
     """The ML deviance on the standard-deviation scale, and its profiles."""
 
     def __init__(self, model: MixedLM) -> None:
-        # Imported here: _lmm imports this module lazily, and the optimiser lives there.
-        from estimators.mixed._lmm import minimize_bobyqa
-
-        self.minimize = minimize_bobyqa
         fitted = model._objective
         self.qs, self.levels = fitted.qs, fitted.levels
         self.ml = ProfiledDeviance(fitted.cross, self.qs, self.levels, reml=False)
@@ -127,7 +124,7 @@ class _ProfileProblem:
             sv[free] = x
             return self.deviance_sv(sv)
 
-        x, best, _ = self.minimize(
+        x, best, _ = minimize_bobyqa(
             deviance,
             np.clip(start[free], self.sv_lower[free], self.sv_upper[free]),
             self.sv_lower[free],
@@ -155,7 +152,7 @@ class _ProfileProblem:
 
     def profile_fixed(self, j: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         objective = ProfiledDeviance(self.fixed_cross(j, value), self.qs, self.levels, reml=False)
-        theta, best, _ = self.minimize(objective, start, self.theta_lower)
+        theta, best, _ = minimize_bobyqa(objective, start, self.theta_lower)
         return best, theta
 
 
