@@ -109,7 +109,7 @@ def simulate(name: str, seed: int = 0, **params: Any) -> Dataset:
     >>> from simulators import simulate
     >>> data = simulate("online_services", seed=1, n_users=50, n_items=10)
     >>> data.groups
-    ('user', 'item')
+    ('user', 'item', 'region')
     """
     simulator = info(name)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

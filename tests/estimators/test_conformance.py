@@ -48,7 +48,8 @@ def test_polars_and_pandas_inputs_agree(name, small_data):
     X = pl.from_pandas(small_data.X)
     y = pl.Series(small_data.y.to_numpy())
     from_polars = _model(name, small_data).fit(X, y).predict(X)
-    np.testing.assert_allclose(from_polars, from_pandas, rtol=1e-10)
+    # Categories may come back from polars in another order: same fit up to rounding.
+    np.testing.assert_allclose(from_polars, from_pandas, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if "formula" not in estimators.info(n).roles])

@@ -12,6 +12,8 @@ from estimators import MixedLM
 from estimators.mixed import FormulaError, parse_formula
 from simulators import simulate
 
+FORMULA = "y ~ x1 + x2 + account_age + treat + (1 | user) + (1 | item)"
+
 
 @pytest.fixture(scope="module")
 def crossed():
@@ -21,14 +23,14 @@ def crossed():
         n_users=600,
         n_items=40,
         n_features=2,
-        sd={"user": 0.8, "item": 0.4, "noise": 1.0},
+        sd={"user": 0.8, "item": 0.4, "noise": 1.0, "region": 0.0, "user_slope": 0.0},
         events_per_user={"mean": 12},
     )
 
 
 @pytest.fixture(scope="module")
 def crossed_fit(crossed):
-    return MixedLM("y ~ x1 + x2 + (1 | user) + (1 | item)").fit(crossed.frame)
+    return MixedLM(FORMULA).fit(crossed.frame)
 
 
 def test_formula_parsing_expands_lme4_shorthands():
@@ -67,7 +69,7 @@ def test_formula_errors_quote_the_problem(formula, message):
 
 def test_recovers_simulation_truth(crossed, crossed_fit):
     truth = crossed.truth
-    for name in ("x1", "x2"):
+    for name in ("x1", "x2", "treat"):
         assert crossed_fit.coef_[name] == pytest.approx(truth["fixed_effects"][name], abs=0.03)
     sd = crossed_fit.varcorr_.set_index("grp")["sdcor"]
     assert sd["user"] == pytest.approx(0.8, rel=0.1)
@@ -115,6 +117,8 @@ def test_predict_policies_for_new_levels(crossed, crossed_fit):
     new = pd.DataFrame(
         {
             "x1": [0.0] * 4,
+            "account_age": [0.0] * 4,
+            "treat": [0] * 4,
             "x2": [0.0] * 4,
             "user": [known_user, known_user, "nobody", "nobody"],
             "item": [known_item, "new item", known_item, "new item"],
@@ -150,7 +154,7 @@ def test_predict_policies_for_new_levels(crossed, crossed_fit):
 def test_prediction_std_covers_held_out_rows(crossed):
     frame = crossed.frame
     test = frame.index % 5 == 0
-    fit = MixedLM("y ~ x1 + x2 + (1 | user) + (1 | item)").fit(frame[~test])
+    fit = MixedLM(FORMULA).fit(frame[~test])
     prediction, std = fit.predict(frame[test], return_std=True)
     z = (frame.loc[test, "y"] - prediction) / std
     assert np.mean(np.abs(z) < 1.645) == pytest.approx(0.90, abs=0.03)
@@ -182,11 +186,9 @@ def test_id_types_all_work_and_agree(ids):
 
 def test_polars_input_and_fit_with_separate_y(crossed, crossed_fit):
     frame = pl.from_pandas(crossed.frame)
-    fit = MixedLM("y ~ x1 + x2 + (1 | user) + (1 | item)").fit(frame)
+    fit = MixedLM(FORMULA).fit(frame)
     assert fit.objective_ == pytest.approx(crossed_fit.objective_, rel=1e-12)
-    separate = MixedLM("y ~ x1 + x2 + (1 | user) + (1 | item)").fit(
-        crossed.frame.drop(columns="y"), crossed.frame["y"]
-    )
+    separate = MixedLM(FORMULA).fit(crossed.frame.drop(columns="y"), crossed.frame["y"])
     assert separate.objective_ == pytest.approx(crossed_fit.objective_, rel=1e-12)
 
 

@@ -42,8 +42,8 @@ def test_a_sweep_stores_one_complete_row_per_job(small_config, tmp_path):
     assert row["n_train"] + row["n_test"] == row["n_rows"]
     assert row["split"] == "unseen_units[by=user]" and row["split_folds"] == 3
     assert row["sim.sd.user"] == 1.0 and row["sim.n_users"] == 60
-    assert json.loads(row["est.group_cols"]) == ["user", "item"]
-    assert json.loads(row["est.feature_cols"]) == ["x1", "x2", "x3"]
+    assert json.loads(row["est.group_cols"]) == ["user", "item", "region"]
+    assert json.loads(row["est.feature_cols"]) == ["x1", "x2", "x3", "account_age", "treat"]
     assert row["fit_seconds"] > 0 and row["peak_memory_mb"] > 0
     assert 0 < row["rmse"] < 5 and row["mae"] <= row["rmse"]
     gbm = table.filter(pl.col("estimator") == "hist_gbm")
@@ -99,12 +99,14 @@ def test_a_failing_job_is_recorded_and_the_rest_finish(tiny_config_text, tmp_pat
 
 def test_a_failing_data_set_fails_its_jobs_only(tiny_config_text, tmp_path):
     config = _config(
-        tiny_config_text, repeats=1, splits=[{"scheme": "unseen_units", "folds": 3, "by": "region"}]
+        tiny_config_text,
+        repeats=1,
+        splits=[{"scheme": "unseen_units", "folds": 3, "by": "country"}],
     )
     result = run_sweep(config, tmp_path, progress=False)
     table = pl.read_parquet(tmp_path / "results.parquet")
     assert result.n_failed == table.height == 30
-    assert "by: 'region' is not a grouping factor" in table["error"][0]
+    assert "by: 'country' is not a grouping factor" in table["error"][0]
 
 
 def test_store_writes_atomically_and_replaces_rows(tmp_path):
