@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from simulators import _online_services
+from simulators import _archers, _file, _online_services
 from simulators._dataset import Dataset
 from simulators._params import merge_params, suggest
 
@@ -61,6 +61,21 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             description="users crossed with items, heavy-tailed activity, Gaussian outcome",
             check=_online_services.check_params,
             fresh_draws=True,
+        ),
+        "archers": SimulatorInfo(
+            name="archers",
+            generate=_archers.archers,
+            defaults=_archers.DEFAULTS,
+            description="the seed's bow experiment: archers x two bows x shots, distance",
+            check=_archers.check_params,
+            fresh_draws=True,
+        ),
+        "file": SimulatorInfo(
+            name="file",
+            generate=_file.read_file,
+            defaults=_file.DEFAULTS,
+            description="your CSV or Parquet file, with roles (target, groups, ...) from params",
+            check=_file.check_params,
         ),
     }
 )
