@@ -3,7 +3,7 @@
 from estimators._baselines import GroupMean, HistGBM
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
-from estimators.mixed import MixedLM
+from estimators.mixed import MixedBoosting, MixedLM
 
 __all__ = [
     "ROLES",
@@ -11,6 +11,7 @@ __all__ = [
     "FixedEffects",
     "GroupMean",
     "HistGBM",
+    "MixedBoosting",
     "MixedLM",
     "PooledOLS",
     "available",

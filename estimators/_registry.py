@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator
 
 from estimators._baselines import GroupMean, HistGBM
 from estimators._linear import FixedEffects, PooledOLS
-from estimators.mixed import MixedLM
+from estimators.mixed import MixedBoosting, MixedLM
 from simulators._params import suggest
 
 # Roles an estimator may take from a Dataset, each an ordinary constructor parameter:
@@ -87,6 +87,13 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 MixedLM,
                 "linear mixed model, lme4 formula syntax, REML or ML (lmer)",
                 roles=("formula",),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "mixed_boosting",
+                MixedBoosting,
+                "boosted trees for the features, random intercepts per group (MERF-style EM)",
+                roles=("feature_cols", "group_cols"),
                 needs_groups=True,
             ),
             EstimatorInfo(
