@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark report lint clean
+.PHONY: install test benchmark bench-lmm bench-sim report lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ test: install
 
 benchmark: install
 	$(BIN)/mixbench run $(CONFIG)
+
+# Fit time and peak memory of MixedLM against lme4 and statsmodels (benchmarks/bench_lmm.py).
+bench-lmm: install
+	$(BIN)/python benchmarks/bench_lmm.py
+
+# Rows per second and peak memory of the online_services simulator at 1M and 10M rows.
+bench-sim: install
+	$(BIN)/python benchmarks/bench_sim.py
 
 report: install
 	$(BIN)/mixbench report reports/$(basename $(notdir $(CONFIG)))
