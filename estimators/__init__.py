@@ -1,6 +1,7 @@
 """Models behind the scikit-learn estimator interface, and their registry."""
 
 from estimators._baselines import GroupMean, HistGBM
+from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
 from estimators.mixed import MixedBoosting, MixedLM
@@ -11,6 +12,9 @@ __all__ = [
     "FixedEffects",
     "GroupMean",
     "HistGBM",
+    "HistGBMClassifier",
+    "LogisticFixedEffects",
+    "LogisticRidge",
     "MixedBoosting",
     "MixedLM",
     "PooledOLS",

@@ -141,6 +141,23 @@ class HistGBM(RegressorMixin, BaseEstimator):
         matrix[:, features.shape[1] :][matrix[:, features.shape[1] :] < 0] = np.nan
         return matrix
 
+    def _booster_params(self) -> dict[str, Any]:
+        return {
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "l2_regularization": self.l2_regularization,
+            "max_bins": self.max_bins,
+            "early_stopping": self.early_stopping,
+            "random_state": self.random_state,
+        }
+
+    def _booster(self, categorical: np.ndarray | None) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            **self._booster_params(), categorical_features=categorical
+        )
+
     def fit(self, X: Any, y: Any) -> HistGBM:
         """Fit the booster; returns self."""
         frame = as_frame(X)
@@ -155,17 +172,8 @@ class HistGBM(RegressorMixin, BaseEstimator):
         categorical = [False] * len(self.feature_cols_) + [
             encoding == "categorical" for encoding in self.group_encoding_.values()
         ]
-        self.model_ = HistGradientBoostingRegressor(
-            learning_rate=self.learning_rate,
-            max_iter=self.max_iter,
-            max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            max_bins=self.max_bins,
-            early_stopping=self.early_stopping,
-            random_state=self.random_state,
-            categorical_features=np.array(categorical, dtype=bool) if any(categorical) else None,
-        )
+        mask = np.array(categorical, dtype=bool) if any(categorical) else None
+        self.model_ = self._booster(mask)
         self.model_.fit(self._matrix(frame), target)
         return self
 

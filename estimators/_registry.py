@@ -11,6 +11,7 @@ from typing import Any
 from sklearn.base import BaseEstimator
 
 from estimators._baselines import GroupMean, HistGBM
+from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
 from estimators.mixed import MixedBoosting, MixedLM
 from simulators._params import suggest
@@ -100,6 +101,28 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "hist_gbm",
                 HistGBM,
                 "scikit-learn histogram gradient boosting on features and group codes",
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "logistic_fixed_effects",
+                LogisticFixedEffects,
+                "logistic regression with dummies per group level (glm, binomial)",
+                families=("binomial",),
+                roles=("feature_cols", "group_cols"),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "logistic_ridge",
+                LogisticRidge,
+                "L2 logistic regression on one-hot groups, penalty by cross-validated log loss",
+                families=("binomial",),
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "hist_gbm_classifier",
+                HistGBMClassifier,
+                "scikit-learn histogram gradient boosting classifier on features and group codes",
+                families=("binomial",),
                 roles=("feature_cols", "group_cols"),
             ),
         ]

@@ -1,0 +1,253 @@
+"""Binary-outcome counterparts: logistic fixed effects, logistic ridge, boosted classifier.
+
+Each predicts the probability of the outcome 1 (the mean of a binary outcome, as R's
+``predict(fit, type = "response")``), so the harness scores them like any other model;
+``predict_proba`` gives both class probabilities.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
+
+from estimators._baselines import HistGBM
+from estimators._columns import (
+    LevelCodes,
+    as_frame,
+    as_target,
+    check_columns,
+    check_policy,
+    default_features,
+    numeric_matrix,
+)
+
+
+def binary_target(y: Any, n_rows: int) -> np.ndarray:
+    """The outcome as 0/1 floats; anything else is an error naming y."""
+    target = as_target(y, n_rows)
+    if not np.isin(target, (0.0, 1.0)).all():
+        raise ValueError("y: a binary outcome must be 0 or 1 in every row")
+    if np.unique(target).size < 2:
+        raise ValueError("y: both outcomes (0 and 1) must occur in the training rows")
+    return target
+
+
+def one_hot(
+    frame: pd.DataFrame, levels: dict[Hashable, LevelCodes], new_levels: str
+) -> sp.csr_matrix:
+    """Sparse indicators of every training level of each factor; an unseen level is a
+    row of zeros (the population part) or an error, by ``new_levels``."""
+    blocks = []
+    for name, codes_of in levels.items():
+        codes = codes_of.encode(frame[name], new_levels)
+        seen = codes >= 0
+        blocks.append(
+            sp.csr_matrix(
+                (np.ones(seen.sum()), (np.flatnonzero(seen), codes[seen])),
+                shape=(len(frame), len(codes_of)),
+            )
+        )
+    return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(frame), 0))
+
+
+class _LogisticOnGroups(RegressorMixin, BaseEstimator):
+    """Logistic regression on features plus one indicator per group level."""
+
+    def _design(self, frame: pd.DataFrame, fitting: bool) -> sp.csr_matrix:
+        features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
+        if fitting:
+            self.feature_mean_ = features.mean(axis=0)
+            scale = features.std(axis=0)
+            self.feature_scale_ = np.where(scale > 0, scale, 1.0)
+        standardized = (features - self.feature_mean_) / self.feature_scale_
+        return sp.hstack(
+            [sp.csr_matrix(standardized), one_hot(frame, self.levels_, self.new_levels)],
+            format="csr",
+        )
+
+    def _prepare(self, X: Any, y: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+        check_policy(self.new_levels)
+        frame = as_frame(X)
+        target = binary_target(y, len(frame))
+        group_cols = check_columns(frame, self.group_cols, "group_cols")
+        self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
+        self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
+        return self._design(frame, fitting=True), target
+
+    def _store(self, model: LogisticRegression | LogisticRegressionCV) -> None:
+        self.model_ = model
+        coef = model.coef_.ravel()
+        k = len(self.feature_cols_)
+        self.coef_ = pd.Series(coef[:k] / self.feature_scale_, index=pd.Index(self.feature_cols_))
+        intercept = float(model.intercept_[0]) - float(np.sum(self.coef_ * self.feature_mean_))
+        self.group_effects_ = {}
+        start = k
+        for name, levels in self.levels_.items():
+            effects = coef[start : start + len(levels)]
+            start += len(levels)
+            # Centred on the logit scale: an unseen level is an average unit.
+            shift = effects.mean()
+            intercept += shift
+            self.group_effects_[name] = pd.Series(effects - shift, index=levels.levels, name=name)
+        self.intercept_ = intercept
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of 0 and 1 per row, shape (n, 2)."""
+        check_is_fitted(self, "model_")
+        frame = as_frame(X)
+        check_columns(frame, list(self.levels_), "group_cols")
+        features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
+        logit = self.intercept_ + features @ self.coef_.to_numpy()
+        for name, levels in self.levels_.items():
+            codes = levels.encode(frame[name], self.new_levels)
+            seen = codes >= 0
+            logit[seen] += self.group_effects_[name].to_numpy()[codes[seen]]
+        probability = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - probability, probability])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Probability that the outcome is 1."""
+        return self.predict_proba(X)[:, 1]
+
+
+class LogisticFixedEffects(_LogisticOnGroups):
+    """Logistic regression with a dummy per group level, unpenalised: R's
+    ``glm(y ~ x + user + item, family = binomial)``.
+
+    A unit whose outcomes are all 0 or all 1 has no finite maximum-likelihood effect;
+    the optimiser then stops at ``max_iter`` with a large effect, as ``glm`` does
+    (with its "fitted probabilities numerically 0 or 1" warning).
+
+    Parameters
+    ----------
+    feature_cols : sequence, optional
+        Covariate columns; by default every column not in ``group_cols``.
+    group_cols : sequence
+        Grouping factors, each a set of dummies.
+    new_levels : {"population", "error"}
+        Unseen levels get effect 0 on the logit scale (effects are centred), or raise.
+    max_iter : int
+        Iterations of L-BFGS.
+
+    Attributes
+    ----------
+    intercept_ : float
+    coef_ : pandas.Series
+        Per feature, on the logit scale.
+    group_effects_ : dict of pandas.Series
+        Centred effects per factor and level.
+    model_ : LogisticRegression
+    """
+
+    def __init__(
+        self,
+        feature_cols: Sequence[Hashable] | None = None,
+        group_cols: Sequence[Hashable] = (),
+        *,
+        new_levels: str = "population",
+        max_iter: int = 1000,
+    ) -> None:
+        self.feature_cols = feature_cols
+        self.group_cols = group_cols
+        self.new_levels = new_levels
+        self.max_iter = max_iter
+
+    def fit(self, X: Any, y: Any) -> LogisticFixedEffects:
+        """Fit by maximum likelihood; returns self."""
+        design, target = self._prepare(X, y)
+        model = LogisticRegression(C=np.inf, tol=1e-8, max_iter=self.max_iter)
+        self._store(model.fit(design, target))
+        return self
+
+
+class LogisticRidge(_LogisticOnGroups):
+    """L2-penalised logistic regression on standardised features and one-hot groups, the
+    penalty chosen by stratified cross-validated log loss: the penalised GLM large
+    online services often use instead of random effects.
+
+    Parameters
+    ----------
+    feature_cols, group_cols, new_levels
+        As :class:`LogisticFixedEffects`.
+    Cs : int or sequence of float
+        Inverse penalties to try (``LogisticRegressionCV``).
+    cv : int
+        Folds of the inner cross-validation.
+    random_state : int or None
+        Shuffling of the inner folds.
+
+    Attributes
+    ----------
+    C_ : float
+        The chosen inverse penalty.
+    intercept_, coef_, group_effects_, model_
+        As :class:`LogisticFixedEffects`.
+    """
+
+    def __init__(
+        self,
+        feature_cols: Sequence[Hashable] | None = None,
+        group_cols: Sequence[Hashable] = (),
+        *,
+        Cs: int | Sequence[float] = 10,  # noqa: N803 - scikit-learn's name
+        cv: int = 5,
+        new_levels: str = "population",
+        random_state: int | None = None,
+    ) -> None:
+        self.feature_cols = feature_cols
+        self.group_cols = group_cols
+        self.Cs = Cs
+        self.cv = cv
+        self.new_levels = new_levels
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> LogisticRidge:
+        """Choose the penalty by inner cross-validation and fit; returns self."""
+        design, target = self._prepare(X, y)
+        folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+        model = LogisticRegressionCV(
+            Cs=self.Cs, cv=folds, scoring="neg_log_loss", tol=1e-7, max_iter=2000
+        )
+        with warnings.catch_warnings():
+            # scikit-learn >= 1.8 announces a change of its CV attributes; C_ is unaffected.
+            warnings.simplefilter("ignore", FutureWarning)
+            model.fit(design, target)
+        self.C_ = float(np.ravel(model.C_)[0])
+        self._store(model)
+        return self
+
+
+class HistGBMClassifier(HistGBM):
+    """scikit-learn's histogram gradient boosting classifier on features and group codes,
+    encoded as :class:`HistGBM` does; ``predict`` gives the probability of 1."""
+
+    def _booster(self, categorical: np.ndarray | None) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            **self._booster_params(), categorical_features=categorical
+        )
+
+    def fit(self, X: Any, y: Any) -> HistGBMClassifier:
+        """Fit the booster; returns self."""
+        frame = as_frame(X)
+        return super().fit(frame, binary_target(y, len(frame)))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of 0 and 1 per row, shape (n, 2)."""
+        check_is_fitted(self, "model_")
+        frame = as_frame(X)
+        check_columns(frame, list(self.levels_), "group_cols")
+        return self.model_.predict_proba(self._matrix(frame))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Probability that the outcome is 1."""
+        return self.predict_proba(X)[:, 1]
