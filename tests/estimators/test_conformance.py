@@ -118,3 +118,42 @@ def test_unseen_levels_population_or_error(name):
         strict.predict(X[~train])
     with pytest.raises(ValueError, match="new_levels: expected one of"):
         _model(name, small_data, new_levels="zero").fit(X, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_works_inside_a_pipeline_and_is_deterministic(name):
+    from sklearn.pipeline import Pipeline
+
+    small_data = dataset(name)
+    extra = {"random_state": 7} if "random_state" in estimators.get(name).get_params() else {}
+    first = Pipeline([("model", _model(name, small_data, **extra))])
+    second = clone(first)
+    np.testing.assert_array_equal(
+        first.fit(small_data.X, small_data.y).predict(small_data.X),
+        second.fit(small_data.X, small_data.y).predict(small_data.X),
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_target_is_a_clear_error(name):
+    small_data = dataset(name)
+    y = small_data.y.to_numpy().copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="y: 1 missing or infinite"):
+        _model(name, small_data).fit(small_data.X, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_shuffled_pandas_index_does_not_scramble_rows(name):
+    """Rows are matched by position, as in scikit-learn: relabelling the index of X and
+    giving y another index changes nothing."""
+    small_data = dataset(name)
+    X, y = small_data.X, small_data.y
+    relabelled = X.set_axis(np.random.default_rng(0).permutation(len(X)) + 1000)
+    y_other = y.set_axis(np.arange(len(y))[::-1])
+    np.testing.assert_allclose(
+        _model(name, small_data).fit(relabelled, y_other).predict(relabelled),
+        _model(name, small_data).fit(X, y).predict(X),
+        rtol=1e-6,
+        atol=1e-8,
+    )
