@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _memory import MB, peak_rss_kb, vm_hwm_kb
 
 import estimators
 import simulators
@@ -74,7 +75,6 @@ STATSMODELS_REPEAT_BELOW = 5.0  # seconds; slower statsmodels fits are timed onc
 STATSMODELS_MEMORY_SHARE = 0.8  # of physical memory, the statsmodels process's limit
 STARTUP_TIMEOUT = 600.0  # seconds for a child to import and load the data
 LME4_TIMEOUT = 3600.0  # seconds for the whole Rscript run of one data set
-MB = 1024.0  # ru_maxrss, VmHWM and GNU time report kilobytes
 
 
 # ---------------------------------------------------------------------------
@@ -253,26 +253,6 @@ def time_ours(case: Case, frame: pd.DataFrame) -> dict[str, Any]:
         "levels": dict(model.n_levels_),
         "warnings": sorted({text for run in runs for text in run[2]}),
     }
-
-
-def vm_hwm_kb(pid: int | str = "self") -> float | None:
-    """Peak resident set size (VmHWM) of a process in kilobytes, None if unreadable.
-
-    ``ru_maxrss`` is no substitute in a spawned child: it still holds the parent's size at
-    the fork that preceded the exec.
-    """
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^VmHWM:\s+(\d+)", text, flags=re.MULTILINE)
-    return float(found.group(1)) if found else None
-
-
-def peak_rss_kb() -> float:
-    """This process's peak resident set size in kilobytes (``ru_maxrss`` without /proc)."""
-    peak = vm_hwm_kb()
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) if peak is None else peak
 
 
 def _ours_memory_child(path: str, formula: str, conn: Connection) -> None:

@@ -1,6 +1,6 @@
 """Speed and peak memory of the online_services simulator at 1M and 10M rows.
 
-Each size runs in a fresh process so its peak resident memory (``ru_maxrss``) is its own;
+Each size runs in a fresh process so its peak resident memory (VmHWM) is its own;
 the baseline after importing the packages is subtracted. Targets (issue): 10M rows in
 under 15 s and under 4 GB.
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import time
+
+from _memory import MB, peak_rss_kb
 
 TARGET_SECONDS, TARGET_GB = 15.0, 4.0
 
@@ -21,12 +22,12 @@ TARGET_SECONDS, TARGET_GB = 15.0, 4.0
 def _generate(rows: int, queue: multiprocessing.Queue) -> None:
     from simulators import simulate
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    baseline = peak_rss_kb() / MB
     n_users = max(rows // 10, 1)
     started = time.perf_counter()
     data = simulate("online_services", seed=1, n_users=n_users, n_items=max(n_users // 100, 10))
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    peak = peak_rss_kb() / MB
     queue.put(
         {
             "rows": data.n_rows,
