@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark bench-lmm bench-sim report lint clean
+.PHONY: install test benchmark bench-lmm bench-sim bench-estimators report lint clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ bench-lmm: install
 # Rows per second and peak memory of the online_services simulator at 1M and 10M rows.
 bench-sim: install
 	$(BIN)/python benchmarks/bench_sim.py
+
+# Fit time and peak memory of every registered estimator at 100k and 1M rows.
+bench-estimators: install
+	$(BIN)/python benchmarks/bench_estimators.py
 
 report: install
 	$(BIN)/mixbench report reports/$(basename $(notdir $(CONFIG)))

@@ -3,6 +3,7 @@
 from estimators._baselines import GroupMean, HistGBM
 from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
+from estimators._reference import Lme4, StatsmodelsMixedLM
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
 from estimators.mixed import MixedBoosting, MixedLM
 
@@ -13,11 +14,13 @@ __all__ = [
     "GroupMean",
     "HistGBM",
     "HistGBMClassifier",
+    "Lme4",
     "LogisticFixedEffects",
     "LogisticRidge",
     "MixedBoosting",
     "MixedLM",
     "PooledOLS",
+    "StatsmodelsMixedLM",
     "available",
     "get",
     "info",

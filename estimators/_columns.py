@@ -128,7 +128,13 @@ class LevelCodes:
                 f"group column {name!r} has {int(column.isna().sum())} missing value(s)"
             )
         self.name = name
-        self.levels = pd.Index(pd.unique(column)).sort_values()
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            # The levels present, as plain values: their order must not depend on the
+            # category order a container happens to carry (polars and pandas differ).
+            present = np.unique(column.cat.codes.to_numpy())
+            self.levels = pd.Index(np.asarray(column.cat.categories)[present]).sort_values()
+        else:
+            self.levels = pd.Index(pd.unique(column)).sort_values()
 
     def __len__(self) -> int:
         return len(self.levels)

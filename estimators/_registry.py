@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -13,6 +12,12 @@ from sklearn.base import BaseEstimator
 from estimators._baselines import GroupMean, HistGBM
 from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
+from estimators._reference import (
+    Lme4,
+    StatsmodelsMixedLM,
+    lme4_missing_reason,
+    statsmodels_missing_reason,
+)
 from estimators.mixed import MixedBoosting, MixedLM
 from simulators._params import suggest
 
@@ -41,8 +46,8 @@ class EstimatorInfo:
         Which of ``ROLES`` it takes; the harness fills those a config leaves out.
     needs_groups : bool
         Whether it is meaningless without a grouping factor.
-    requires : str or None
-        Importable module it needs, if optional.
+    missing : callable or None
+        For an optional dependency: returns why it cannot be used here, or None.
     """
 
     name: str
@@ -51,13 +56,11 @@ class EstimatorInfo:
     families: tuple[str, ...] = ("gaussian",)
     roles: tuple[str, ...] = ("feature_cols",)
     needs_groups: bool = False
-    requires: str | None = None
+    missing: Callable[[], str | None] | None = None
 
     def missing_reason(self) -> str | None:
         """Why the estimator cannot be used here, or None when it can."""
-        if self.requires and importlib.util.find_spec(self.requires) is None:
-            return f"{self.name} needs the optional dependency {self.requires!r}, not installed"
-        return None
+        return self.missing() if self.missing is not None else None
 
 
 _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
@@ -89,6 +92,23 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "linear mixed model, lme4 formula syntax, REML or ML (lmer)",
                 roles=("formula",),
                 needs_groups=True,
+            ),
+            EstimatorInfo(
+                "lme4",
+                Lme4,
+                "lme4's lmer through Rscript (reference implementation)",
+                roles=("formula",),
+                needs_groups=True,
+                missing=lme4_missing_reason,
+            ),
+            EstimatorInfo(
+                "statsmodels_mixedlm",
+                StatsmodelsMixedLM,
+                "statsmodels MixedLM (reference implementation; crossed factors as variance "
+                "components)",
+                roles=("formula",),
+                needs_groups=True,
+                missing=statsmodels_missing_reason,
             ),
             EstimatorInfo(
                 "mixed_boosting",

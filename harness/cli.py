@@ -50,13 +50,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     print("Simulators:")
     for name in simulators.available():
-        print(f"  {name:<18} {simulators.info(name).description}")
+        print(f"  {name:<24} {simulators.info(name).description}")
     print("Estimators:")
     for name in estimators.registered():
         entry = estimators.info(name)
         reason = entry.missing_reason()
         note = f"  [unavailable: {reason}]" if reason else ""
-        print(f"  {name:<18} {entry.description}{note}")
+        print(f"  {name:<24} {entry.description}{note}")
     print(f"Split schemes: {', '.join(splits.SCHEMES)}")
     print(f"Metrics: {', '.join(metrics.available())}")
     return 0

@@ -58,7 +58,7 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             name="online_services",
             generate=_online_services.online_services,
             defaults=_online_services.DEFAULTS,
-            description="users crossed with items, heavy-tailed activity, Gaussian outcome",
+            description="users x items in regions, heavy-tailed activity; gaussian, binary, counts",
             check=_online_services.check_params,
             fresh_draws=True,
         ),

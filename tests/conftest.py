@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 from simulators import simulate
+
+# Tests fit small models: one OpenMP thread each is as fast, and spinning OpenMP threads
+# slow a shared 2-core machine down badly when anything else runs beside the tests.
+threadpool_limits(limits=1, user_api="openmp")
 
 TINY_CONFIG = """
 name: tiny
