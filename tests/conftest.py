@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime, so the limit below reaches it
 from threadpoolctl import threadpool_limits
 
 from simulators import simulate
