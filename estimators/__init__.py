@@ -5,10 +5,13 @@ from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRid
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._reference import Lme4, StatsmodelsMixedLM
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
+from estimators._shrinkage import EBShrinkage, RidgeOneHot
+from estimators._trees import RandomForest, TargetEncodedGBM
 from estimators.mixed import MixedBoosting, MixedLM
 
 __all__ = [
     "ROLES",
+    "EBShrinkage",
     "EstimatorInfo",
     "FixedEffects",
     "GroupMean",
@@ -20,7 +23,10 @@ __all__ = [
     "MixedBoosting",
     "MixedLM",
     "PooledOLS",
+    "RandomForest",
+    "RidgeOneHot",
     "StatsmodelsMixedLM",
+    "TargetEncodedGBM",
     "available",
     "get",
     "info",

@@ -216,7 +216,7 @@ class LogisticRidge(_LogisticOnGroups):
         design, target = self._prepare(X, y)
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         model = LogisticRegressionCV(
-            Cs=self.Cs, cv=folds, scoring="neg_log_loss", tol=1e-5, max_iter=1000
+            Cs=self.Cs, cv=folds, scoring="neg_log_loss", max_iter=1000
         )
         with warnings.catch_warnings():
             # scikit-learn >= 1.8 announces a change of its CV attributes; C_ is unaffected.

@@ -18,6 +18,8 @@ from estimators._reference import (
     lme4_missing_reason,
     statsmodels_missing_reason,
 )
+from estimators._shrinkage import EBShrinkage, RidgeOneHot
+from estimators._trees import RandomForest, TargetEncodedGBM
 from estimators.mixed import MixedBoosting, MixedLM
 from simulators._params import suggest
 
@@ -121,6 +123,31 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "hist_gbm",
                 HistGBM,
                 "scikit-learn histogram gradient boosting on features and group codes",
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "ridge_onehot",
+                RidgeOneHot,
+                "ridge on one-hot groups and features, penalty by exact leave-one-out",
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "eb_shrinkage",
+                EBShrinkage,
+                "empirical-Bayes shrinkage of unit means toward a regression (closed form)",
+                roles=("feature_cols", "group_col"),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "random_forest",
+                RandomForest,
+                "scikit-learn random forest on features and group codes",
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "target_encoded_gbm",
+                TargetEncodedGBM,
+                "cross-fitted target encoding of groups, then histogram gradient boosting",
                 roles=("feature_cols", "group_cols"),
             ),
             EstimatorInfo(
