@@ -161,3 +161,19 @@ def unseen_levels_error(name: Hashable, unseen_values: Any) -> ValueError:
         f"e.g. {list(unseen[:5])}; use new_levels='population' to predict them "
         "with the population part (random effect 0)"
     )
+
+
+def add_group_effects(
+    prediction: np.ndarray,
+    frame: pd.DataFrame,
+    levels: dict[Hashable, LevelCodes],
+    effects: dict[Hashable, pd.Series],
+    new_levels: str,
+) -> np.ndarray:
+    """Add each seen level's effect to ``prediction`` in place; unseen levels add 0 (or
+    raise under ``new_levels="error"``). Returns ``prediction``."""
+    for name, codes_of in levels.items():
+        codes = codes_of.encode(frame[name], new_levels)
+        seen = codes >= 0
+        prediction[seen] += effects[name].to_numpy()[codes[seen]]
+    return prediction

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from estimators._baselines import HistGBM
 from estimators._columns import (
     LevelCodes,
+    add_group_effects,
     as_frame,
     as_target,
     check_columns,
@@ -108,10 +109,7 @@ class _LogisticOnGroups(RegressorMixin, BaseEstimator):
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         logit = self.intercept_ + features @ self.coef_.to_numpy()
-        for name, levels in self.levels_.items():
-            codes = levels.encode(frame[name], self.new_levels)
-            seen = codes >= 0
-            logit[seen] += self.group_effects_[name].to_numpy()[codes[seen]]
+        add_group_effects(logit, frame, self.levels_, self.group_effects_, self.new_levels)
         probability = 1.0 / (1.0 + np.exp(-logit))
         return np.column_stack([1.0 - probability, probability])
 
@@ -215,9 +213,7 @@ class LogisticRidge(_LogisticOnGroups):
         """Choose the penalty by inner cross-validation and fit; returns self."""
         design, target = self._prepare(X, y)
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        model = LogisticRegressionCV(
-            Cs=self.Cs, cv=folds, scoring="neg_log_loss", max_iter=1000
-        )
+        model = LogisticRegressionCV(Cs=self.Cs, cv=folds, scoring="neg_log_loss", max_iter=1000)
         with warnings.catch_warnings():
             # scikit-learn >= 1.8 announces a change of its CV attributes; C_ is unaffected.
             warnings.simplefilter("ignore", FutureWarning)

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
     LevelCodes,
+    add_group_effects,
     as_frame,
     as_target,
     check_columns,
@@ -196,9 +197,6 @@ class FixedEffects(RegressorMixin, BaseEstimator):
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()
-        for name, levels in self.levels_.items():
-            codes = levels.encode(frame[name], self.new_levels)
-            effects = self.group_effects_[name].to_numpy()
-            seen = codes >= 0
-            prediction[seen] += effects[codes[seen]]
-        return prediction
+        return add_group_effects(
+            prediction, frame, self.levels_, self.group_effects_, self.new_levels
+        )

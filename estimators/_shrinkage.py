@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
     LevelCodes,
+    add_group_effects,
     as_frame,
     as_target,
     check_columns,
@@ -25,21 +26,6 @@ from estimators._columns import (
 # indicators, a penalty is the ratio noise variance / effect variance of a mixed model,
 # so the grid spans effects far larger and far smaller than the noise.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(alpha) for alpha in np.logspace(-3, 3, 13))
-
-
-def _add_effects(
-    prediction: np.ndarray,
-    frame: pd.DataFrame,
-    levels: dict[Hashable, LevelCodes],
-    effects: dict[Hashable, pd.Series],
-    new_levels: str,
-) -> np.ndarray:
-    """Add each seen level's effect to ``prediction`` in place; unseen levels add 0."""
-    for name, codes_of in levels.items():
-        codes = codes_of.encode(frame[name], new_levels)
-        seen = codes >= 0
-        prediction[seen] += effects[name].to_numpy()[codes[seen]]
-    return prediction
 
 
 class RidgeOneHot(RegressorMixin, BaseEstimator):
@@ -161,7 +147,9 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()
-        return _add_effects(prediction, frame, self.levels_, self.group_effects_, self.new_levels)
+        return add_group_effects(
+            prediction, frame, self.levels_, self.group_effects_, self.new_levels
+        )
 
 
 class _RidgeProblem:
@@ -393,6 +381,6 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         (name,) = check_columns(frame, [self.levels_.name], "group_col")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()
-        return _add_effects(
+        return add_group_effects(
             prediction, frame, {name: self.levels_}, {name: self.unit_effects_}, self.new_levels
         )
