@@ -272,16 +272,21 @@ def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_00
     rest_blocks: list[np.ndarray] = []
     if n_rest:
         L_RR_inv = scipy.linalg.solve_triangular(L_RR, np.eye(n_rest), lower=True)
-        # W = L_RR^-1 L21_R L11^-1, accumulated in column chunks to bound memory.
-        B_inv = _block_diagonal(L11_inv)
-        chunk = max(1, max_dense // max(n_rest, 1) // q1) * q1
-        product = (factor.L21_R @ B_inv).tocsc()
-        for start in range(0, levels1 * q1, chunk):
-            stop = min(start + chunk, levels1 * q1)
-            W = L_RR_inv @ product[:, start:stop].toarray()
-            W = W.reshape(n_rest, (stop - start) // q1, q1)
-            first_blocks[start // q1 : stop // q1] += np.einsum("rji,rjl->jil", W, W)
         inverse_rest = L_RR_inv.T @ L_RR_inv
+        # The first term's blocks gain W'W with W = L_RR^-1 B, B = L21_R L11^-1 (sparse).
+        B = (factor.L21_R @ _block_diagonal(L11_inv)).tocsc()
+        if q1 == 1:
+            # diag(B' (L_RR L_RR')^-1 B) from B's nonzeros: sum over column pairs of
+            # nonzeros, no dense n_rest x levels product.
+            first_blocks[:, 0, 0] += _sparse_quadratic_diagonal(B, inverse_rest)
+        else:
+            # Accumulated in column chunks to bound memory.
+            chunk = max(1, max_dense // max(n_rest, 1) // q1) * q1
+            for start in range(0, levels1 * q1, chunk):
+                stop = min(start + chunk, levels1 * q1)
+                W = L_RR_inv @ B[:, start:stop].toarray()
+                W = W.reshape(n_rest, (stop - start) // q1, q1)
+                first_blocks[start // q1 : stop // q1] += np.einsum("rji,rjl->jil", W, W)
         offset = 0
         for q, n in zip(objective.qs[1:], objective.levels[1:], strict=True):
             idx = offset + np.arange(n)[:, None] * q + np.arange(q)[None, :]
@@ -291,6 +296,18 @@ def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_00
     for T, blocks in zip(templates, [first_blocks, *rest_blocks], strict=True):
         b_cov.append(sigma**2 * np.einsum("ik,jkl,ml->jim", T, blocks, T))
     return Solution(beta=beta, sigma=sigma, b=b, beta_cov=beta_cov, b_cov=b_cov)
+
+
+def _sparse_quadratic_diagonal(B: sp.csc_matrix, M: np.ndarray) -> np.ndarray:
+    """``diag(B' M B)`` for sparse B, from every pair of nonzeros within a column."""
+    counts = np.diff(B.indptr)
+    entry_column = np.repeat(np.arange(B.shape[1]), counts)
+    partners = counts[entry_column]
+    left = np.repeat(np.arange(B.nnz), partners)
+    offset = np.arange(left.size) - np.repeat(np.cumsum(partners) - partners, partners)
+    right = np.repeat(B.indptr[entry_column], partners) + offset
+    values = B.data[left] * B.data[right] * M[B.indices[left], B.indices[right]]
+    return np.bincount(entry_column[left], weights=values, minlength=B.shape[1])
 
 
 def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDeviance:

@@ -253,3 +253,17 @@ def test_summary_reads_like_lme4(crossed_fit):
         "(Intercept)",
     ):
         assert piece in text
+
+
+def test_sparse_quadratic_diagonal_matches_the_dense_product():
+    import scipy.sparse as sp
+
+    from estimators.mixed._deviance import _sparse_quadratic_diagonal
+
+    rng = np.random.default_rng(2)
+    B = sp.random(30, 200, density=0.1, random_state=3, format="csc")
+    A = rng.normal(size=(30, 30))
+    M = A @ A.T
+    np.testing.assert_allclose(
+        _sparse_quadratic_diagonal(B, M), np.diag(B.T.toarray() @ M @ B.toarray()), rtol=1e-12
+    )
