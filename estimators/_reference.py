@@ -43,6 +43,8 @@ from estimators.mixed._design import (
     factor_values,
     lme4_name,
     required_columns,
+    resolve_response,
+    warn_dropped,
 )
 from estimators.mixed._formula import ParsedFormula, parse_formula
 
@@ -144,21 +146,10 @@ class _ConditionalPrediction:
         check_policy(self.new_levels)
         parsed = parse_formula(self.formula)
         frame = as_frame(X)
-        if y is None:
-            if parsed.response is None:
-                raise ValueError("y: not given and the formula has no response (left of '~')")
-            if parsed.response not in frame.columns:
-                raise ValueError(f"response column {parsed.response!r} not found in X")
-            y = frame[parsed.response]
+        y = resolve_response(parsed, frame, y)
         target = as_target(y, len(frame))
         design, dropped = build_design(parsed, frame, target)
-        if dropped:
-            warnings.warn(
-                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-                f"column(s): {dropped}",
-                UserWarning,
-                stacklevel=3,
-            )
+        warn_dropped(dropped, stacklevel=3)
         self._parsed = parsed
         self._terms = design.terms
         self._fixed_spec = design.fixed_spec

@@ -9,6 +9,7 @@ evaluation of the objective touches nothing that grows with the number of rows.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,28 @@ class Design:
     codes: list[np.ndarray]
     values: list[np.ndarray]
     y: np.ndarray
+
+
+def resolve_response(parsed: ParsedFormula, frame: pd.DataFrame, y: Any) -> Any:
+    """``y`` if given, otherwise the formula's response column of ``frame``."""
+    if y is not None:
+        return y
+    if parsed.response is None:
+        raise ValueError("y: not given and the formula has no response (left of '~')")
+    if parsed.response not in frame.columns:
+        raise ValueError(f"response column {parsed.response!r} not found in X")
+    return frame[parsed.response]
+
+
+def warn_dropped(dropped: list[str], stacklevel: int) -> None:
+    """lme4's message for fixed-effect columns dropped for rank deficiency."""
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {dropped}",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def build_design(

@@ -21,6 +21,8 @@ from estimators.mixed._design import (
     cross_products,
     factor_values,
     required_columns,
+    resolve_response,
+    warn_dropped,
 )
 from estimators.mixed._deviance import (
     ProfiledDeviance,
@@ -130,23 +132,12 @@ class MixedLM(RegressorMixin, BaseEstimator):
             raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
         parsed = parse_formula(self.formula)
         frame = as_frame(X)
-        if y is None:
-            if parsed.response is None:
-                raise ValueError("y: not given and the formula has no response (left of '~')")
-            if parsed.response not in frame.columns:
-                raise ValueError(f"response column {parsed.response!r} not found in X")
-            y = frame[parsed.response]
+        y = resolve_response(parsed, frame, y)
         if self.na_action == "drop":
             frame, y = self._drop_missing(parsed, frame, y)
         target = as_target(y, len(frame))
         design, dropped = build_design(parsed, frame, target)
-        if dropped:
-            warnings.warn(
-                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-                f"column(s): {dropped}",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_dropped(dropped, stacklevel=2)
         objective = ProfiledDeviance(
             cross_products(design),
             qs=[term.q for term in design.terms],
