@@ -13,12 +13,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
     LevelCodes,
-    as_frame,
+    allow_missing_features,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
+    validated_frame,
 )
 
 
@@ -59,7 +60,7 @@ class GroupMean(RegressorMixin, BaseEstimator):
         check_policy(self.new_levels)
         if self.group_col is None:
             raise ValueError("group_col: GroupMean needs the name of a grouping column")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         (name,) = check_columns(frame, [self.group_col], "group_col")
         self.levels_ = LevelCodes(frame[name], name)
@@ -74,7 +75,7 @@ class GroupMean(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """The unit's training mean, or the overall mean for an unseen unit."""
         check_is_fitted(self, "group_means_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         (name,) = check_columns(frame, [self.levels_.name], "group_col")
         codes = self.levels_.encode(frame[name], self.new_levels)
         means = self.group_means_.to_numpy()
@@ -160,7 +161,7 @@ class HistGBM(RegressorMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> HistGBM:
         """Fit the booster; returns self."""
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
@@ -175,11 +176,15 @@ class HistGBM(RegressorMixin, BaseEstimator):
         mask = np.array(categorical, dtype=bool) if any(categorical) else None
         self.model_ = self._booster(mask)
         self.model_.fit(self._matrix(frame), target)
+        self.n_iter_ = self.model_.n_iter_
         return self
+
+    def __sklearn_tags__(self) -> Any:
+        return allow_missing_features(super().__sklearn_tags__())
 
     def predict(self, X: Any) -> np.ndarray:
         """Boosted prediction for each row of ``X``."""
         check_is_fitted(self, "model_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, list(self.levels_), "group_cols")
         return self.model_.predict(self._matrix(frame))

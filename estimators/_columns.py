@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from sklearn.exceptions import DataConversionWarning
 
 NewLevels = Literal["population", "error"]
 NEW_LEVEL_POLICIES: tuple[str, ...] = ("population", "error")
@@ -24,16 +27,67 @@ def as_frame(X: Any) -> pd.DataFrame:
         return X.to_pandas()
     array = np.asarray(X)
     if array.ndim != 2:
-        raise ValueError(f"X: expected a 2-d table, got an array of shape {array.shape}")
+        raise ValueError(
+            f"X: expected a 2-d table, got an array of shape {array.shape}; "
+            "Reshape your data with array.reshape(-1, 1) for one feature "
+            "or array.reshape(1, -1) for one row"
+        )
     return pd.DataFrame(array)
+
+
+def validated_frame(estimator: Any, X: Any, *, reset: bool) -> pd.DataFrame:
+    """``X`` as a frame after the checks scikit-learn asks of every estimator.
+
+    Sparse, empty and complex inputs are refused with a message that says so. In
+    ``fit`` (``reset=True``) the number of columns is recorded as ``n_features_in_``
+    and string column names as ``feature_names_in_``. At predict time
+    (``reset=False``) a plain array must have the training number of columns, since
+    its columns are found by position; a DataFrame's columns are found by name, so
+    extra columns are allowed there.
+    """
+    owner = type(estimator).__name__
+    if sp.issparse(X):
+        raise TypeError(
+            f"{owner}: X is a sparse matrix; sparse input is not supported, "
+            "pass a dense array or a DataFrame"
+        )
+    is_table = isinstance(X, pd.DataFrame) or type(X).__module__.startswith("polars")
+    frame = as_frame(X)
+    if frame.shape[0] == 0:
+        raise ValueError(f"X: 0 sample(s) (shape={frame.shape}) while a minimum of 1 is required.")
+    if frame.shape[1] == 0:
+        raise ValueError(f"X: 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
+    complex_columns = [name for name, dtype in frame.dtypes.items() if dtype.kind == "c"]
+    if complex_columns:
+        raise ValueError(f"X: Complex data not supported (column(s) {complex_columns})")
+    if reset:
+        estimator.n_features_in_ = frame.shape[1]
+        if is_table and all(isinstance(name, str) for name in frame.columns):
+            estimator.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif not is_table and frame.shape[1] != getattr(estimator, "n_features_in_", frame.shape[1]):
+        raise ValueError(
+            f"X has {frame.shape[1]} features, but {owner} is expecting "
+            f"{estimator.n_features_in_} features as input"
+        )
+    return frame
 
 
 def as_target(y: Any, n_rows: int) -> np.ndarray:
     """The outcome as a finite float vector of ``n_rows`` values."""
+    if y is None:
+        raise ValueError("y: this estimator requires y to be passed, but the target y is None")
     if type(y).__module__.startswith("polars"):
         y = y.to_numpy()
     values = np.asarray(y)
     if values.ndim == 2 and values.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; "
+            "it is read as one outcome per row",
+            DataConversionWarning,
+            stacklevel=3,
+        )
         values = values[:, 0]
     if values.ndim != 1:
         raise ValueError(f"y: expected one outcome per row, got shape {values.shape}")
@@ -72,21 +126,33 @@ def numeric_matrix(
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
             try:
                 column = pd.to_numeric(column)
-            except (TypeError, ValueError):
+            except TypeError:
+                raise TypeError(
+                    f"{role}: column {name!r} holds values that are neither numbers nor "
+                    "text; each argument must be a string or a number"
+                ) from None
+            except ValueError:
                 raise ValueError(
                     f"{role}: column {name!r} is not numeric (dtype {frame[name].dtype}); "
                     "name it as a group column or encode it"
                 ) from None
         matrix[:, k] = column.to_numpy(dtype=float, na_value=np.nan)
-    if not allow_missing:
-        bad = ~np.isfinite(matrix)
-        if bad.any():
-            name = names[int(np.flatnonzero(bad.any(axis=0))[0])]
-            raise ValueError(
-                f"{role}: column {name!r} has {int(bad.any(axis=1).sum())} row(s) with "
-                "missing or infinite values"
-            )
+    # Missing (NaN) may be allowed for models that handle it; infinite never is.
+    bad = np.isinf(matrix) if allow_missing else ~np.isfinite(matrix)
+    if bad.any():
+        name = names[int(np.flatnonzero(bad.any(axis=0))[0])]
+        kind = "infinite" if allow_missing else "missing or infinite"
+        raise ValueError(
+            f"{role}: column {name!r} has {int(bad.any(axis=1).sum())} row(s) with "
+            f"{kind} values (inf or NaN)"
+        )
     return matrix
+
+
+def allow_missing_features(tags: Any) -> Any:
+    """scikit-learn tags of a model that takes NaN features (trees handle them)."""
+    tags.input_tags.allow_nan = True
+    return tags
 
 
 def default_features(

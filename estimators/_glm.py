@@ -24,12 +24,12 @@ from estimators._baselines import HistGBM
 from estimators._columns import (
     LevelCodes,
     add_group_effects,
-    as_frame,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
+    validated_frame,
 )
 
 
@@ -78,7 +78,7 @@ class _LogisticOnGroups(RegressorMixin, BaseEstimator):
 
     def _prepare(self, X: Any, y: Any) -> tuple[sp.csr_matrix, np.ndarray]:
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = binary_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
@@ -105,7 +105,7 @@ class _LogisticOnGroups(RegressorMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of 0 and 1 per row, shape (n, 2)."""
         check_is_fitted(self, "model_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         logit = self.intercept_ + features @ self.coef_.to_numpy()
@@ -234,13 +234,13 @@ class HistGBMClassifier(HistGBM):
 
     def fit(self, X: Any, y: Any) -> HistGBMClassifier:
         """Fit the booster; returns self."""
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         return super().fit(frame, binary_target(y, len(frame)))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of 0 and 1 per row, shape (n, 2)."""
         check_is_fitted(self, "model_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, list(self.levels_), "group_cols")
         return self.model_.predict_proba(self._matrix(frame))
 

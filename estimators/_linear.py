@@ -17,12 +17,12 @@ from sklearn.utils.validation import check_is_fitted
 from estimators._columns import (
     LevelCodes,
     add_group_effects,
-    as_frame,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
+    validated_frame,
 )
 
 
@@ -55,7 +55,7 @@ class PooledOLS(RegressorMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> PooledOLS:
         """Fit by least squares; returns self."""
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=())
         design = np.column_stack(
@@ -69,7 +69,7 @@ class PooledOLS(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted outcome for each row of ``X``."""
         check_is_fitted(self, "coef_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         return self.intercept_ + features @ self.coef_.to_numpy()
 
@@ -129,7 +129,7 @@ class FixedEffects(RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> FixedEffects:
         """Fit by sparse least squares; returns self."""
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
@@ -193,7 +193,7 @@ class FixedEffects(RegressorMixin, BaseEstimator):
         """Predicted outcome: population part plus the effect of each seen level."""
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()

@@ -34,7 +34,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from estimators._columns import as_frame, as_target, check_policy, unseen_levels_error
+from estimators._columns import as_target, check_policy, unseen_levels_error, validated_frame
 from estimators.mixed._design import (
     Design,
     RandomTerm,
@@ -145,7 +145,7 @@ class _ConditionalPrediction:
     def _prepare(self, X: Any, y: Any) -> tuple[ParsedFormula, pd.DataFrame, np.ndarray, Design]:
         check_policy(self.new_levels)
         parsed = parse_formula(self.formula)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         y = resolve_response(parsed, frame, y)
         target = as_target(y, len(frame))
         design, dropped = build_design(parsed, frame, target)
@@ -201,7 +201,7 @@ class _ConditionalPrediction:
         """
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         used = set(required_columns(self._parsed.fixed)) - {self._parsed.response}
         for term in self._terms:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)

@@ -14,12 +14,12 @@ from sklearn.utils.validation import check_is_fitted
 from estimators._columns import (
     LevelCodes,
     add_group_effects,
-    as_frame,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
+    validated_frame,
 )
 
 # Penalties 1e-3 .. 1e3, two per decade. With standardised features and 0/1 level
@@ -109,7 +109,7 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
         alphas = np.asarray(self.alphas, dtype=float).ravel()
         if alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas > 0)):
             raise ValueError(f"alphas: expected one or more positive numbers, got {self.alphas}")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
@@ -143,7 +143,7 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
         """Predicted outcome: population part plus the effect of each seen level."""
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()
@@ -332,7 +332,7 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         check_policy(self.new_levels)
         if self.group_col is None:
             raise ValueError("group_col: EBShrinkage needs the name of a grouping column")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         (name,) = check_columns(frame, [self.group_col], "group_col")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=[name])
@@ -377,7 +377,7 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         """The regression plus the unit's shrunken mean residual (0 for unseen units)."""
         check_is_fitted(self, "unit_effects_")
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         (name,) = check_columns(frame, [self.levels_.name], "group_col")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         prediction = self.intercept_ + features @ self.coef_.to_numpy()

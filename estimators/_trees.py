@@ -20,12 +20,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
     LevelCodes,
-    as_frame,
+    allow_missing_features,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
+    validated_frame,
 )
 
 
@@ -41,9 +42,12 @@ def _plain_values(column: pd.Series) -> np.ndarray:
 class _TreesOnGroups(RegressorMixin, BaseEstimator):
     """Shared input handling: features and the group columns as training-level codes."""
 
+    def __sklearn_tags__(self) -> Any:
+        return allow_missing_features(super().__sklearn_tags__())
+
     def _prepare(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
@@ -145,7 +149,9 @@ class RandomForest(_TreesOnGroups):
     def predict(self, X: Any) -> np.ndarray:
         """The forest's prediction for each row of ``X``."""
         check_is_fitted(self, "model_")
-        return self.model_.predict(self._with_missing(self._matrix(as_frame(X))))
+        return self.model_.predict(
+            self._with_missing(self._matrix(validated_frame(self, X, reset=False)))
+        )
 
     def _with_missing(self, matrix: np.ndarray) -> np.ndarray:
         codes = matrix[:, len(self.feature_cols_) :]
@@ -265,9 +271,10 @@ class TargetEncodedGBM(_TreesOnGroups):
         )
         self.model_ = Pipeline([("encode", encode), ("boost", boost)])
         self.model_.fit(matrix, target)
+        self.n_iter_ = boost.n_iter_
         return self
 
     def predict(self, X: Any) -> np.ndarray:
         """The boosted prediction for each row of ``X``."""
         check_is_fitted(self, "model_")
-        return self.model_.predict(self._matrix(as_frame(X)))
+        return self.model_.predict(self._matrix(validated_frame(self, X, reset=False)))

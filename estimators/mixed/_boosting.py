@@ -21,13 +21,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
-    as_frame,
     as_target,
     check_columns,
     check_policy,
     default_features,
     numeric_matrix,
     unseen_levels_error,
+    validated_frame,
 )
 from estimators.mixed._lmm import MixedLM
 
@@ -110,7 +110,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> MixedBoosting:
         """Alternate boosting and mixed-model fits; returns self."""
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         target = as_target(y, len(frame))
         self.group_cols_ = check_columns(frame, self.group_cols, "group_cols")
         if not self.group_cols_:
@@ -156,7 +156,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Boosted fixed part plus the conditional modes of seen units (0 for unseen)."""
         check_is_fitted(self, "mixed_")
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         check_columns(frame, self.group_cols_, "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
         groups = self._groups_frame(frame)

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from estimators._columns import as_frame, as_target, check_policy, unseen_levels_error
+from estimators._columns import as_target, check_policy, unseen_levels_error, validated_frame
 from estimators.mixed._design import (
     Design,
     build_design,
@@ -131,7 +131,7 @@ class MixedLM(RegressorMixin, BaseEstimator):
         if self.na_action not in ("raise", "drop"):
             raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
         parsed = parse_formula(self.formula)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=True)
         y = resolve_response(parsed, frame, y)
         if self.na_action == "drop":
             frame, y = self._drop_missing(parsed, frame, y)
@@ -305,7 +305,7 @@ class MixedLM(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = as_frame(X)
+        frame = validated_frame(self, X, reset=False)
         used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
         for term in self._design_terms:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
