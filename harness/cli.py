@@ -9,7 +9,7 @@ from pathlib import Path
 import estimators
 import simulators
 from harness import metrics, splits
-from harness.config import ConfigError, load_config
+from harness.config import BACKENDS, ConfigError, load_config
 from harness.jobs import all_jobs, expand
 from harness.report import render_report, write_run_info
 from harness.runner import run_sweep
@@ -17,9 +17,17 @@ from harness.runner import run_sweep
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.scheduler and (args.backend or config.backend) != "dask":
+        raise ConfigError("--scheduler: a Dask scheduler address needs --backend dask")
     directory = Path(args.out) if args.out else Path("reports") / config.name
     result = run_sweep(
-        config, directory, n_jobs=args.n_jobs, force=args.force, progress=not args.quiet
+        config,
+        directory,
+        n_jobs=args.n_jobs,
+        force=args.force,
+        progress=not args.quiet,
+        backend=args.backend,
+        scheduler=args.scheduler,
     )
     write_run_info(result.directory, ["mixbench", *sys.argv[1:]])
     report = render_report(result.directory)
@@ -77,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-failures", action="store_true", help="exit 0 even when some jobs failed"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="loky: worker processes on this machine; dask: a Dask cluster (default: config)",
+    )
+    run.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 "
+        "(with --backend dask; default: a local cluster of --n-jobs workers)",
+    )
     run.set_defaults(handler=_run)
     report = commands.add_parser("report", help="render the report of a finished sweep folder")
     report.add_argument("directory", help="sweep output folder, e.g. reports/default")

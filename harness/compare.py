@@ -10,12 +10,13 @@ with ``J - 1`` degrees of freedom.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.metrics import HIGHER_IS_BETTER
+from harness import metrics as metric_registry
 
 # A fold of a data set, on which every estimator of a task was fitted.
 PAIR_KEYS = ["scenario", "repeat", "split", "fold"]
@@ -64,7 +65,8 @@ def corrected_t_interval(
 
 
 def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.DataFrame:
-    """Mean of each metric with its interval, difference to the baseline, and mean rank.
+    """Mean of each metric with its interval, difference to the baseline, mean rank and
+    win rate.
 
     Parameters
     ----------
@@ -80,21 +82,25 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
     pandas.DataFrame
         One row per (scenario, split, estimator) with ``n``, ``<metric>``,
         ``<metric>_low``, ``<metric>_high``, ``<metric>_diff`` (estimator minus
-        baseline, paired by fold) with ``_diff_low``/``_diff_high``, and
-        ``mean_rank`` by the first metric (1 is best).
+        baseline, paired by fold) with ``_diff_low``/``_diff_high``, ``mean_rank`` by
+        the first metric (1 is best; coverage ranks by distance to its nominal level)
+        and ``win_rate``: the share of folds on which the estimator beats the
+        baseline on the first metric (ties count half).
     """
     ok = table[table["status"] == "ok"].copy()
-    columns = ["scenario", "split", "estimator", "n", "mean_rank"]
+    columns = ["scenario", "split", "estimator", "n", "mean_rank", "win_rate"]
     for metric in metrics:
         columns += [metric, f"{metric}_low", f"{metric}_high"]
         columns += [f"{metric}_diff", f"{metric}_diff_low", f"{metric}_diff_high"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     primary = metrics[0]
-    ok["rank"] = ok.groupby(PAIR_KEYS)[primary].rank(
-        ascending=primary not in HIGHER_IS_BETTER, method="average"
+    # Smaller is better after rank_value, whatever the metric's direction.
+    ok["_loss"] = metric_registry.info(primary).rank_value(ok[primary].astype(float))
+    ok["rank"] = ok.groupby(PAIR_KEYS)["_loss"].rank(ascending=True, method="average")
+    ok["ratio"] = (
+        ok["test_train_ratio"] if "test_train_ratio" in ok else ok["n_test"] / ok["n_train"]
     )
-    ok["ratio"] = ok["n_test"] / ok["n_train"]
     records = []
     for (scenario, split), group in ok.groupby(["scenario", "split"], sort=False):
         reference = group[group["estimator"] == baseline].set_index(PAIR_KEYS)
@@ -108,6 +114,14 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
             }
             ratio = float(rows["ratio"].mean())
             paired = rows.set_index(PAIR_KEYS)
+            common = paired.index.intersection(reference.index)
+            loss = paired.loc[common, "_loss"].to_numpy()
+            reference_loss = reference.loc[common, "_loss"].to_numpy()
+            record["win_rate"] = (
+                float(np.mean((loss < reference_loss) + 0.5 * (loss == reference_loss)))
+                if common.size
+                else float("nan")
+            )
             for metric in metrics:
                 interval = corrected_t_interval(rows[metric].to_numpy(), ratio)
                 record |= {
@@ -115,7 +129,6 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
                     f"{metric}_low": interval.low,
                     f"{metric}_high": interval.high,
                 }
-                common = paired.index.intersection(reference.index)
                 difference = (paired.loc[common, metric] - reference.loc[common, metric]).to_numpy()
                 diff = corrected_t_interval(difference, ratio)
                 record |= {
@@ -126,3 +139,13 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
             records.append(record)
     board = pd.DataFrame.from_records(records, columns=columns)
     return board.sort_values(["scenario", "split", "mean_rank"], kind="stable", ignore_index=True)
+
+
+def write_comparison(
+    table: pd.DataFrame, metrics: list[str], baseline: str, directory: str | Path
+) -> pd.DataFrame:
+    """Write the leaderboard to ``comparison.csv`` in ``directory`` (the table the report
+    reads and users can take elsewhere) and return it."""
+    board = leaderboard(table, metrics, baseline)
+    board.to_csv(Path(directory) / "comparison.csv", index=False)
+    return board

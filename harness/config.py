@@ -11,15 +11,24 @@ Schema (every error names the path of the offending field)::
         params: {n_users: 2000}        # nested mappings or dotted keys
         sweep:                         # grid over parameters: a list of values per key
           events_per_user.mean: [2, 10, 50]
+          "n_items, sd.item": [[50, 0.5], [500, 0.2]]   # joint key: varied together
     splits:                            # required, non-empty
       - {scheme: random, folds: 5}
       - {scheme: seen_units, folds: 5, by: user}     # `by` defaults to the first group
       - {scheme: unseen_units, folds: 5, by: user}
+      - {scheme: random, folds: 5, shuffle: false}   # shuffle defaults to true
+      - {scheme: temporal, cut: 0.8, gap: 1}         # cut: fraction(s) of rows by time;
+                                                     # a list of cuts gives one fold each
+      - {scheme: fresh_draw, draws: 5}               # fit on the data, test on 5 new draws
     estimators:                        # required, non-empty
       - pooled_ols
       - {name: hist_gbm, label: gbm, params: {max_iter: 50}, grid: {learning_rate: [0.05, 0.1]}}
-    metrics: [rmse, mae, r2]           # default: all three
+    metrics: [rmse, mae, r2]           # default: rmse, mae, r2
     baseline: pooled_ols               # an estimator label; default the first estimator
+    time_limit: 600                    # seconds per job; a job over it fails; default none
+    backend: loky                      # loky (joblib, this machine) or dask (a cluster)
+    scheduler: tcp://10.0.0.1:8786     # dask only: the scheduler's address; default a
+                                       # local cluster
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import simulators
 from harness import metrics as metric_registry
 from harness import splits as split_registry
 from simulators._params import flatten, suggest
+
+BACKENDS: tuple[str, ...] = ("loky", "dask")
 
 
 class ConfigError(ValueError):
@@ -62,21 +73,63 @@ class Scenario:
         return f"{self.simulator}[{inner}]"
 
 
+# The options each split scheme takes (besides ``scheme``).
+SPLIT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "random": ("folds", "shuffle"),
+    "seen_units": ("folds", "by", "shuffle"),
+    "unseen_units": ("folds", "by", "shuffle"),
+    "temporal": ("cut", "gap", "by"),
+    "fresh_draw": ("draws", "by"),
+}
+
+
 @dataclass(frozen=True)
 class SplitSpec:
-    """A cross-validation scheme with its options."""
+    """A cross-validation scheme with its options.
+
+    ``folds`` is the number of folds the scheme yields: one per cut for ``temporal``,
+    one for ``fresh_draw`` (whose test set is ``draws`` new draws of the data).
+    """
 
     scheme: str
     folds: int = 5
     by: str | None = None
+    shuffle: bool = True
+    cut: tuple[float, ...] = (0.8,)
+    gap: float = 0.0
+    draws: int = 5
 
     @property
     def label(self) -> str:
-        """Printable name, e.g. ``unseen_units[by=user]``."""
-        return f"{self.scheme}[by={self.by}]" if self.by else self.scheme
+        """Printable name, e.g. ``unseen_units[by=user]`` or ``temporal[cut=0.8]``."""
+        options = {
+            key: value
+            for key, value in self.as_dict().items()
+            if key not in ("scheme", "folds")
+            and value is not None
+            and not (key == "shuffle" and value)
+            and not (key == "gap" and value == 0)
+        }
+        if "cut" in options and len(self.cut) == 1:
+            options["cut"] = self.cut[0]
+        if not options:
+            return self.scheme
+        inner = ", ".join(f"{key}={_short(value)}" for key, value in options.items())
+        return f"{self.scheme}[{inner}]"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "folds": self.folds, "by": self.by}
+        """The scheme and the options it takes (what identifies the split)."""
+        values = {
+            "folds": self.folds,
+            "by": self.by,
+            "shuffle": self.shuffle,
+            "cut": list(self.cut),
+            "gap": self.gap,
+            "draws": self.draws,
+        }
+        return {"scheme": self.scheme} | {
+            key: values[key] for key in ("folds", *SPLIT_OPTIONS[self.scheme])
+        }
 
 
 @dataclass(frozen=True)
@@ -101,6 +154,9 @@ class Config:
     estimators: tuple[EstimatorSpec, ...]
     metrics: tuple[str, ...]
     baseline: str
+    time_limit: float | None = None
+    backend: str = "loky"
+    scheduler: str | None = None
     source: str = field(default="", compare=False)
 
     @property
@@ -145,6 +201,9 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             "estimators",
             "metrics",
             "baseline",
+            "time_limit",
+            "backend",
+            "scheduler",
             "description",
         ],
         "",
@@ -164,7 +223,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         for i, item in enumerate(_list(_required(raw, "splits", ""), "splits"))
     )
     specs = _estimators(_list(_required(raw, "estimators", ""), "estimators"))
-    metric_names = raw.get("metrics", list(metric_registry.available()))
+    metric_names = raw.get("metrics", list(metric_registry.DEFAULT))
     metric_names = tuple(_list(metric_names, "metrics"))
     valid_metrics = metric_registry.available()
     for i, metric in enumerate(metric_names):
@@ -180,6 +239,24 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             f"baseline: {baseline!r} is not one of the estimators{suggest(str(baseline), labels)} "
             f"Estimator labels: {', '.join(labels)}"
         )
+    time_limit = raw.get("time_limit")
+    if time_limit is not None and (
+        not isinstance(time_limit, int | float) or isinstance(time_limit, bool) or time_limit <= 0
+    ):
+        raise ConfigError(f"time_limit: expected a positive number of seconds, got {time_limit!r}")
+    backend = raw.get("backend", "loky")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"backend: unknown backend {backend!r}{suggest(str(backend), BACKENDS)} "
+            f"Available backends: {', '.join(BACKENDS)}"
+        )
+    scheduler = raw.get("scheduler")
+    if scheduler is not None and (backend != "dask" or not isinstance(scheduler, str)):
+        raise ConfigError(
+            f"scheduler: expected the address of a dask scheduler (with backend: dask), "
+            f"got {scheduler!r}"
+        )
+    _check_fresh_draws(splits, scenarios)
     return Config(
         name=name,
         seed=seed,
@@ -190,8 +267,25 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         estimators=specs,
         metrics=metric_names,
         baseline=baseline,
+        time_limit=None if time_limit is None else float(time_limit),
+        backend=backend,
+        scheduler=scheduler,
         source=text,
     )
+
+
+def _check_fresh_draws(splits: tuple[SplitSpec, ...], scenarios: tuple[Scenario, ...]) -> None:
+    """A ``fresh_draw`` split needs simulators that draw new data of the same units."""
+    for i, split in enumerate(splits):
+        if split.scheme != "fresh_draw":
+            continue
+        for j, scenario in enumerate(scenarios):
+            if not simulators.info(scenario.simulator).fresh_draws:
+                raise ConfigError(
+                    f"splits[{i}].scheme: fresh_draw needs a simulator that draws new data "
+                    f"of the same units; scenarios[{j}] uses {scenario.simulator!r}, which "
+                    "cannot"
+                )
 
 
 def _required(raw: dict, key: str, path: str) -> Any:
@@ -237,13 +331,36 @@ def _integer(value: Any, path: str, minimum: int) -> int:
 
 
 def _grid(raw: Any, path: str) -> list[dict[str, Any]]:
-    """The points of a parameter grid: every combination of the listed values."""
+    """The points of a parameter grid: every combination of the listed values.
+
+    A key naming several parameters separated by commas varies them together: its
+    values are lists with one value per parameter (``"n_users, sd.user": [[100, 0.5],
+    [1000, 0.2]]`` gives two points, not four).
+    """
     grid = _mapping(raw, path)
+    axes = []
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}.{key}: expected a non-empty list of values, got {values!r}")
-    keys = list(grid)
-    return [dict(zip(keys, point, strict=True)) for point in itertools.product(*grid.values())]
+        names = [name.strip() for name in str(key).split(",")]
+        if len(names) == 1:
+            axes.append([{names[0]: value} for value in values])
+            continue
+        if any(not name for name in names):
+            raise ConfigError(f"{path}.{key}: empty parameter name in a joint key")
+        points = []
+        for k, value in enumerate(values):
+            if not isinstance(value, list) or len(value) != len(names):
+                raise ConfigError(
+                    f"{path}.{key}[{k}]: expected a list of {len(names)} values, one for each "
+                    f"of {names}, got {value!r}"
+                )
+            points.append(dict(zip(names, value, strict=True)))
+        axes.append(points)
+    return [
+        {name: value for part in combination for name, value in part.items()}
+        for combination in itertools.product(*axes)
+    ]
 
 
 def _scenarios(items: list) -> tuple[Scenario, ...]:
@@ -270,7 +387,6 @@ def _scenarios(items: list) -> tuple[Scenario, ...]:
 
 def _split(item: Any, path: str) -> SplitSpec:
     item = _mapping(item, path)
-    _check_keys(item, ["scheme", "folds", "by"], f"{path}.")
     scheme = _string(_required(item, "scheme", f"{path}."), f"{path}.scheme")
     if scheme not in split_registry.SCHEMES:
         raise ConfigError(
@@ -278,13 +394,44 @@ def _split(item: Any, path: str) -> SplitSpec:
             f"{suggest(str(scheme), split_registry.SCHEMES)} "
             f"Available schemes: {', '.join(split_registry.SCHEMES)}"
         )
-    folds = _integer(item.get("folds", 5), f"{path}.folds", minimum=2)
+    options = SPLIT_OPTIONS[scheme]
+    for key in item:
+        if key != "scheme" and key not in options:
+            known = [key for keys in SPLIT_OPTIONS.values() for key in keys]
+            hint = "" if key in known else suggest(str(key), list(options))
+            raise ConfigError(
+                f"{path}.{key}: the {scheme} scheme takes no {key!r}{hint} "
+                f"Its options: {', '.join(options)}"
+            )
     by = item.get("by")
     if by is not None and not isinstance(by, str):
         raise ConfigError(f"{path}.by: expected a grouping column name, got {by!r}")
-    if by is not None and scheme == "random":
-        raise ConfigError(f"{path}.by: the random scheme splits rows and takes no 'by'")
-    return SplitSpec(scheme=scheme, folds=folds, by=by)
+    shuffle = item.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise ConfigError(f"{path}.shuffle: expected true or false, got {shuffle!r}")
+    if scheme == "temporal":
+        cuts = item.get("cut", 0.8)
+        cuts = cuts if isinstance(cuts, list) else [cuts]
+        for k, value in enumerate(cuts):
+            if not _is_number(value) or not 0 < value < 1:
+                raise ConfigError(
+                    f"{path}.cut: expected a fraction of the rows in (0, 1) or a list of them, "
+                    f"got {cuts[k]!r}"
+                )
+        gap = item.get("gap", 0)
+        if not _is_number(gap) or gap < 0:
+            raise ConfigError(f"{path}.gap: expected a time span >= 0, got {gap!r}")
+        cut = tuple(float(value) for value in cuts)
+        return SplitSpec(scheme=scheme, folds=len(cut), by=by, cut=cut, gap=float(gap))
+    if scheme == "fresh_draw":
+        draws = _integer(item.get("draws", 5), f"{path}.draws", minimum=1)
+        return SplitSpec(scheme=scheme, folds=1, by=by, draws=draws)
+    folds = _integer(item.get("folds", 5), f"{path}.folds", minimum=2)
+    return SplitSpec(scheme=scheme, folds=folds, by=by, shuffle=shuffle)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _estimators(items: list) -> tuple[EstimatorSpec, ...]:

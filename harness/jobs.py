@@ -9,10 +9,16 @@ config changes no other job's data, folds or results.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import types
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import estimators
+import simulators
 from harness.config import Config, EstimatorSpec, Scenario, SplitSpec
 
 
@@ -25,6 +31,55 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
 def stable_seed(*parts: Any) -> int:
     """A seed in [0, 2**31) derived from ``parts``."""
     return int(stable_hash(*parts, length=8), 16) % (2**31)
+
+
+_PACKAGES = ("estimators", "simulators")
+
+
+def _module_closure(name: str) -> set[str]:
+    """``name`` and every project module it uses, following module-level names."""
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        module = importlib.import_module(current)
+        for value in vars(module).values():
+            if isinstance(value, types.ModuleType):
+                owner = value.__name__
+            else:
+                owner = getattr(value, "__module__", None)
+            # A package's __init__ re-exports everything: follow the defining modules
+            # only, so one estimator's version does not change with another's code.
+            if (
+                isinstance(owner, str)
+                and owner.split(".")[0] in _PACKAGES
+                and owner not in _PACKAGES
+                and owner not in seen
+            ):
+                stack.append(owner)
+    return seen
+
+
+@cache
+def code_version(estimator_name: str, simulator_name: str) -> str:
+    """Hash of the source of the code that produces a job's numbers: the estimator's
+    module and the project modules it uses, and the same for the simulator.
+
+    A stored row counts as finished only when its ``code_version`` is the current
+    one, so editing an estimator reruns that estimator's jobs and no others.
+    """
+    modules = _module_closure(estimators.info(estimator_name).factory.__module__)
+    modules |= _module_closure(simulators.info(simulator_name).generate.__module__)
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        source = getattr(importlib.import_module(name), "__file__", None)
+        digest.update(name.encode())
+        if source is not None:
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -52,6 +107,11 @@ class Job:
             self.estimator.params,
             self.estimator.label,
         )
+
+    @property
+    def code_version(self) -> str:
+        """Version of the estimator's and simulator's code (see :func:`code_version`)."""
+        return code_version(self.estimator.name, self.scenario.simulator)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import pandas as pd
 # Figure objects, not pyplot: no global figure state and no display needed.
 from matplotlib.figure import Figure
 
-from harness.compare import leaderboard
+from harness import metrics as metric_registry
+from harness.compare import write_comparison
 from harness.config import Config, parse_config
-from harness.metrics import HIGHER_IS_BETTER
 
 PACKAGES = [
     "mixbench",
@@ -100,8 +100,7 @@ def metric_figure(board: pd.DataFrame, metric: str) -> str:
                 label=scenario,
             )
         axis.set_title(split)
-        better = "higher" if metric in HIGHER_IS_BETTER else "lower"
-        axis.set_xlabel(f"{metric} ({better} is better)")
+        axis.set_xlabel(f"{metric} ({_direction(metric)})")
         axis.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(np.arange(len(estimator_order)), estimator_order)
     axes[0][0].invert_yaxis()
@@ -114,6 +113,18 @@ def metric_figure(board: pd.DataFrame, metric: str) -> str:
             fontsize="small",
         )
     return _png(figure)
+
+
+def _direction(metric: str) -> str:
+    """How to read a metric: which way is better."""
+    info = metric_registry.info(metric)
+    if info.nominal is not None:
+        return f"best at {info.nominal:g}"
+    return "higher is better" if info.higher_is_better else "lower is better"
+
+
+def _percent(value: float) -> str:
+    return "–" if not np.isfinite(value) else f"{value:.0%}"
 
 
 def _format(value: float, digits: int = 3) -> str:
@@ -148,6 +159,7 @@ def _tables(board: pd.DataFrame, metrics: list[str], baseline: str) -> list[dict
                     "estimator": record["estimator"],
                     "n": record["n"],
                     "rank": f"{record['mean_rank']:.2f}",
+                    "wins": "" if record["estimator"] == baseline else _percent(record["win_rate"]),
                     "cells": cells,
                     "best": record["mean_rank"] == rows["mean_rank"].min(),
                 }
@@ -179,7 +191,9 @@ def render_report(directory: str | Path) -> Path:
     config: Config = parse_config(config_path.read_text(), origin=str(config_path))
     table = pd.read_parquet(results_path)
     metrics = [metric for metric in config.metrics if metric in table.columns]
-    board = leaderboard(table, metrics, config.baseline) if metrics else pd.DataFrame()
+    board = (
+        write_comparison(table, metrics, config.baseline, directory) if metrics else pd.DataFrame()
+    )
     if not board.empty:
         # Show scenarios and splits in the config's order, not alphabetically.
         order = {

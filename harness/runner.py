@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import inspect
 import json
+import threading
 import time
 import tracemalloc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
@@ -19,7 +25,8 @@ import simulators
 from harness import metrics as metric_registry
 from harness.config import Config, EstimatorSpec
 from harness.jobs import Job, Task, all_jobs, expand, stable_seed
-from harness.splits import Fold, check_no_leakage, make_folds
+from harness.metrics import Scored
+from harness.splits import Fold, check_no_leakage, fresh_draw_fold, make_folds, split_factor
 from harness.store import ResultStore
 from simulators import Dataset, flatten
 
@@ -74,10 +81,12 @@ def _base_row(job: Job, config_name: str) -> dict[str, Any]:
         "split": job.split.label,
         "split_scheme": job.split.scheme,
         "split_folds": job.split.folds,
+        "split_options": json.dumps(job.split.as_dict(), sort_keys=True),
         "split_seed": job.split_seed,
         "fold": job.fold,
         "estimator": job.estimator.label,
         "estimator_name": job.estimator.name,
+        "code_version": job.code_version,
     }
     return row
 
@@ -89,20 +98,113 @@ def _failed(row: dict[str, Any], error: BaseException, status: str = "failed") -
     return row
 
 
+class JobTimeout(BaseException):
+    """A job ran past the sweep's ``time_limit``.
+
+    A BaseException, so that an estimator's own ``except Exception`` (an optimizer's
+    fallback, say) cannot swallow it.
+    """
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`JobTimeout` in this thread when the block runs over ``seconds``.
+
+    The exception is delivered the next time the thread runs Python code, so a single
+    long call into compiled code (one large matrix factorization) finishes first; fits
+    made of many steps stop within one step. Works in any thread (joblib's worker
+    processes and Dask's worker threads alike), unlike ``signal.alarm``.
+    """
+    if seconds is None:
+        yield
+        return
+    thread = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False}
+
+    def expire() -> None:
+        with lock:
+            if not state["done"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread), ctypes.py_object(JobTimeout)
+                )
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+
+
+def _accepts_return_std(estimator: Any) -> bool:
+    try:
+        return "return_std" in inspect.signature(estimator.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fit_and_predict(
+    estimator: Any, X_train: Any, y_train: np.ndarray, X_test: Any, want_std: bool
+) -> tuple[np.ndarray, np.ndarray | None, float, float]:
+    """Fit and predict; returns (mean, std or None, fit seconds, predict seconds)."""
+    started = time.perf_counter()
+    estimator.fit(X_train, y_train)
+    fitted = time.perf_counter()
+    std = None
+    if want_std and _accepts_return_std(estimator):
+        mean, std = estimator.predict(X_test, return_std=True)
+        std = np.asarray(std, dtype=float)
+    else:
+        mean = estimator.predict(X_test)
+    predicted = time.perf_counter()
+    return np.asarray(mean, dtype=float), std, fitted - started, predicted - fitted
+
+
 def run_job(
-    job: Job, dataset: Dataset, fold: Fold, metric_names: tuple[str, ...], config_name: str
+    job: Job,
+    dataset: Dataset,
+    fold: Fold,
+    metric_names: tuple[str, ...],
+    config_name: str,
+    *,
+    test_data: Dataset | None = None,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
     """Fit one estimator on a fold's training rows and score it on the test rows.
 
-    Returns a result row; an exception becomes a row with status ``failed`` and the
-    error, an estimator that cannot apply to the data a row with status ``skipped``.
+    Parameters
+    ----------
+    job : Job
+    dataset : Dataset
+        The data set the fold's training rows (and, by default, test rows) index.
+    fold : Fold
+    metric_names : tuple of str
+    config_name : str
+    test_data : Dataset, optional
+        Where the test rows come from when not ``dataset`` (fresh draws).
+    seconds : float, optional
+        Time limit of the fit and predict; over it the row fails with ``JobTimeout``.
+
+    Returns
+    -------
+    dict
+        The result row; an exception becomes a row with status ``failed`` and the
+        error, an estimator that cannot apply to the data a row with status ``skipped``.
     """
     row = _base_row(job, config_name)
+    test_source = dataset if test_data is None else test_data
     row |= {
         "dataset_hash": dataset.meta["hash"],
         "n_rows": dataset.n_rows,
         "n_train": int(fold.train.size),
         "n_test": int(fold.test.size),
+        # Nadeau-Bengio's correction applies to test rows resampled from the training
+        # data; fresh draws are independent of it.
+        "test_train_ratio": 0.0 if test_data is not None else fold.test.size / fold.train.size,
     }
     entry = estimators.info(job.estimator.name)
     reason = entry.missing_reason()
@@ -120,46 +222,125 @@ def run_job(
             estimator.set_params(random_state=params["random_state"])
         row |= {f"est.{key}": _encode(value) for key, value in sorted(params.items())}
         X, y = dataset.X, dataset.y.to_numpy()
+        y_test = test_source.y.to_numpy()[fold.test]
+        want_std = any(metric_registry.info(name).needs == "std" for name in metric_names)
         tracemalloc.start()
         try:
-            started = time.perf_counter()
-            estimator.fit(X.iloc[fold.train], y[fold.train])
-            fitted = time.perf_counter()
-            prediction = np.asarray(estimator.predict(X.iloc[fold.test]), dtype=float)
-            predicted = time.perf_counter()
+            with time_limit(seconds):
+                mean, std, fit_seconds, predict_seconds = _fit_and_predict(
+                    estimator,
+                    X.iloc[fold.train],
+                    y[fold.train],
+                    test_source.X.iloc[fold.test],
+                    want_std,
+                )
             peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        if prediction.shape != (fold.test.size,):
-            raise ValueError(
-                f"predict returned shape {prediction.shape} for {fold.test.size} test rows"
-            )
+        if mean.shape != (fold.test.size,):
+            raise ValueError(f"predict returned shape {mean.shape} for {fold.test.size} test rows")
         row |= {
-            "fit_seconds": fitted - started,
-            "predict_seconds": predicted - fitted,
+            "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds,
             "peak_memory_mb": peak_bytes / 2**20,
         }
-        for name in metric_names:
-            row[name] = metric_registry.get(name)(y[fold.test], prediction)
+        row |= _scores(metric_names, Scored(y_test, mean, std), fold, dataset, estimator, job)
+    except JobTimeout:
+        return _failed(row, JobTimeout(f"fit and predict ran over the time limit of {seconds:g} s"))
     except Exception as error:  # a failing job is data, not an abort
         return _failed(row, error)
     return row
 
 
-def run_task(task: Task, metric_names: tuple[str, ...], config_name: str) -> list[dict[str, Any]]:
+def _scores(
+    metric_names: tuple[str, ...],
+    scored: Scored,
+    fold: Fold,
+    dataset: Dataset,
+    estimator: Any,
+    job: Job,
+) -> dict[str, Any]:
+    """Every requested metric: prediction metrics overall and by unit subset, metrics
+    of binary outcomes only for binomial data, truth metrics where the truth is known."""
+    binary = dataset.family == "binomial"
+    names = tuple(
+        name for name in metric_names if metric_registry.info(name).needs != "binary" or binary
+    )
+    row: dict[str, Any] = metric_registry.score_rows(names, scored, fold.unit_train_rows)
+    for name in metric_names:
+        needs = metric_registry.info(name).needs
+        if needs == "binary" and not binary:
+            row[name] = float("nan")
+        elif needs == "truth":
+            function = metric_registry.get(name)
+            if not dataset.truth:
+                row[name] = float("nan")
+            elif name == "effect_corr":
+                row[name] = function(estimator, dataset.truth, split_factor(dataset, job.split.by))
+            else:
+                row[name] = function(estimator, dataset.truth)
+    if any(metric_registry.info(name).needs == "truth" for name in metric_names):
+        # Estimated standard deviations next to the true ones, for the report's plot.
+        row |= {f"sd_est.{k}": v for k, v in metric_registry.estimated_sds(estimator).items()}
+        row |= {f"sd_true.{k}": float(v) for k, v in dataset.truth.get("sd", {}).items()}
+    return row
+
+
+def _fresh_draws(task: Task) -> list[Dataset]:
+    """The task's ``draws`` new draws of the same units with the same true effects."""
+    first = int(task.scenario.params.get("draw", 0)) + 1
+    return [
+        simulators.simulate(
+            task.scenario.simulator,
+            seed=task.dataset_seed,
+            **(task.scenario.params | {"draw": first + k}),
+        )
+        for k in range(task.split.draws)
+    ]
+
+
+def _stacked(draws: list[Dataset]) -> Dataset:
+    """Draws of one simulator as one data set (rows renumbered, roles of the first)."""
+    frame = pd.concat([draw.frame for draw in draws], ignore_index=True)
+    return dataclasses.replace(draws[0], frame=frame)
+
+
+def run_task(
+    task: Task,
+    metric_names: tuple[str, ...],
+    config_name: str,
+    seconds: float | None = None,
+) -> list[dict[str, Any]]:
     """Build the task's data set and fold once, then run each of its jobs."""
+    test_data = None
     try:
         dataset = simulators.simulate(
             task.scenario.simulator, seed=task.dataset_seed, **task.scenario.params
         )
-        folds = make_folds(
-            dataset, task.split.scheme, task.split.folds, task.split.by, task.split_seed
-        )
-        fold = folds[task.fold]
-        check_no_leakage(dataset, task.split.scheme, task.split.by, fold)
+        split = task.split
+        if split.scheme == "fresh_draw":
+            draws = _fresh_draws(task)
+            fold = fresh_draw_fold(dataset, draws, split.by)
+            test_data = _stacked(draws)
+        else:
+            folds = make_folds(
+                dataset,
+                split.scheme,
+                split.folds,
+                split.by,
+                task.split_seed,
+                shuffle=split.shuffle,
+                cut=split.cut,
+                gap=split.gap,
+            )
+            fold = folds[task.fold]
+        check_no_leakage(dataset, split.scheme, split.by, fold, gap=split.gap)
     except Exception as error:  # the whole task fails, each job gets its row
         return [_failed(_base_row(job, config_name), error) for job in task.jobs]
-    return [run_job(job, dataset, fold, metric_names, config_name) for job in task.jobs]
+    return [
+        run_job(job, dataset, fold, metric_names, config_name, test_data=test_data, seconds=seconds)
+        for job in task.jobs
+    ]
 
 
 @dataclass(frozen=True)
@@ -182,6 +363,8 @@ def run_sweep(
     n_jobs: int | None = None,
     force: bool = False,
     progress: bool = True,
+    backend: str | None = None,
+    scheduler: str | None = None,
 ) -> SweepResult:
     """Run every job of ``config`` not already finished in ``directory``.
 
@@ -191,11 +374,17 @@ def run_sweep(
     directory : path
         Output folder; rows go to ``rows/``, the table to ``results.parquet``.
     n_jobs : int, optional
-        Parallel workers (joblib, loky); default the config's ``n_jobs``.
+        Parallel workers (joblib processes, or the workers of a local Dask cluster);
+        default the config's ``n_jobs``.
     force : bool
         Rerun jobs that already have a successful row.
     progress : bool
-        Show a progress bar on standard error.
+        Show a progress bar (counts, rate and ETA) on standard error.
+    backend : {"loky", "dask"}, optional
+        Default the config's ``backend``.
+    scheduler : str, optional
+        Dask scheduler address; without one a local cluster of ``n_jobs`` worker
+        processes is started. Default the config's ``scheduler``.
 
     Returns
     -------
@@ -206,19 +395,26 @@ def run_sweep(
     (store.directory / "config.yaml").write_text(config.source)
     tasks = expand(config)
     jobs = all_jobs(tasks)
-    finished = set() if force else store.finished_ids()
+    # A stored row is reused only if it succeeded with the current code of its
+    # estimator and simulator.
+    finished = {} if force else store.finished_versions()
     pending = []
     for task in tasks:
-        todo = tuple(job for job in task.jobs if job.job_id not in finished)
+        todo = tuple(job for job in task.jobs if finished.get(job.job_id) != job.code_version)
         if todo:
             pending.append(dataclasses.replace(task, jobs=todo))
     n_pending = sum(len(task.jobs) for task in pending)
     n_failed = n_skipped = 0
     workers = config.n_jobs if n_jobs is None else n_jobs
-    with tqdm(total=n_pending, unit="job", disable=not progress, desc=config.name) as bar:
+    engine = backend or config.backend
+    arguments = (config.metrics, config.name, config.time_limit)
+    if engine == "dask":
+        results = _run_on_dask(pending, arguments, scheduler or config.scheduler, workers)
+    else:
         results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-            delayed(run_task)(task, config.metrics, config.name) for task in pending
+            delayed(run_task)(task, *arguments) for task in pending
         )
+    with tqdm(total=n_pending, unit="job", disable=not progress, desc=config.name) as bar:
         for rows in results:
             for row in rows:
                 store.write(row)
@@ -236,3 +432,46 @@ def run_sweep(
         n_skipped=n_skipped,
         seconds=time.perf_counter() - started,
     )
+
+
+def _run_on_dask(
+    tasks: list[Task], arguments: tuple, scheduler: str | None, workers: int
+) -> Iterable[list[dict[str, Any]]]:
+    """Run ``tasks`` on a Dask cluster, yielding each task's rows as it finishes.
+
+    Workers must be able to import mixbench (install it on every machine). A task
+    that dies on a worker (the worker lost, say) becomes failed rows, and the sweep
+    goes on.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise RuntimeError(
+            "backend dask needs dask.distributed: pip install 'mixbench[distributed]'"
+        ) from None
+    if not tasks:
+        return
+    cluster = None
+    if scheduler is None:
+        n_workers = workers if workers > 0 else None
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        futures = {client.submit(run_task, task, *arguments, pure=False): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                rows = future.result()
+            except Exception as error:  # the worker, not the job, failed
+                rows = [_failed(_base_row(job, arguments[1]), error) for job in task.jobs]
+            yield rows
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -65,11 +65,20 @@ class ResultStore:
         return table.sort([column for column in ORDER if column in table.columns])
 
     def finished_ids(self) -> set[str]:
-        """Ids of jobs whose stored row has status ``ok``: a rerun skips these."""
+        """Ids of jobs whose stored row has status ``ok``."""
+        return set(self.finished_versions())
+
+    def finished_versions(self) -> dict[str, str | None]:
+        """Code version of each job whose stored row has status ``ok``: a rerun skips a
+        job whose version is still the current one."""
         table = self.read()
         if table.is_empty():
-            return set()
-        return set(table.filter(pl.col("status") == "ok")["job_id"].to_list())
+            return {}
+        ok = table.filter(pl.col("status") == "ok")
+        versions = (
+            ok["code_version"].to_list() if "code_version" in ok.columns else [None] * len(ok)
+        )
+        return dict(zip(ok["job_id"].to_list(), versions, strict=True))
 
     def consolidate(self, job_ids: Iterable[str]) -> pl.DataFrame:
         """Write the rows of ``job_ids`` to ``results.parquet`` and ``results.csv``."""

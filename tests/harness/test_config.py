@@ -114,6 +114,31 @@ def test_seeds_follow_identity_not_position(tiny_config_text):
             "metrics\\[1\\]: unknown metric 'rmsee'; did you mean 'rmse'",
         ),
         ({"baseline": "fixed_effect"}, "baseline: 'fixed_effect' is not one of the estimators"),
+        (
+            {"splits": [{"scheme": "temporal", "cut": 1.5}]},
+            "splits\\[0\\].cut: expected a fraction of the rows in \\(0, 1\\)",
+        ),
+        (
+            {"splits": [{"scheme": "temporal", "gap": -1}]},
+            "splits\\[0\\].gap: expected a time span >= 0",
+        ),
+        (
+            {"splits": [{"scheme": "random", "cut": 0.5}]},
+            "splits\\[0\\].cut: the random scheme takes no 'cut' Its options: folds, shuffle",
+        ),
+        (
+            {"splits": [{"scheme": "seen_units", "shufle": False}]},
+            "splits\\[0\\].shufle: the seen_units scheme takes no 'shufle'; did you mean 'shuffle'",
+        ),
+        ({"splits": [{"scheme": "random", "shuffle": "no"}]}, "shuffle: expected true or false"),
+        ({"splits": [{"scheme": "fresh_draw", "draws": 0}]}, "draws: must be at least 1"),
+        ({"time_limit": 0}, "time_limit: expected a positive number of seconds"),
+        ({"backend": "dusk"}, "backend: unknown backend 'dusk'; did you mean 'dask'"),
+        ({"scheduler": "tcp://x:1"}, "scheduler: expected the address of a dask scheduler"),
+        (
+            {"scenarios": [{"simulator": "online_services", "sweep": {"n_users, sd.user": [[5]]}}]},
+            "sweep.n_users, sd.user\\[0\\]: expected a list of 2 values",
+        ),
     ],
 )
 def test_each_kind_of_mistake_names_its_path(tiny_config_text, changes, message):
@@ -133,3 +158,47 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_shipped_configs_are_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert all_jobs(expand(load_config(path))), path
+
+
+def test_joint_keys_vary_together_and_split_options_label_the_split(tiny_config_text):
+    config = parse_config(
+        _with(
+            tiny_config_text,
+            scenarios=[
+                {
+                    "simulator": "online_services",
+                    "params": {"n_users": 60},
+                    "sweep": {"n_items, sd.item": [[10, 0.5], [20, 0.1]], "sd.user": [0.2, 0.4]},
+                }
+            ],
+            splits=[
+                {"scheme": "temporal", "cut": [0.6, 0.8], "gap": 1},
+                {"scheme": "fresh_draw", "draws": 3},
+                {"scheme": "random", "folds": 2, "shuffle": False},
+            ],
+        )
+    )
+    points = [
+        (s.params["n_items"], s.params["sd"]["item"], s.params["sd"]["user"])
+        for s in config.scenarios
+    ]
+    assert points == [(10, 0.5, 0.2), (10, 0.5, 0.4), (20, 0.1, 0.2), (20, 0.1, 0.4)]
+    temporal, fresh, random = config.splits
+    assert (temporal.folds, temporal.cut, temporal.gap) == (2, (0.6, 0.8), 1.0)
+    assert temporal.label == "temporal[cut=[0.6, 0.8], gap=1.0]"
+    assert (fresh.folds, fresh.draws, fresh.label) == (1, 3, "fresh_draw[draws=3]")
+    assert random.label == "random[shuffle=false]"
+    assert random.as_dict() == {"scheme": "random", "folds": 2, "shuffle": False}
+
+
+def test_fresh_draws_need_a_simulator_that_can_draw_again(tiny_config_text, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("user,x,y\nu1,0.5,1.0\nu2,0.1,2.0\n")
+    scenario = {
+        "simulator": "file",
+        "params": {"path": str(path), "target": "y", "groups": ["user"]},
+    }
+    with pytest.raises(ConfigError, match="splits\\[0\\].scheme: fresh_draw needs a simulator"):
+        parse_config(
+            _with(tiny_config_text, scenarios=[scenario], splits=[{"scheme": "fresh_draw"}])
+        )

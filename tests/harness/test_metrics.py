@@ -1,28 +1,108 @@
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import integrate, stats
+from sklearn.metrics import log_loss as sklearn_log_loss
+from sklearn.metrics import roc_auc_score
 
 from harness import metrics
+from harness.metrics import Scored
 
 
-def test_values_against_hand_computation():
-    y_true = np.array([1.0, 2.0, 3.0, 4.0])
-    y_pred = np.array([1.0, 3.0, 2.0, 6.0])
+def test_point_metrics_against_hand_computation():
+    scored = Scored(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 6.0]))
     # errors 0, -1, 1, -2: squares 0, 1, 1, 4
-    assert metrics.rmse(y_true, y_pred) == pytest.approx(np.sqrt(6 / 4))
-    assert metrics.mae(y_true, y_pred) == pytest.approx(4 / 4)
+    assert metrics.rmse(scored) == pytest.approx(np.sqrt(6 / 4))
+    assert metrics.mae(scored) == pytest.approx(4 / 4)
     # SST around 2.5: 2.25 + 0.25 + 0.25 + 2.25 = 5
-    assert metrics.r2(y_true, y_pred) == pytest.approx(1 - 6 / 5)
+    assert metrics.r2(scored) == pytest.approx(1 - 6 / 5)
 
 
 def test_perfect_and_degenerate_cases():
     y = np.array([0.5, 1.5, 2.5])
-    assert metrics.rmse(y, y) == 0.0
-    assert metrics.r2(y, y) == 1.0
-    assert np.isnan(metrics.r2(np.ones(3), y))
+    assert metrics.rmse(Scored(y, y)) == 0.0
+    assert metrics.r2(Scored(y, y)) == 1.0
+    assert np.isnan(metrics.r2(Scored(np.ones(3), y)))
+    assert np.isnan(metrics.auc(Scored(np.ones(3), np.array([0.1, 0.2, 0.3]))))
 
 
-def test_registry():
-    assert metrics.available() == ("rmse", "mae", "r2")
+def test_gaussian_predictive_metrics_against_scipy():
+    rng = np.random.default_rng(0)
+    y, mean, sd = rng.normal(size=50), rng.normal(size=50), rng.uniform(0.5, 2, 50)
+    scored = Scored(y, mean, sd)
+    assert metrics.nlpd(scored) == pytest.approx(-np.mean(stats.norm.logpdf(y, mean, sd)))
+    inside50 = (y > stats.norm.ppf(0.25, mean, sd)) & (y < stats.norm.ppf(0.75, mean, sd))
+    assert metrics.info("coverage50").function(scored) == pytest.approx(inside50.mean())
+    # CRPS = integral of (F(t) - 1{t >= y})^2 dt, for one row by quadrature.
+    one = Scored(y[:1], mean[:1], sd[:1])
+    below, _ = integrate.quad(lambda t: stats.norm.cdf(t, mean[0], sd[0]) ** 2, -np.inf, y[0])
+    above, _ = integrate.quad(lambda t: stats.norm.sf(t, mean[0], sd[0]) ** 2, y[0], np.inf)
+    assert metrics.crps(one) == pytest.approx(below + above, rel=1e-6)
+
+
+def test_coverage_of_a_calibrated_model_is_near_nominal():
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=200_000)
+    scored = Scored(mean + rng.normal(size=mean.size) * 2.0, mean, np.full(mean.size, 2.0))
+    assert metrics.info("coverage90").function(scored) == pytest.approx(0.9, abs=0.003)
+    assert metrics.info("coverage50").function(scored) == pytest.approx(0.5, abs=0.003)
+
+
+def test_binary_metrics_against_scikit_learn():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.01, 0.99, 300)
+    y = (rng.uniform(size=300) < p).astype(float)
+    scored = Scored(y, p)
+    assert metrics.log_loss(scored) == pytest.approx(sklearn_log_loss(y, p))
+    assert metrics.auc(scored) == pytest.approx(roc_auc_score(y, p))
+    assert metrics.brier(scored) == pytest.approx(np.mean((y - p) ** 2))
+    assert metrics.get("weighted_mspe")(scored) == metrics.brier(scored)
+
+
+def test_scores_by_seen_unseen_and_activity():
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    scored = Scored(y, y + np.array([1.0, 1.0, 2.0, 0.0, 4.0]))
+    row = metrics.score_rows(("rmse", "nlpd"), scored, np.array([0, 0, 1, 5, 200]))
+    assert row["rmse@unseen"] == pytest.approx(1.0)
+    assert row["rmse@seen"] == pytest.approx(np.sqrt((4 + 0 + 16) / 3))
+    assert row["rmse@train_rows=1-2"] == pytest.approx(2.0)
+    assert row["rmse@train_rows=100+"] == pytest.approx(4.0)
+    assert np.isnan(row["rmse@train_rows=30-99"])
+    assert row["n_test@train_rows=3-9"] == 1
+    assert row["n_test@seen"] == 3
+    # No predictive sd from the model: NaN, not an error.
+    assert np.isnan(row["nlpd"]) and np.isnan(row["nlpd@seen"])
+
+
+def test_truth_metrics_from_a_fitted_mixed_model():
+    class Fitted:
+        varcorr_ = pd.DataFrame(
+            {
+                "grp": ["user", "Residual"],
+                "var1": ["(Intercept)", None],
+                "var2": [None, None],
+                "sdcor": [0.6, 0.9],
+            }
+        )
+        ranef_ = {"user": pd.DataFrame({"(Intercept)": [0.1, -0.2, 0.3, 0.0]}, index=list("abcd"))}
+
+    truth = {
+        "sd": {"user": 0.5, "noise": 1.0},
+        "unit_effects": {"user": pd.Series([0.2, -0.1, 0.5, 0.1, 9.0], index=list("abcde"))},
+    }
+    assert metrics.vc_error(Fitted(), truth) == pytest.approx((0.2 + 0.1) / 2)
+    expected = np.corrcoef([0.1, -0.2, 0.3, 0.0], [0.2, -0.1, 0.5, 0.1])[0, 1]
+    assert metrics.effect_corr(Fitted(), truth, "user") == pytest.approx(expected)
+    assert np.isnan(metrics.vc_error(object(), truth))
+    assert np.isnan(metrics.effect_corr(object(), truth, "user"))
+
+
+def test_registry_and_ranking_direction():
+    assert metrics.DEFAULT == ("rmse", "mae", "r2")
+    assert {"nlpd", "crps", "log_loss", "auc", "brier", "vc_error"} <= set(metrics.available())
     assert metrics.get("mae") is metrics.mae
     with pytest.raises(KeyError, match="unknown metric 'mse'"):
         metrics.get("mse")
+    values = pd.Series([0.8, 0.95, 0.9])
+    assert metrics.info("coverage90").rank_value(values).round(6).tolist() == [0.1, 0.05, 0.0]
+    assert metrics.info("r2").rank_value(values).tolist() == [-0.8, -0.95, -0.9]

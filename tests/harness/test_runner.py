@@ -160,3 +160,152 @@ def test_leaderboard_means_match_the_rows(small_config, tmp_path):
     ]
     assert first.rmse == pytest.approx(rows.rmse.mean())
     assert np.isfinite(first.rmse_low) and first.rmse_low < first.rmse < first.rmse_high
+
+
+def test_temporal_and_fresh_draw_splits_with_every_kind_of_metric(tiny_config_text, tmp_path):
+    config = _config(
+        tiny_config_text,
+        repeats=1,
+        scenarios=[
+            {"simulator": "online_services", "params": {"n_users": 60, "n_items": 8}},
+        ],
+        splits=[
+            {"scheme": "temporal", "cut": [0.7, 0.85], "gap": 1},
+            {"scheme": "fresh_draw", "draws": 2},
+        ],
+        estimators=["pooled_ols", "mixed_lm", "fixed_effects"],
+        metrics=["rmse", "nlpd", "coverage90", "crps", "log_loss", "vc_error", "effect_corr"],
+    )
+    result = run_sweep(config, tmp_path, progress=False)
+    assert result.n_failed == 0
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    assert table.height == 3 * 3
+    fresh = table.filter(pl.col("split_scheme") == "fresh_draw")
+    mixed = fresh.filter(pl.col("estimator") == "mixed_lm").to_dicts()[0]
+    # Fit on every row, tested on two new draws of the same users.
+    assert mixed["n_train"] == mixed["n_rows"] and mixed["n_test"] > mixed["n_rows"]
+    assert mixed["test_train_ratio"] == 0.0
+    assert 0.0 < mixed["nlpd"] < 3.0 and 0.7 < mixed["coverage90"] <= 1.0
+    assert 0.0 < mixed["crps"] < mixed["rmse"]
+    assert np.isnan(mixed["log_loss"])  # gaussian data: binary metrics do not apply
+    assert mixed["vc_error"] < 0.6 and mixed["effect_corr"] > 0.5
+    assert mixed["sd_true.user"] == 0.5 and mixed["sd_est.user"] > 0
+    # Only the mixed model gives a predictive sd or variance components.
+    ols = fresh.filter(pl.col("estimator") == "pooled_ols").to_dicts()[0]
+    assert np.isnan(ols["nlpd"]) and np.isnan(ols["vc_error"]) and np.isnan(ols["effect_corr"])
+    fixed = fresh.filter(pl.col("estimator") == "fixed_effects").to_dicts()[0]
+    assert fixed["effect_corr"] > 0.3  # per-level effects compared with the truth
+    # Breakdowns: seen/unseen and activity buckets add up to the test rows.
+    temporal = table.filter(
+        (pl.col("split_scheme") == "temporal") & (pl.col("estimator") == "mixed_lm")
+    ).to_dicts()
+    assert len(temporal) == 2
+    for row in temporal:
+        assert row["n_test@seen"] + row["n_test@unseen"] == row["n_test"]
+        buckets = [key for key in row if key.startswith("n_test@train_rows=")]
+        assert sum(row[key] for key in buckets) == row["n_test"]
+        assert np.isfinite(row["rmse@seen"])
+
+
+def test_binary_metrics_on_binomial_data(tiny_config_text, tmp_path):
+    config = _config(
+        tiny_config_text,
+        repeats=1,
+        scenarios=[
+            {"simulator": "online_services", "params": {"n_users": 80, "family": "binomial"}}
+        ],
+        splits=[{"scheme": "seen_units", "folds": 2}],
+        estimators=["logistic_ridge", "hist_gbm_classifier"],
+        metrics=["log_loss", "auc", "brier", "rmse"],
+        baseline="logistic_ridge",
+    )
+    run_sweep(config, tmp_path, progress=False)
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    assert set(table["status"]) == {"ok"}
+    assert table["log_loss"].is_between(0.2, 1.0).all()
+    assert table["auc"].is_between(0.5, 1.0).all()
+    np.testing.assert_allclose(table["brier"].to_numpy(), table["rmse"].to_numpy() ** 2)
+
+
+def test_a_job_over_the_time_limit_fails_and_the_sweep_goes_on(tiny_config_text, tmp_path):
+    config = _config(
+        tiny_config_text,
+        repeats=1,
+        scenarios=[{"simulator": "online_services", "params": {"n_users": 60}}],
+        splits=[{"scheme": "random", "folds": 2}],
+        estimators=["pooled_ols", {"name": "hist_gbm", "params": {"max_iter": 100000}}],
+        time_limit=1.5,
+    )
+    result = run_sweep(config, tmp_path, progress=False)
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    slow = table.filter(pl.col("estimator_name") == "hist_gbm")
+    assert result.n_failed == 2
+    assert set(slow["error_type"]) == {"JobTimeout"}
+    assert "time limit of 1.5 s" in slow["error"][0]
+    assert set(table.filter(pl.col("estimator") == "pooled_ols")["status"]) == {"ok"}
+
+
+def test_changed_estimator_code_reruns_only_its_jobs(small_config, tmp_path, monkeypatch):
+    import harness.jobs
+
+    run_sweep(small_config, tmp_path, progress=False)
+    real = harness.jobs.code_version
+
+    def edited(estimator, simulator):
+        return "edited" if estimator == "fixed_effects" else real(estimator, simulator)
+
+    monkeypatch.setattr(harness.jobs, "code_version", edited)
+    again = run_sweep(small_config, tmp_path, progress=False)
+    assert again.n_run == 18  # fixed_effects' jobs: 2 scenarios x 9 folds
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    assert set(table.filter(pl.col("estimator") == "fixed_effects")["code_version"]) == {"edited"}
+
+
+def test_code_version_follows_the_modules_an_estimator_uses():
+    from harness.jobs import _module_closure
+
+    modules = _module_closure("estimators.mixed._lmm")
+    assert {"estimators.mixed._deviance", "estimators._columns"} <= modules
+    assert "estimators._trees" not in modules
+
+
+def test_dask_local_cluster_gives_the_same_results(small_config, tmp_path):
+    pytest.importorskip("dask.distributed")
+    run_sweep(small_config, tmp_path / "loky", n_jobs=1, progress=False)
+    run_sweep(small_config, tmp_path / "dask", n_jobs=2, progress=False, backend="dask")
+    columns = ["job_id", "rmse", "mae", "r2", "dataset_hash"]
+    loky = pl.read_parquet(tmp_path / "loky" / "results.parquet").select(columns).sort("job_id")
+    dask = pl.read_parquet(tmp_path / "dask" / "results.parquet").select(columns).sort("job_id")
+    assert loky.equals(dask)
+
+
+def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(small_config, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(small_config.source)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "harness.cli", "run", str(config_path), "--out", str(out)]
+    process = subprocess.Popen([*command, "--quiet"], start_new_session=True)
+    rows = out / "rows"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(rows.glob("*.parquet"))) < 20:
+        time.sleep(0.05)
+    os_pgid = process.pid
+    import os
+
+    os.killpg(os_pgid, signal.SIGKILL)  # the runner and its workers, without warning
+    process.wait()
+    done_before = len(list(rows.glob("*.parquet")))
+    assert 20 <= done_before < 90
+    assert not (out / "results.parquet").exists()
+    subprocess.run([*command, "--quiet"], check=True, capture_output=True)
+    table = pl.read_parquet(out / "results.parquet")
+    jobs = all_jobs(expand(small_config))
+    assert sorted(table["job_id"]) == sorted(job.job_id for job in jobs)  # each exactly once
+    assert table["job_id"].n_unique() == table.height == 90
+    assert set(table["status"]) == {"ok"}
+    assert not list(rows.glob(".*.tmp"))  # no temporary file left behind

@@ -115,7 +115,7 @@ def test_split_by_another_factor_and_clear_errors():
     with pytest.raises(ValueError, match="unseen_units: 3 units cannot fill 4 folds"):
         make_folds(dataset, "unseen_units", 4, "item", 0)
     with pytest.raises(ValueError, match="split scheme: expected one of"):
-        make_folds(dataset, "temporal", 3, None, 0)
+        make_folds(dataset, "sideways", 3, None, 0)
 
 
 def test_leakage_check_catches_broken_folds():
@@ -132,3 +132,68 @@ def test_leakage_check_catches_broken_folds():
         check_no_leakage(
             dataset, "random", None, Fold(np.array([0, 1]), np.array([1]), np.array([1]))
         )
+
+
+def _timed(units: list[int], days: list[int]) -> Dataset:
+    data = _dataset(units)
+    frame = data.frame.assign(day=days)
+    return Dataset(frame=frame, target="y", features=("x",), groups=("user", "item"), time="day")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 9), min_size=4, max_size=60),
+    st.lists(st.floats(0.1, 0.9), min_size=1, max_size=3),
+    st.integers(0, 3),
+    st.integers(0, 2**31 - 1),
+)
+def test_temporal_folds_train_strictly_before_test(days, cuts, gap, seed):
+    rng = np.random.default_rng(seed)
+    dataset = _timed(rng.integers(0, 5, len(days)).tolist(), days)
+    try:
+        folds = make_folds(dataset, "temporal", 0, "user", seed, cut=cuts, gap=gap)
+    except ValueError as error:
+        assert "leaves" in str(error)  # a cut at the edge of time: nothing to train or test
+        return
+    assert len(folds) == len(cuts)
+    day = np.asarray(days, dtype=float)
+    for fold in folds:
+        assert day[fold.train].max() + gap < day[fold.test].min()
+        # Every row not in the gap is used, on one side of the cut or the other.
+        skipped = np.setdiff1d(np.arange(len(days)), np.union1d(fold.train, fold.test))
+        assert np.all(day[skipped] >= day[fold.train].max())
+        assert np.all(day[skipped] < day[fold.test].min())
+        _check_unit_train_rows(dataset, fold)
+        check_no_leakage(dataset, "temporal", "user", fold, gap=gap)
+
+
+def test_temporal_needs_a_time_column_and_catches_leaks():
+    with pytest.raises(ValueError, match="temporal: .* has no time column"):
+        make_folds(_dataset([0, 1, 2]), "temporal", 0, None, 0)
+    dataset = _timed([0, 1, 2, 3], [0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"cut 0.5 \(time 2\) with gap 5 leaves 2 training"):
+        make_folds(dataset, "temporal", 0, None, 0, cut=[0.5], gap=5)
+    leaky = Fold(np.array([0, 2]), np.array([1, 3]), np.array([0, 0]))
+    with pytest.raises(RuntimeError, match="temporal: a training row"):
+        check_no_leakage(dataset, "temporal", None, leaky)
+
+
+def test_without_shuffling_folds_follow_the_row_order():
+    dataset = _dataset(list(np.repeat(np.arange(6), 2)))
+    blocks = make_folds(dataset, "random", 3, None, 1, shuffle=False)
+    assert [fold.test.tolist() for fold in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    for scheme in ("random", "seen_units", "unseen_units"):
+        first = make_folds(dataset, scheme, 3, None, 1, shuffle=False)
+        other = make_folds(dataset, scheme, 3, None, 2, shuffle=False)
+        assert all(np.array_equal(a.test, b.test) for a, b in zip(first, other, strict=True))
+
+
+def test_fresh_draw_fold_counts_each_units_training_rows():
+    from harness.splits import fresh_draw_fold
+
+    dataset = _dataset([0, 0, 0, 1])
+    draws = [_dataset([1, 0, 2]), _dataset([0])]
+    fold = fresh_draw_fold(dataset, draws, None)
+    assert fold.train.tolist() == [0, 1, 2, 3]
+    assert fold.test.tolist() == [0, 1, 2, 3]
+    assert fold.unit_train_rows.tolist() == [1, 3, 0, 3]
