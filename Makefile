@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark bench-lmm bench-sim bench-estimators report lint clean
+.PHONY: install test benchmark bench-lmm bench-sim bench-estimators bench-harness report lint clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ bench-sim: install
 # Fit time and peak memory of every registered estimator at 100k and 1M rows.
 bench-estimators: install
 	$(BIN)/python benchmarks/bench_estimators.py
+
+# Harness overhead per job on a 1,000-job sweep against a hand-written loop.
+bench-harness: install
+	$(BIN)/python benchmarks/bench_harness.py
 
 report: install
 	$(BIN)/mixbench report reports/$(basename $(notdir $(CONFIG)))
