@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -50,6 +50,10 @@ class EstimatorInfo:
         Whether it is meaningless without a grouping factor.
     missing : callable or None
         For an optional dependency: returns why it cannot be used here, or None.
+    variants : mapping
+        Family -> factory for families the model handles with another class (ridge on
+        one-hot groups is ``LogisticRidge`` for binary outcomes); ``factory`` serves the
+        first family.
     """
 
     name: str
@@ -59,6 +63,29 @@ class EstimatorInfo:
     roles: tuple[str, ...] = ("feature_cols",)
     needs_groups: bool = False
     missing: Callable[[], str | None] | None = None
+    variants: Mapping[str, Callable[..., BaseEstimator]] = field(default_factory=dict)
+
+    def factory_for(self, family: str | None = None) -> Callable[..., BaseEstimator]:
+        """The factory serving ``family`` (default: the first supported family).
+
+        Raises
+        ------
+        ValueError
+            When the estimator does not support ``family``.
+        """
+        if family is None or family == self.families[0]:
+            return self.factory
+        if family not in self.families:
+            raise ValueError(
+                f"{self.name} does not support the {family} family; it supports "
+                f"{', '.join(self.families)}"
+            )
+        return self.variants.get(family, self.factory)
+
+    def parameter_names(self) -> list[str]:
+        """Every constructor parameter of any of its factories, sorted."""
+        factories = [self.factory, *self.variants.values()]
+        return sorted({key for make in factories for key in make().get_params(deep=False)})
 
     def missing_reason(self) -> str | None:
         """Why the estimator cannot be used here, or None when it can."""
@@ -77,9 +104,12 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
             EstimatorInfo(
                 "fixed_effects",
                 FixedEffects,
-                "least squares with sparse dummies per group level (lm with factors)",
+                "least squares with sparse dummies per group level (lm with factors); "
+                "logistic regression with them for binary outcomes (glm)",
+                families=("gaussian", "binomial"),
                 roles=("feature_cols", "group_cols"),
                 needs_groups=True,
+                variants={"binomial": LogisticFixedEffects},
             ),
             EstimatorInfo(
                 "group_mean",
@@ -122,14 +152,20 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
             EstimatorInfo(
                 "hist_gbm",
                 HistGBM,
-                "scikit-learn histogram gradient boosting on features and group codes",
+                "scikit-learn histogram gradient boosting on features and group codes "
+                "(the classifier for binary outcomes)",
+                families=("gaussian", "binomial"),
                 roles=("feature_cols", "group_cols"),
+                variants={"binomial": HistGBMClassifier},
             ),
             EstimatorInfo(
                 "ridge_onehot",
                 RidgeOneHot,
-                "ridge on one-hot groups and features, penalty by exact leave-one-out",
+                "ridge on one-hot groups and features, penalty by exact leave-one-out; "
+                "L2 logistic regression, penalty by cross-validated log loss, for binary outcomes",
+                families=("gaussian", "binomial"),
                 roles=("feature_cols", "group_cols"),
+                variants={"binomial": LogisticRidge},
             ),
             EstimatorInfo(
                 "eb_shrinkage",
@@ -203,13 +239,17 @@ def info(name: str) -> EstimatorInfo:
     return _REGISTRY[name]
 
 
-def get(name: str, **params: Any) -> BaseEstimator:
+def get(name: str, family: str | None = None, **params: Any) -> BaseEstimator:
     """An unfitted estimator from the registry.
 
     Parameters
     ----------
     name : str
         A name from :func:`available`.
+    family : str, optional
+        Outcome family of the data; picks the model's variant for it (``ridge_onehot``
+        on binary outcomes is an L2-penalised logistic regression). Default: the
+        estimator's first family.
     **params
         Constructor parameters.
 
@@ -236,12 +276,13 @@ def get(name: str, **params: Any) -> BaseEstimator:
     reason = entry.missing_reason()
     if reason:
         raise ImportError(reason)
-    estimator = entry.factory()
+    estimator = entry.factory_for(family)()
     valid = sorted(estimator.get_params(deep=False))
     unknown = [key for key in params if key not in valid]
     if unknown:
+        variant = f" ({type(estimator).__name__}, for {family} data)" if family else ""
         raise ValueError(
-            f"{name}: unknown parameter {unknown[0]!r}{suggest(unknown[0], valid)} "
+            f"{name}{variant}: unknown parameter {unknown[0]!r}{suggest(unknown[0], valid)} "
             f"Valid parameters: {', '.join(valid)}"
         )
     return estimator.set_params(**params)

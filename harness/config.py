@@ -449,7 +449,7 @@ def _estimators(items: list) -> tuple[EstimatorSpec, ...]:
             raise ConfigError(f"{path}.name: {error.args[0]}") from None
         params = _mapping(item.get("params"), f"{path}.params")
         points = _grid(item.get("grid"), f"{path}.grid")
-        valid = sorted(entry.factory().get_params(deep=False))
+        valid = entry.parameter_names()
         for key in [*params, *points[0]]:
             if key not in valid:
                 where = "params" if key in params else "grid"

@@ -216,7 +216,7 @@ def run_job(
         return _failed(row, RuntimeError(reason), status="skipped")
     try:
         params = fill_roles(job.estimator, dataset)
-        estimator = estimators.get(job.estimator.name, **params)
+        estimator = estimators.get(job.estimator.name, family=dataset.family, **params)
         if "random_state" in estimator.get_params(deep=False) and "random_state" not in params:
             params["random_state"] = stable_seed(job.job_id)
             estimator.set_params(random_state=params["random_state"])

@@ -93,11 +93,21 @@ scenarios:
   - simulator: online_services
     params: {n_users: 80, n_items: 8, family: binomial}
 splits: [{scheme: seen_units, folds: 2}]
-estimators: [pooled_ols, logistic_ridge, hist_gbm_classifier]
+estimators:
+  - pooled_ols
+  - {name: logistic_ridge, params: {random_state: 0}}
+  - hist_gbm_classifier
+  - {name: ridge_onehot, params: {random_state: 0}}
+  - fixed_effects
 baseline: logistic_ridge
 """)
     run_sweep(config, tmp_path, progress=False)
     table = pd.read_parquet(tmp_path / "results.parquet").set_index("estimator")
     assert set(table.loc["pooled_ols", "status"]) == {"skipped"}
     assert "does not support the binomial family" in table.loc["pooled_ols", "error"].iloc[0]
-    assert set(table.loc[["logistic_ridge", "hist_gbm_classifier"], "status"]) == {"ok"}
+    fitted = ["logistic_ridge", "hist_gbm_classifier", "ridge_onehot", "fixed_effects"]
+    assert set(table.loc[fitted, "status"]) == {"ok"}
+    # ridge_onehot on binary outcomes is the L2 logistic regression: the same numbers.
+    np.testing.assert_allclose(
+        table.loc["ridge_onehot", "rmse"], table.loc["logistic_ridge", "rmse"], rtol=1e-9
+    )

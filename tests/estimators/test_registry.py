@@ -34,3 +34,20 @@ def test_unknown_parameter_names_it_and_the_valid_ones():
         ValueError, match="hist_gbm: unknown parameter 'learning_rat'.*learning_rate"
     ):
         estimators.get("hist_gbm", learning_rat=0.1)
+
+
+def test_a_family_picks_the_models_variant_for_it():
+    from estimators import HistGBMClassifier, LogisticFixedEffects, LogisticRidge, RidgeOneHot
+
+    assert isinstance(estimators.get("ridge_onehot"), RidgeOneHot)
+    assert isinstance(estimators.get("ridge_onehot", family="gaussian"), RidgeOneHot)
+    assert isinstance(estimators.get("ridge_onehot", family="binomial", Cs=5), LogisticRidge)
+    assert isinstance(estimators.get("fixed_effects", family="binomial"), LogisticFixedEffects)
+    assert isinstance(estimators.get("hist_gbm", family="binomial"), HistGBMClassifier)
+    with pytest.raises(ValueError, match="pooled_ols does not support the poisson family"):
+        estimators.get("pooled_ols", family="poisson")
+    with pytest.raises(
+        ValueError, match=r"ridge_onehot \(LogisticRidge, for binomial data\): unknown parameter"
+    ):
+        estimators.get("ridge_onehot", family="binomial", alphas=[1.0])
+    assert {"alphas", "Cs"} <= set(estimators.info("ridge_onehot").parameter_names())
