@@ -64,6 +64,53 @@ def corrected_t_interval(
     return Interval(mean, mean - half, mean + half, n)
 
 
+def stratified_interval(
+    values: np.ndarray, strata: np.ndarray, ratios: np.ndarray, confidence: float = 0.95
+) -> Interval:
+    """Interval for the equal-weight mean over strata (scenarios) of fold scores.
+
+    Each stratum's mean gets the corrected resampled t variance of its own folds; the
+    strata are averaged with equal weight, so their variances add (divided by the
+    squared count), with the strata's degrees of freedom summed. Differences *between*
+    strata (which a sweep creates on purpose) do not widen the interval.
+
+    Parameters
+    ----------
+    values : array of float
+        One score (or paired difference) per fold; NaNs are dropped.
+    strata : array
+        The stratum of each value.
+    ratios : array of float
+        Each fold's test/train size ratio.
+    """
+    values = np.asarray(values, dtype=float)
+    strata, ratios = np.asarray(strata), np.asarray(ratios, dtype=float)
+    keep = np.isfinite(values)
+    means, variances, n, dof = [], [], 0, 0
+    for stratum in pd.unique(strata[keep]):
+        inside = keep & (strata == stratum)
+        j = int(inside.sum())
+        means.append(float(values[inside].mean()))
+        ratio = float(ratios[inside].mean())
+        variances.append((1 / j + ratio) * values[inside].var(ddof=1) if j > 1 else np.nan)
+        n += j
+        dof += j - 1
+    if not means:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(np.mean(means))
+    if dof < 1 or not np.all(np.isfinite(variances)):
+        return Interval(mean, float("nan"), float("nan"), n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * np.sqrt(np.sum(variances)) / len(means))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def fold_ratios(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's test/train size ratio for the correction (0 for independent tests)."""
+    if "test_train_ratio" in rows:
+        return rows["test_train_ratio"].to_numpy(dtype=float)
+    return (rows["n_test"] / rows["n_train"]).to_numpy(dtype=float)
+
+
 def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.DataFrame:
     """Mean of each metric with its interval, difference to the baseline, mean rank and
     win rate.

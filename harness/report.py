@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import importlib.metadata
-import io
 import json
 import os
 import platform
@@ -13,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
 
-# Figure objects, not pyplot: no global figure state and no display needed.
-from matplotlib.figure import Figure
-
-from harness import metrics as metric_registry
+from harness import figures as plots
 from harness.compare import write_comparison
 from harness.config import Config, parse_config
+from harness.findings import findings
 
 PACKAGES = [
     "mixbench",
@@ -60,67 +55,6 @@ def write_run_info(directory: Path, command: list[str]) -> None:
         "environment": _environment(),
     }
     (directory / "run.json").write_text(json.dumps(info, indent=2))
-
-
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def metric_figure(board: pd.DataFrame, metric: str) -> str:
-    """Mean ``metric`` with its interval per estimator, a panel per split scheme and a
-    colour per scenario; returns a base64 PNG."""
-    splits = list(dict.fromkeys(board["split"]))
-    scenarios = list(dict.fromkeys(board["scenario"]))
-    estimator_order = list(
-        board.groupby("estimator", sort=False)["mean_rank"].mean().sort_values().index
-    )
-    figure = Figure(
-        figsize=(4.2 * len(splits) + 1.5, 0.45 * len(estimator_order) + 1.6),
-        layout="constrained",
-    )
-    axes = figure.subplots(1, len(splits), sharey=True, squeeze=False)
-    colours = matplotlib.colormaps["tab10"]
-    offsets = np.linspace(-0.25, 0.25, len(scenarios)) if len(scenarios) > 1 else [0.0]
-    for axis, split in zip(axes[0], splits, strict=True):
-        for k, scenario in enumerate(scenarios):
-            rows = board[(board["split"] == split) & (board["scenario"] == scenario)]
-            rows = rows.set_index("estimator").reindex(estimator_order)
-            positions = np.arange(len(estimator_order)) + offsets[k]
-            low = (rows[metric] - rows[f"{metric}_low"]).fillna(0).clip(lower=0)
-            high = (rows[f"{metric}_high"] - rows[metric]).fillna(0).clip(lower=0)
-            axis.errorbar(
-                rows[metric],
-                positions,
-                xerr=[low, high],
-                fmt="o",
-                capsize=3,
-                color=colours(k % 10),
-                label=scenario,
-            )
-        axis.set_title(split)
-        axis.set_xlabel(f"{metric} ({_direction(metric)})")
-        axis.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(np.arange(len(estimator_order)), estimator_order)
-    axes[0][0].invert_yaxis()
-    if len(scenarios) > 1:
-        figure.legend(
-            *axes[0][0].get_legend_handles_labels(),
-            loc="outside lower center",
-            ncol=min(3, len(scenarios)),
-            frameon=False,
-            fontsize="small",
-        )
-    return _png(figure)
-
-
-def _direction(metric: str) -> str:
-    """How to read a metric: which way is better."""
-    info = metric_registry.info(metric)
-    if info.nominal is not None:
-        return f"best at {info.nominal:g}"
-    return "higher is better" if info.higher_is_better else "lower is better"
 
 
 def _percent(value: float) -> str:
@@ -168,6 +102,50 @@ def _tables(board: pd.DataFrame, metrics: list[str], baseline: str) -> list[dict
     return tables
 
 
+def _figures(
+    table: pd.DataFrame, board: pd.DataFrame, metrics: list[str], config: Config
+) -> list[dict[str, str]]:
+    """Every figure the results support, with its caption, in reading order."""
+    metric = metrics[0]
+    swept = list(dict.fromkeys(key for scenario in config.scenarios for key in scenario.swept))
+    candidates = [
+        (
+            f"{metric} by estimator, per split scheme (mean and 95% corrected interval)",
+            plots.leaderboard_figure(board, metric),
+        )
+    ]
+    for parameter in swept:
+        candidates.append(
+            (
+                f"{metric} against {parameter} (mean and 95% corrected interval band; other "
+                "swept parameters averaged)",
+                plots.sweep_figure(table, metric, parameter),
+            )
+        )
+    candidates += [
+        (
+            f"{metric} against the number of training rows of the test row's unit: where "
+            "shrinkage helps (few rows) and where it stops mattering (many)",
+            plots.activity_figure(table, metric),
+        ),
+        (f"{metric} on seen and on unseen units", plots.seen_unseen_figure(table, metric)),
+        (
+            "Fit time against training rows (log-log); the slope is the empirical order of growth",
+            plots.fit_time_figure(table),
+        ),
+        (
+            "Estimated against true standard deviations of the random effects and the noise "
+            "(dashed: estimate = truth)",
+            plots.variance_components_figure(table),
+        ),
+        (
+            "Coverage of the Gaussian predictive intervals (dashed: nominal level)",
+            plots.coverage_figure(table),
+        ),
+    ]
+    return [{"title": title, "png": image} for title, image in candidates if image is not None]
+
+
 def render_report(directory: str | Path) -> Path:
     """Render ``directory/index.html`` from its ``results.parquet`` and ``config.yaml``.
 
@@ -210,22 +188,13 @@ def render_report(directory: str | Path) -> Path:
             kind="stable",
             ignore_index=True,
         )
-    figures = []
-    if not board.empty:
-        for metric in metrics[:1]:
-            figures.append(
-                {
-                    "title": f"{metric} by estimator, per split scheme "
-                    "(mean and 95% corrected interval)",
-                    "png": metric_figure(board, metric),
-                }
-            )
+    figures = _figures(table, board, metrics, config) if not board.empty else []
     problems = table[table["status"] != "ok"] if "status" in table.columns else table.iloc[:0]
     problem_rows = [
         {key: ("" if pd.isna(value) else value) for key, value in record.items()}
-        for record in problems[
-            ["status", "estimator", "scenario", "split", "fold", "error_type", "error"]
-        ].to_dict("records")
+        for record in problems.reindex(
+            columns=["status", "estimator", "scenario", "split", "fold", "error_type", "error"]
+        ).to_dict("records")
     ]
     run_info_path = directory / "run.json"
     run_info = json.loads(run_info_path.read_text()) if run_info_path.exists() else {}
@@ -241,6 +210,7 @@ def render_report(directory: str | Path) -> Path:
         n_rows=len(table),
         status_counts=status_counts,
         metrics=metrics,
+        findings=findings(table, metrics[0], config.baseline) if metrics else [],
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,
         problems=problem_rows,
