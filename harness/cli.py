@@ -48,9 +48,9 @@ def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     tasks = expand(config)
     print(
-        f"{config.name}: {len(all_jobs(tasks))} jobs ({len(config.scenarios)} scenario(s) x "
-        f"{config.repeats} repeat(s) x {sum(s.folds for s in config.splits)} fold(s) x "
-        f"{len(config.estimators)} estimator(s))"
+        f"{config.name}: {len(all_jobs(tasks))} jobs in {len(tasks)} tasks (a data set and a "
+        f"fold each) from {len(config.scenarios)} scenario(s) x {config.repeats} repeat(s), "
+        f"{len(config.estimators)} estimator(s)"
     )
     return 0
 

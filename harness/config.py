@@ -9,10 +9,12 @@ Schema (every error names the path of the offending field)::
     scenarios:                         # required, non-empty
       - simulator: online_services
         params: {n_users: 2000}        # nested mappings or dotted keys
+        splits: [{scheme: fresh_draw}] # optional: this scenario's own split schemes
+        estimators: [pooled_ols]       # optional: only these estimators (labels or names)
         sweep:                         # grid over parameters: a list of values per key
           events_per_user.mean: [2, 10, 50]
           "n_items, sd.item": [[50, 0.5], [500, 0.2]]   # joint key: varied together
-    splits:                            # required, non-empty
+    splits:                            # required unless every scenario has its own
       - {scheme: random, folds: 5}
       - {scheme: seen_units, folds: 5, by: user}     # `by` defaults to the first group
       - {scheme: unseen_units, folds: 5, by: user}
@@ -58,11 +60,22 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
-    """One simulator with fully resolved parameters (one point of a sweep grid)."""
+    """One simulator with fully resolved parameters (one point of a sweep grid).
+
+    ``splits`` and ``estimators``, when given, replace the config's split schemes and
+    restrict its estimators (by label or registry name) for this scenario, so one
+    config can hold studies that need different schemes or models.
+    """
 
     simulator: str
     params: dict[str, Any]
     swept: dict[str, Any]
+    splits: tuple[SplitSpec, ...] = ()
+    estimators: tuple[str, ...] = ()
+
+    def runs(self, spec: EstimatorSpec) -> bool:
+        """Whether the estimator ``spec`` runs on this scenario."""
+        return not self.estimators or spec.label in self.estimators or spec.name in self.estimators
 
     @property
     def label(self) -> str:
@@ -217,12 +230,15 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     seed = _integer(raw.get("seed", 0), "seed", minimum=0)
     repeats = _integer(raw.get("repeats", 1), "repeats", minimum=1)
     n_jobs = _integer(raw.get("n_jobs", 1), "n_jobs", minimum=-1)
-    scenarios = _scenarios(_list(_required(raw, "scenarios", ""), "scenarios"))
-    splits = tuple(
-        _split(item, f"splits[{i}]")
-        for i, item in enumerate(_list(_required(raw, "splits", ""), "splits"))
-    )
     specs = _estimators(_list(_required(raw, "estimators", ""), "estimators"))
+    scenarios = _scenarios(_list(_required(raw, "scenarios", ""), "scenarios"), specs)
+    if raw.get("splits") is None and all(scenario.splits for scenario in scenarios):
+        splits: tuple[SplitSpec, ...] = ()
+    else:
+        splits = tuple(
+            _split(item, f"splits[{i}]")
+            for i, item in enumerate(_list(_required(raw, "splits", ""), "splits"))
+        )
     metric_names = raw.get("metrics", list(metric_registry.DEFAULT))
     metric_names = tuple(_list(metric_names, "metrics"))
     valid_metrics = metric_registry.available()
@@ -276,13 +292,15 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
 
 def _check_fresh_draws(splits: tuple[SplitSpec, ...], scenarios: tuple[Scenario, ...]) -> None:
     """A ``fresh_draw`` split needs simulators that draw new data of the same units."""
-    for i, split in enumerate(splits):
-        if split.scheme != "fresh_draw":
+    for j, scenario in enumerate(scenarios):
+        if simulators.info(scenario.simulator).fresh_draws:
             continue
-        for j, scenario in enumerate(scenarios):
-            if not simulators.info(scenario.simulator).fresh_draws:
+        own = bool(scenario.splits)
+        for i, split in enumerate(scenario.splits or splits):
+            if split.scheme == "fresh_draw":
+                where = f"scenarios[{j}].splits[{i}]" if own else f"splits[{i}]"
                 raise ConfigError(
-                    f"splits[{i}].scheme: fresh_draw needs a simulator that draws new data "
+                    f"{where}.scheme: fresh_draw needs a simulator that draws new data "
                     f"of the same units; scenarios[{j}] uses {scenario.simulator!r}, which "
                     "cannot"
                 )
@@ -363,12 +381,32 @@ def _grid(raw: Any, path: str) -> list[dict[str, Any]]:
     ]
 
 
-def _scenarios(items: list) -> tuple[Scenario, ...]:
+def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario, ...]:
     scenarios = []
+    names = {spec.label for spec in specs} | {spec.name for spec in specs}
     for i, item in enumerate(items):
         path = f"scenarios[{i}]"
         item = _mapping(item, path)
-        _check_keys(item, ["simulator", "params", "sweep"], f"{path}.")
+        _check_keys(item, ["simulator", "params", "sweep", "splits", "estimators"], f"{path}.")
+        own_splits = ()
+        if item.get("splits") is not None:
+            own_splits = tuple(
+                _split(split, f"{path}.splits[{k}]")
+                for k, split in enumerate(_list(item["splits"], f"{path}.splits"))
+            )
+        own_estimators = ()
+        if item.get("estimators") is not None:
+            own_estimators = tuple(
+                _string(entry, f"{path}.estimators[{k}]")
+                for k, entry in enumerate(_list(item["estimators"], f"{path}.estimators"))
+            )
+            for k, entry in enumerate(own_estimators):
+                if entry not in names:
+                    raise ConfigError(
+                        f"{path}.estimators[{k}]: {entry!r} is not one of the config's "
+                        f"estimators{suggest(entry, sorted(names))} "
+                        f"Estimator labels: {', '.join(spec.label for spec in specs)}"
+                    )
         name = _string(_required(item, "simulator", f"{path}."), f"{path}.simulator")
         try:
             simulator = simulators.info(name)
@@ -381,7 +419,15 @@ def _scenarios(items: list) -> tuple[Scenario, ...]:
                 merged = simulator.resolve(flatten(merged) | point, f"{path}.sweep")
             except ValueError as error:
                 raise ConfigError(str(error)) from None
-            scenarios.append(Scenario(simulator=name, params=merged, swept=point))
+            scenarios.append(
+                Scenario(
+                    simulator=name,
+                    params=merged,
+                    swept=point,
+                    splits=own_splits,
+                    estimators=own_estimators,
+                )
+            )
     return tuple(scenarios)
 
 

@@ -134,12 +134,13 @@ def expand(config: Config) -> list[Task]:
     for scenario in config.scenarios:
         for repeat in range(config.repeats):
             dataset_seed = stable_seed(config.seed, scenario.simulator, scenario.params, repeat)
-            for split in config.splits:
+            for split in scenario.splits or config.splits:
                 split_seed = stable_seed(dataset_seed, split.as_dict())
                 for fold in range(split.folds):
                     jobs = tuple(
                         Job(scenario, repeat, dataset_seed, split, split_seed, fold, spec)
                         for spec in config.estimators
+                        if scenario.runs(spec)
                     )
                     tasks.append(
                         Task(scenario, repeat, dataset_seed, split, split_seed, fold, jobs)

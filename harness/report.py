@@ -146,6 +146,36 @@ def _figures(
     return [{"title": title, "png": image} for title, image in candidates if image is not None]
 
 
+def _problems(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Failed and skipped jobs, one line per (status, estimator, error) with how many
+    jobs and where: a skipped pairing repeats on every fold, its reason once is enough."""
+    if "status" not in table.columns:
+        return []
+    problems = table[table["status"] != "ok"].reindex(
+        columns=["status", "estimator", "scenario", "split", "fold", "error_type", "error"]
+    )
+    problems = problems.fillna({"error_type": "", "error": ""})
+    lines = []
+    for (status, estimator, error_type, error), rows in problems.groupby(
+        ["status", "estimator", "error_type", "error"], sort=False, dropna=False
+    ):
+        scenarios = list(dict.fromkeys(rows["scenario"].astype(str)))
+        splits = list(dict.fromkeys(rows["split"].astype(str)))
+        lines.append(
+            {
+                "status": status,
+                "estimator": estimator,
+                "jobs": len(rows),
+                "where": "; ".join(scenarios[:3])
+                + (f" (+{len(scenarios) - 3} more)" if len(scenarios) > 3 else "")
+                + " · "
+                + ", ".join(splits),
+                "error": f"{error_type}: {error}" if error_type else error,
+            }
+        )
+    return sorted(lines, key=lambda line: (line["status"] != "failed", line["estimator"]))
+
+
 def render_report(directory: str | Path) -> Path:
     """Render ``directory/index.html`` from its ``results.parquet`` and ``config.yaml``.
 
@@ -172,11 +202,18 @@ def render_report(directory: str | Path) -> Path:
     board = (
         write_comparison(table, metrics, config.baseline, directory) if metrics else pd.DataFrame()
     )
+    split_labels = list(
+        dict.fromkeys(
+            split.label
+            for scenario in config.scenarios
+            for split in scenario.splits or config.splits
+        )
+    )
     if not board.empty:
         # Show scenarios and splits in the config's order, not alphabetically.
         order = {
             "scenario": [scenario.label for scenario in config.scenarios],
-            "split": [split.label for split in config.splits],
+            "split": split_labels,
         }
         board = board.sort_values(
             ["scenario", "split", "mean_rank"],
@@ -189,13 +226,7 @@ def render_report(directory: str | Path) -> Path:
             ignore_index=True,
         )
     figures = _figures(table, board, metrics, config) if not board.empty else []
-    problems = table[table["status"] != "ok"] if "status" in table.columns else table.iloc[:0]
-    problem_rows = [
-        {key: ("" if pd.isna(value) else value) for key, value in record.items()}
-        for record in problems.reindex(
-            columns=["status", "estimator", "scenario", "split", "fold", "error_type", "error"]
-        ).to_dict("records")
-    ]
+    problem_rows = _problems(table)
     run_info_path = directory / "run.json"
     run_info = json.loads(run_info_path.read_text()) if run_info_path.exists() else {}
     status_counts = table["status"].value_counts().to_dict() if "status" in table else {}
@@ -210,6 +241,7 @@ def render_report(directory: str | Path) -> Path:
         n_rows=len(table),
         status_counts=status_counts,
         metrics=metrics,
+        split_labels=split_labels,
         findings=findings(table, metrics[0], config.baseline) if metrics else [],
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,

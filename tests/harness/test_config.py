@@ -202,3 +202,41 @@ def test_fresh_draws_need_a_simulator_that_can_draw_again(tiny_config_text, tmp_
         parse_config(
             _with(tiny_config_text, scenarios=[scenario], splits=[{"scheme": "fresh_draw"}])
         )
+
+
+def test_a_scenario_may_bring_its_own_splits_and_estimators(tiny_config_text):
+    from harness.jobs import all_jobs, expand
+
+    config = parse_config(
+        _with(
+            tiny_config_text,
+            repeats=1,
+            scenarios=[
+                {"simulator": "online_services", "params": {"n_users": 60}},
+                {
+                    "simulator": "online_services",
+                    "params": {"n_users": 60, "family": "binomial"},
+                    "splits": [{"scheme": "fresh_draw", "draws": 2}],
+                    "estimators": ["fixed_effects", "hist_gbm"],
+                },
+            ],
+        )
+    )
+    first, second = config.scenarios
+    jobs = all_jobs(expand(config))
+    assert {job.split.scheme for job in jobs if job.scenario == first} == {
+        "random",
+        "seen_units",
+        "unseen_units",
+    }
+    own = [job for job in jobs if job.scenario == second]
+    assert {job.split.scheme for job in own} == {"fresh_draw"}
+    assert {job.estimator.label for job in own} == {"fixed_effects", "hist_gbm"}
+    assert len(jobs) == 9 * 5 + 2
+    with pytest.raises(ConfigError, match=r"scenarios\[0\].estimators\[0\]: 'mixed_glm' is not"):
+        parse_config(
+            _with(
+                tiny_config_text,
+                scenarios=[{"simulator": "online_services", "estimators": ["mixed_glm"]}],
+            )
+        )
