@@ -31,6 +31,8 @@ Schema (every error names the path of the offending field)::
     backend: loky                      # loky (joblib, this machine) or dask (a cluster)
     scheduler: tcp://10.0.0.1:8786     # dask only: the scheduler's address; default a
                                        # local cluster
+    summaries: true                    # also fit each model on each scenario's whole first
+                                       # data set: coefficients, intervals, rankings
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class Config:
     time_limit: float | None = None
     backend: str = "loky"
     scheduler: str | None = None
+    summaries: bool = False
     source: str = field(default="", compare=False)
 
     @property
@@ -217,6 +220,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             "time_limit",
             "backend",
             "scheduler",
+            "summaries",
             "description",
         ],
         "",
@@ -272,6 +276,9 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             f"scheduler: expected the address of a dask scheduler (with backend: dask), "
             f"got {scheduler!r}"
         )
+    summaries = raw.get("summaries", False)
+    if not isinstance(summaries, bool):
+        raise ConfigError(f"summaries: expected true or false, got {summaries!r}")
     _check_fresh_draws(splits, scenarios)
     return Config(
         name=name,
@@ -286,6 +293,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         time_limit=None if time_limit is None else float(time_limit),
         backend=backend,
         scheduler=scheduler,
+        summaries=summaries,
         source=text,
     )
 

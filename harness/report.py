@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,112 @@ def _figures(
     return [{"title": title, "png": image} for title, image in candidates if image is not None]
 
 
+def _estimate_table(
+    fits: list[dict[str, Any]],
+    key: str,
+    label: Callable[[dict], str],
+    true_value: Callable[[dict], float],
+) -> list[dict[str, Any]]:
+    """Rows of estimates (one per term), a cell per fitted estimator, the truth first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for fit in fits:
+        for entry in fit.get(key, []):
+            name = label(entry)
+            row = rows.setdefault(
+                name, {"name": name, "truth": _format(true_value(entry), 4), "cells": {}}
+            )
+            interval = (
+                f"[{_format(entry['low'], 4)}, {_format(entry['high'], 4)}]"
+                if np.isfinite(entry["low"])
+                else ""
+            )
+            row["cells"][fit["estimator"]] = {
+                "value": _format(entry.get("estimate", entry.get("value")), 4),
+                "interval": interval,
+            }
+    return list(rows.values())
+
+
+def _fits(directory: Path) -> list[dict[str, Any]]:
+    """The stored model summaries, shaped for the template: per scenario, a table of
+    coefficients and one of variance components (estimators as columns, the truth
+    first), the units ranked under each estimator, and rank agreement sentences."""
+    path = directory / "summaries.json"
+    if not path.exists():
+        return []
+    sections = []
+    for scenario in json.loads(path.read_text()):
+        fits = [fit for fit in scenario["fits"] if "coefficients" in fit]
+        names = [fit["estimator"] for fit in fits]
+        truth = scenario.get("truth", {})
+
+        coefficients = _estimate_table(
+            fits,
+            "coefficients",
+            lambda entry: entry["term"],
+            lambda entry, truth=truth: truth.get("fixed_effects", {}).get(
+                entry["term"], float("nan")
+            ),
+        )
+        components = _estimate_table(
+            fits,
+            "variance_components",
+            lambda entry: (
+                f"{entry['kind']} {entry['group']}"
+                + (f" {entry['term']}" if entry["term"] and entry["term"] != "(Intercept)" else "")
+            ),
+            lambda entry, truth=truth: (
+                truth.get("sd", {}).get(
+                    "noise" if entry["group"] == "Residual" else entry["group"], float("nan")
+                )
+                if entry["kind"] == "sd"
+                else float("nan")
+            ),
+        )
+        ranked = [fit for fit in fits if fit.get("effects")]
+        ranking = []
+        if ranked:
+            order = sorted(ranked[0]["effects"], key=ranked[0]["effects"].get, reverse=True)
+            ranks = {
+                fit["estimator"]: {
+                    unit: k + 1
+                    for k, unit in enumerate(
+                        sorted(fit["effects"], key=fit["effects"].get, reverse=True)
+                    )
+                }
+                for fit in ranked
+            }
+            ranking = [
+                {"unit": unit, "ranks": [ranks[fit["estimator"]].get(unit, "") for fit in ranked]}
+                for unit in order[:10]
+            ]
+        agreement = [
+            f"{pair['a']} and {pair['b']} rank the {pair['units']} units with Spearman "
+            f"correlation {pair['spearman']:.2f}."
+            for pair in scenario.get("rank_agreement", [])
+        ]
+        problems = [
+            f"{fit['estimator']}: {fit.get('error') or fit.get('skipped')}"
+            for fit in scenario["fits"]
+            if "coefficients" not in fit
+        ]
+        sections.append(
+            {
+                "scenario": scenario["scenario"],
+                "rows": scenario["rows"],
+                "estimators": names,
+                "coefficients": coefficients,
+                "components": components,
+                "ranked_by": [fit["estimator"] for fit in ranked],
+                "factor": ranked[0]["factor"] if ranked else "",
+                "ranking": ranking,
+                "agreement": agreement,
+                "problems": problems,
+            }
+        )
+    return sections
+
+
 def _problems(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Failed and skipped jobs, one line per (status, estimator, error) with how many
     jobs and where: a skipped pairing repeats on every fold, its reason once is enough."""
@@ -246,6 +353,7 @@ def render_report(directory: str | Path) -> Path:
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,
         problems=problem_rows,
+        fits=_fits(directory),
         environment=environment,
         run_info=run_info,
         rendered=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -423,6 +423,10 @@ def run_sweep(
             bar.update(len(rows))
             bar.set_postfix(failed=n_failed, refresh=False)
     store.consolidate(job.job_id for job in jobs)
+    if config.summaries:
+        from harness.summaries import write_summaries  # it builds on this module
+
+        write_summaries(config, store.directory)
     return SweepResult(
         directory=store.directory,
         n_jobs_total=len(jobs),
