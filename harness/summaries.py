@@ -91,6 +91,8 @@ def fit_summary(spec: Any, dataset: Any) -> dict[str, Any]:
     try:
         params = fill_roles(spec, dataset)
         model = estimators.get(spec.name, family=dataset.family, **params)
+        if "standard_errors" in model.get_params(deep=False):
+            model.set_params(standard_errors=True)  # a summary is about inference
         if "random_state" in model.get_params(deep=False) and "random_state" not in params:
             model.set_params(random_state=stable_seed(spec.label, dataset.meta["hash"]))
         model.fit(dataset.X, dataset.y.to_numpy())

@@ -56,3 +56,16 @@ def test_the_report_shows_the_fits(sweep):
     assert "<h2>Model fits</h2>" in html
     assert "rank the 50 units with Spearman correlation 1.00" in html
     assert "sd archer" in html and "southwood" in html
+
+
+def test_the_bow_effect_is_clear_only_once_archers_are_accounted_for(sweep):
+    (summary,) = json.loads((sweep / "summaries.json").read_text())
+    bow = {
+        name: next(c for c in _fit(summary, name)["coefficients"] if c["term"] == "southwood")
+        for name in ("pooled_ols", "fixed_effects", "mixed_lm")
+    }
+    # Balanced design: one estimate; the archer models' intervals are much narrower.
+    assert bow["pooled_ols"]["estimate"] == pytest.approx(bow["mixed_lm"]["estimate"])
+    width = {name: entry["high"] - entry["low"] for name, entry in bow.items()}
+    assert width["fixed_effects"] < width["pooled_ols"] / 3
+    assert width["fixed_effects"] == pytest.approx(width["mixed_lm"], rel=0.05)
