@@ -1,13 +1,13 @@
 """Models behind the scikit-learn estimator interface, and their registry."""
 
 from estimators._baselines import GroupMean, HistGBM
-from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
+from estimators._glm import HistGBMClassifier, LassoOneHot, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._reference import Lme4, StatsmodelsMixedLM
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
 from estimators._shrinkage import EBShrinkage, RidgeOneHot
 from estimators._trees import RandomForest, TargetEncodedGBM
-from estimators.mixed import MixedBoosting, MixedLM
+from estimators.mixed import MixedBoosting, MixedGLM, MixedLM
 
 __all__ = [
     "ROLES",
@@ -17,10 +17,12 @@ __all__ = [
     "GroupMean",
     "HistGBM",
     "HistGBMClassifier",
+    "LassoOneHot",
     "Lme4",
     "LogisticFixedEffects",
     "LogisticRidge",
     "MixedBoosting",
+    "MixedGLM",
     "MixedLM",
     "PooledOLS",
     "RandomForest",

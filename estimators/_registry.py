@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 from sklearn.base import BaseEstimator
 
 from estimators._baselines import GroupMean, HistGBM
-from estimators._glm import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
+from estimators._glm import (
+    HistGBMClassifier,
+    LassoOneHot,
+    LogisticFixedEffects,
+    LogisticRidge,
+)
 from estimators._linear import FixedEffects, PooledOLS
 from estimators._reference import (
     Lme4,
@@ -20,7 +26,7 @@ from estimators._reference import (
 )
 from estimators._shrinkage import EBShrinkage, RidgeOneHot
 from estimators._trees import RandomForest, TargetEncodedGBM
-from estimators.mixed import MixedBoosting, MixedLM
+from estimators.mixed import MixedBoosting, MixedGLM, MixedLM
 from simulators._params import suggest
 
 # Roles an estimator may take from a Dataset, each an ordinary constructor parameter:
@@ -126,6 +132,16 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 needs_groups=True,
             ),
             EstimatorInfo(
+                "mixed_glm",
+                MixedGLM,
+                "generalized linear mixed model, lme4 formula syntax, Laplace or adaptive "
+                "quadrature (glmer); binomial (logit) or poisson (log)",
+                families=("binomial", "poisson"),
+                roles=("formula",),
+                needs_groups=True,
+                variants={"poisson": partial(MixedGLM, family="poisson")},
+            ),
+            EstimatorInfo(
                 "lme4",
                 Lme4,
                 "lme4's lmer through Rscript (reference implementation)",
@@ -198,6 +214,14 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "logistic_ridge",
                 LogisticRidge,
                 "L2 logistic regression on one-hot groups, penalty by cross-validated log loss",
+                families=("binomial",),
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "lasso_onehot",
+                LassoOneHot,
+                "L1 logistic regression on one-hot groups and features, penalty by 10-fold CV "
+                "on the deviance (cv.glmnet's lambda.min)",
                 families=("binomial",),
                 roles=("feature_cols", "group_cols"),
             ),

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from simulators._dataset import FAMILIES, Dataset
+from simulators._params import is_int, is_number
 
 DEFAULTS: dict[str, Any] = {
     "n_users": 1000,
@@ -48,29 +49,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float | np.number)
-        and not isinstance(value, bool)
-        and bool(np.isfinite(value))
-    )
-
-
 def check_params(params: dict[str, Any]) -> None:
     """Raise a ValueError naming the first parameter with an invalid value."""
     for name in ["n_users", "n_items", "n_regions"]:
-        if not _is_int(params[name]) or params[name] < 1:
+        if not is_int(params[name]) or params[name] < 1:
             raise ValueError(f"params.{name}: expected a positive integer, got {params[name]!r}")
-    if not _is_int(params["time"]["n_days"]) or params["time"]["n_days"] < 1:
+    if not is_int(params["time"]["n_days"]) or params["time"]["n_days"] < 1:
         raise ValueError(
             f"params.time.n_days: expected a positive integer, got {params['time']['n_days']!r}"
         )
     for name in ["n_features", "draw"]:
-        if not _is_int(params[name]) or params[name] < 0:
+        if not is_int(params[name]) or params[name] < 0:
             raise ValueError(
                 f"params.{name}: expected a non-negative integer, got {params[name]!r}"
             )
@@ -91,7 +80,7 @@ def check_params(params: dict[str, Any]) -> None:
         **{f"time.{key}": value for key, value in params["time"].items() if key != "n_days"},
     }
     for name, value in numbers.items():
-        if not _is_number(value):
+        if not is_number(value):
             raise ValueError(f"params.{name}: expected a number, got {value!r}")
     non_negative = [n for n in numbers if n.startswith("sd.") or n.endswith(("tail", "drift_sd"))]
     for name in [*non_negative, "account_age.mean"]:

@@ -7,6 +7,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 
 def suggest(name: str, valid: list[str] | tuple[str, ...]) -> str:
     """A ``"; did you mean 'x'?"`` hint for a misspelt name, or an empty string."""
@@ -86,3 +88,17 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def is_int(value: Any) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (numpy's too), not a bool."""
+    return (
+        isinstance(value, int | float | np.number)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )

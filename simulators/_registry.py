@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from simulators import _archers, _file, _online_services
+from simulators import _archers, _ctr, _file, _online_services
 from simulators._dataset import Dataset
 from simulators._params import merge_params, suggest
 
@@ -68,6 +68,14 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             defaults=_archers.DEFAULTS,
             description="the seed's bow experiment: archers x two bows x shots, distance",
             check=_archers.check_params,
+            fresh_draws=True,
+        ),
+        "ctr_experiment": SimulatorInfo(
+            name="ctr_experiment",
+            generate=_ctr.ctr_experiment,
+            defaults=_ctr.DEFAULTS,
+            description="published click-through experiment: users x impressions, two displays",
+            check=_ctr.check_params,
             fresh_draws=True,
         ),
         "file": SimulatorInfo(

@@ -1,7 +1,9 @@
-"""Mixed-effects models: the linear mixed model (lme4's lmer) and its building blocks."""
+"""Mixed-effects models: the linear (lme4's lmer) and generalized linear (glmer) mixed
+models and their building blocks."""
 
 from estimators.mixed._boosting import MixedBoosting
 from estimators.mixed._formula import FormulaError, parse_formula
+from estimators.mixed._glmm import MixedGLM
 from estimators.mixed._lmm import MixedLM
 
-__all__ = ["FormulaError", "MixedBoosting", "MixedLM", "parse_formula"]
+__all__ = ["FormulaError", "MixedBoosting", "MixedGLM", "MixedLM", "parse_formula"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,18 +234,30 @@ class CrossProducts:
     yy: float
 
 
-def cross_products(design: Design) -> CrossProducts:
-    """Compute the blocked cross-products of [Z, X, y] once."""
-    X, y = design.X, design.y
+@dataclass
+class DesignMatrices:
+    """The sparse Z blocks and X of a design, built once.
+
+    Iterative fits (generalized linear mixed models) recompute weighted cross-products
+    of these at every step; building the sparse blocks again each time would dominate.
+    """
+
+    X: np.ndarray
+    codes1: np.ndarray
+    values1: np.ndarray
+    n_levels1: int
+    Z1: sp.csr_matrix
+    Z1t: sp.csr_matrix
+    Zr: sp.csr_matrix
+    Zrt: sp.csr_matrix
+    zr_rows: np.ndarray  # row of every stored nonzero of Zr, for row scaling in place
+
+
+def design_matrices(design: Design) -> DesignMatrices:
+    """Build the sparse blocks of Z (first term, then the rest) once."""
     first = design.terms[0]
     codes1, values1 = design.codes[0], design.values[0]
-    q1, n_levels1 = first.q, len(first.levels)
-    G1 = np.zeros((n_levels1, q1, q1))
-    for k in range(q1):
-        for m in range(k, q1):
-            block = np.bincount(codes1, weights=values1[:, k] * values1[:, m], minlength=n_levels1)
-            G1[:, k, m] = block
-            G1[:, m, k] = block
+    n_levels1 = len(first.levels)
     Z1 = term_matrix(codes1, values1, n_levels1)
     rest = [
         term_matrix(codes, values, len(term.levels))
@@ -252,21 +265,123 @@ def cross_products(design: Design) -> CrossProducts:
             design.terms[1:], design.codes[1:], design.values[1:], strict=True
         )
     ]
-    Zr = sp.hstack(rest, format="csr") if rest else sp.csr_matrix((len(y), 0))
-    Z1t = Z1.T.tocsr()
-    Zrt = Zr.T.tocsr()
+    Zr = sp.hstack(rest, format="csr") if rest else sp.csr_matrix((design.X.shape[0], 0))
+    return DesignMatrices(
+        X=design.X,
+        codes1=codes1,
+        values1=values1,
+        n_levels1=n_levels1,
+        Z1=Z1,
+        Z1t=Z1.T.tocsr(),
+        Zr=Zr,
+        Zrt=Zr.T.tocsr(),
+        zr_rows=np.repeat(np.arange(Zr.shape[0]), np.diff(Zr.indptr)),
+    )
+
+
+def weighted_cross_products(
+    matrices: DesignMatrices,
+    y: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    include_fixed: bool = True,
+) -> CrossProducts:
+    """The blocked cross-products of [Z, X, y] with row weights W: Z'WZ, Z'WX, ...
+
+    Parameters
+    ----------
+    matrices : DesignMatrices
+    y : numpy.ndarray
+        The (working) response.
+    weights : numpy.ndarray, optional
+        Row weights; None for unit weights.
+    include_fixed : bool
+        False leaves X out (p = 0), for a solve over the random effects alone.
+    """
+    m = matrices
+    n = len(y)
+    X = m.X if include_fixed else np.zeros((n, 0))
+    q1 = m.values1.shape[1]
+    weighted1 = m.values1 if weights is None else m.values1 * weights[:, None]
+    G1 = np.zeros((m.n_levels1, q1, q1))
+    for k in range(q1):
+        for j in range(k, q1):
+            block = np.bincount(
+                m.codes1, weights=weighted1[:, k] * m.values1[:, j], minlength=m.n_levels1
+            )
+            G1[:, k, j] = block
+            G1[:, j, k] = block
+    if weights is None:
+        WX, Wy, WZr, WZrt = X, y, m.Zr, m.Zrt
+    else:
+        WX, Wy = X * weights[:, None], y * weights
+        WZr, WZrt = m.Zr, m.Zrt
+        if m.Zr.shape[1]:  # a single term leaves nothing to weight (and to build) here
+            WZr = m.Zr.copy()
+            WZr.data = WZr.data * weights[m.zr_rows]
+            WZrt = WZr.T.tocsr()
     return CrossProducts(
-        n=len(y),
+        n=n,
         p=X.shape[1],
         q1=q1,
         G1=G1,
-        Z1X=np.asarray(Z1t @ X),
-        Z1y=np.asarray(Z1t @ y),
-        ZrZ1=(Zrt @ Z1).tocsr(),
-        ZrZr=(Zrt @ Zr).tocsr(),
-        ZrX=np.asarray(Zrt @ X),
-        Zry=np.asarray(Zrt @ y),
-        XX=X.T @ X,
-        Xy=X.T @ y,
-        yy=float(y @ y),
+        Z1X=np.asarray(m.Z1t @ WX),
+        Z1y=np.asarray(m.Z1t @ Wy),
+        ZrZ1=(WZrt @ m.Z1).tocsr(),
+        ZrZr=(m.Zrt @ WZr).tocsr(),
+        ZrX=np.asarray(m.Zrt @ WX),
+        Zry=np.asarray(m.Zrt @ Wy),
+        XX=X.T @ WX,
+        Xy=X.T @ Wy,
+        yy=float(y @ Wy),
     )
+
+
+def cross_products(design: Design) -> CrossProducts:
+    """Compute the blocked cross-products of [Z, X, y] once."""
+    return weighted_cross_products(design_matrices(design), design.y)
+
+
+def effects_by_factor(
+    terms: Sequence[Any], term_b: Sequence[np.ndarray], term_cov: Sequence[np.ndarray]
+) -> tuple[dict, dict, dict, dict]:
+    """Conditional modes and their variances per grouping factor, as lme4's ``ranef()``
+    shows them: several terms on one factor side by side. Covariances between two terms
+    of one factor are not computed (zero in the blocks), as lme4's condVar gives them
+    per term.
+
+    Parameters
+    ----------
+    terms : sequence
+        The design's terms (``spec.group``, ``levels``, ``columns``, ``q``).
+    term_b : sequence of numpy.ndarray
+        Per term, the (levels x q) conditional modes.
+    term_cov : sequence of numpy.ndarray
+        Per term, the (levels x q x q) conditional covariance blocks.
+
+    Returns
+    -------
+    ranef, ranef_var, ranef_cov, n_levels : dict
+        Keyed by factor: DataFrames of modes and variances indexed by level, the
+        covariance blocks, and the number of levels.
+    """
+    ranef, ranef_var, ranef_cov, n_levels = {}, {}, {}, {}
+    for group in dict.fromkeys(term.spec.group for term in terms):
+        members = [k for k, term in enumerate(terms) if term.spec.group == group]
+        levels = terms[members[0]].levels
+        columns = [c for k in members for c in terms[k].columns]
+        ranef[group] = pd.DataFrame(
+            np.hstack([term_b[k] for k in members]), index=levels, columns=columns
+        )
+        blocks = np.zeros((len(levels), len(columns), len(columns)))
+        start = 0
+        for k in members:
+            q = terms[k].q
+            blocks[:, start : start + q, start : start + q] = term_cov[k]
+            start += q
+        ranef_cov[group] = blocks
+        ranef_var[group] = pd.DataFrame(
+            np.diagonal(blocks, axis1=1, axis2=2), index=levels, columns=columns
+        )
+        n_levels[group] = len(levels)
+    return ranef, ranef_var, ranef_cov, n_levels

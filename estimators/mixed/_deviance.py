@@ -223,14 +223,12 @@ class Solution:
     b_cov: list[np.ndarray]  # per term, (levels, q, q) conditional covariance blocks
 
 
-def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_000_000) -> Solution:
-    """Fixed effects, sigma, conditional modes and their (co)variances at ``theta``.
-
-    The conditional covariance of the random effects, sigma^2 Lambda (Lambda'Z'Z Lambda +
-    I)^-1 Lambda' (diagonal blocks only), is what lme4 reports as ``condVar``; it does
-    not include the uncertainty of the fixed effects.
+def spherical_modes(
+    objective: ProfiledDeviance, factor: Factor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The penalised least-squares solution from a factor: beta, and the spherical
+    random effects u (b = Lambda u) of the first term (levels, q1) and of the rest (flat).
     """
-    factor = objective.factor(theta)
     c, n_rest, p = objective.cross, objective.n_rest, objective.cross.p
     LS = factor.LS
     L_RR, L_XR, L_XX = (
@@ -239,9 +237,6 @@ def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_00
         LS[n_rest : n_rest + p, n_rest : n_rest + p],
     )
     L_yR, L_yX = LS[-1, :n_rest], LS[-1, n_rest : n_rest + p]
-    dof = c.n - p if objective.reml else c.n
-    sigma = float(np.sqrt(factor.pwrss / dof))
-
     beta = scipy.linalg.solve_triangular(L_XX.T, L_yX, lower=False) if p else np.zeros(0)
     u_rest = (
         scipy.linalg.solve_triangular(L_RR.T, L_yR - L_XR.T @ beta, lower=False)
@@ -252,7 +247,39 @@ def solve(objective: ProfiledDeviance, theta: np.ndarray, max_dense: int = 10_00
     if n_rest:
         rhs = rhs - factor.L21_R.T @ u_rest
     q1, levels1 = c.q1, objective.levels[0]
-    u1 = np.linalg.solve(np.transpose(factor.L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[..., 0]
+    if q1 == 1:
+        u1 = (rhs / factor.L11[:, 0, 0]).reshape(levels1, 1)
+    else:
+        u1 = np.linalg.solve(np.transpose(factor.L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[
+            ..., 0
+        ]
+    return beta, u1, u_rest
+
+
+def solve(
+    objective: ProfiledDeviance,
+    theta: np.ndarray,
+    max_dense: int = 10_000_000,
+    sigma: float | None = None,
+) -> Solution:
+    """Fixed effects, sigma, conditional modes and their (co)variances at ``theta``.
+
+    The conditional covariance of the random effects, sigma^2 Lambda (Lambda'Z'Z Lambda +
+    I)^-1 Lambda' (diagonal blocks only), is what lme4 reports as ``condVar``; it does
+    not include the uncertainty of the fixed effects. ``sigma`` fixes the scale (1 for a
+    generalized linear mixed model on weighted cross-products); by default it is
+    estimated from the penalised residual sum of squares.
+    """
+    factor = objective.factor(theta)
+    c, n_rest, p = objective.cross, objective.n_rest, objective.cross.p
+    LS = factor.LS
+    L_RR = LS[:n_rest, :n_rest]
+    L_XX = LS[n_rest : n_rest + p, n_rest : n_rest + p]
+    if sigma is None:
+        dof = c.n - p if objective.reml else c.n
+        sigma = float(np.sqrt(factor.pwrss / dof))
+    beta, u1, u_rest = spherical_modes(objective, factor)
+    q1, levels1 = c.q1, objective.levels[0]
     templates = factor.templates
     b = [u1 @ templates[0].T]
     start = 0

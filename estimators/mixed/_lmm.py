@@ -19,6 +19,7 @@ from estimators.mixed._design import (
     build_design,
     check_finite,
     cross_products,
+    effects_by_factor,
     factor_values,
     required_columns,
     resolve_response,
@@ -219,28 +220,10 @@ class MixedLM(RegressorMixin, BaseEstimator):
         # Per term (internal, aligned with the design's terms) ...
         self._term_b = solution.b
         self._term_cov = solution.b_cov
-        # ... and per grouping factor, several terms on one factor side by side, as
-        # lme4's ranef() shows them. Covariances between two terms of one factor are
-        # not computed (zero in ranef_cov_), as lme4's condVar gives them per term.
-        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = {}, {}, {}, {}
-        for group in dict.fromkeys(term.spec.group for term in design.terms):
-            members = [k for k, term in enumerate(design.terms) if term.spec.group == group]
-            levels = design.terms[members[0]].levels
-            columns = [c for k in members for c in design.terms[k].columns]
-            self.ranef_[group] = pd.DataFrame(
-                np.hstack([solution.b[k] for k in members]), index=levels, columns=columns
-            )
-            blocks = np.zeros((len(levels), len(columns), len(columns)))
-            start = 0
-            for k in members:
-                q = design.terms[k].q
-                blocks[:, start : start + q, start : start + q] = solution.b_cov[k]
-                start += q
-            self.ranef_cov_[group] = blocks
-            self.ranef_var_[group] = pd.DataFrame(
-                np.diagonal(blocks, axis1=1, axis2=2), index=levels, columns=columns
-            )
-            self.n_levels_[group] = len(levels)
+        # ... and per grouping factor (effects_by_factor).
+        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
+            design.terms, self._term_b, self._term_cov
+        )
         self.varcorr_ = self._varcorr()
         diagonal = np.isfinite(theta_lower_bounds(objective.qs))
         self.is_singular_ = bool(np.any(theta[diagonal] < SINGULAR_TOLERANCE))

@@ -4,7 +4,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from estimators import HistGBMClassifier, LogisticFixedEffects, LogisticRidge
+from estimators import HistGBMClassifier, LassoOneHot, LogisticFixedEffects, LogisticRidge
 from harness.config import parse_config
 from harness.runner import run_sweep
 from simulators import simulate
@@ -111,3 +111,115 @@ baseline: logistic_ridge
     np.testing.assert_allclose(
         table.loc["ridge_onehot", "rmse"], table.loc["logistic_ridge", "rmse"], rtol=1e-9
     )
+
+
+def _l1_options() -> dict:
+    """scikit-learn's spelling of an L1 penalty (``penalty="l1"`` before 1.8)."""
+    import sklearn
+    from sklearn.utils.fixes import parse_version
+
+    if parse_version(sklearn.__version__) >= parse_version("1.8"):
+        return {"l1_ratio": 1.0}
+    return {"penalty": "l1"}
+
+
+@pytest.fixture(scope="module")
+def lasso_data():
+    """40 users with 60 rows each, a strong feature x and two null features."""
+    rng = np.random.default_rng(61)
+    user = np.repeat(np.arange(40), 60)
+    frame = pd.DataFrame(
+        {
+            "x": rng.standard_normal(user.size),
+            "null1": rng.standard_normal(user.size),
+            "null2": rng.standard_normal(user.size),
+            "user": pd.Categorical([f"u{k:02d}" for k in user]),
+        }
+    )
+    logit = -0.5 + 1.5 * frame["x"] + rng.normal(0.0, 1.0, 40)[user]
+    y = (rng.random(user.size) < 1 / (1 + np.exp(-logit))).astype(float)
+    return frame, y
+
+
+def test_lasso_recovers_a_strong_feature_and_picks_the_glmnet_minimum(lasso_data):
+    frame, y = lasso_data
+    model = LassoOneHot(["x", "null1", "null2"], ["user"], Cs=12, random_state=0)
+    model.fit(frame, y)
+    assert model.coef_["x"] == pytest.approx(1.5, abs=0.4)
+    assert abs(model.coef_["null1"]) < 0.2 and abs(model.coef_["null2"]) < 0.2
+    assert model.C_ == model.cv_deviance_.idxmin()
+    assert model.penalty_ == pytest.approx(1 / (len(y) * model.C_))
+    # Stopping early down the grid finds the same minimum as the whole grid.
+    whole = LassoOneHot(["x", "null1", "null2"], ["user"], Cs=12, patience=None, random_state=0)
+    assert whole.fit(frame, y).C_ == model.C_
+    assert len(whole.cv_deviance_) == 12 >= len(model.cv_deviance_)
+
+
+def test_lasso_sparsifies_at_a_large_penalty(lasso_data):
+    frame, y = lasso_data
+    roles = {"feature_cols": ["x", "null1", "null2"], "group_cols": ["user"]}
+    # One penalty on the grid: lambda_max, the smallest that zeroes every coefficient.
+    empty = LassoOneHot(**roles, Cs=1).fit(frame, y)
+    assert empty.n_nonzero_ == 0
+    np.testing.assert_allclose(empty.predict(frame), y.mean(), atol=5e-3)
+    # Between the extremes the strong feature enters first; null features stay out.
+    partial = LassoOneHot(**roles, Cs=[5e-3]).fit(frame, y)
+    assert partial.coef_["x"] > 0.3
+    assert partial.coef_["null1"] == 0 and partial.coef_["null2"] == 0
+    assert (partial.model_.coef_[0, 3:] == 0).mean() > 0.5
+
+
+def test_lasso_matches_scikit_learn_l1_logistic_regression_at_the_chosen_c(lasso_data):
+    frame, y = lasso_data
+    features = ["x", "null1", "null2"]
+    model = LassoOneHot(features, ["user"], Cs=8, random_state=1).fit(frame, y)
+    standardized = (frame[features] - frame[features].mean()) / frame[features].std(ddof=0)
+    dummies = pd.get_dummies(frame["user"], dtype=float)
+    design = np.column_stack([standardized.to_numpy(), dummies.to_numpy()])
+    reference = LogisticRegression(
+        **_l1_options(), C=model.C_, solver="saga", tol=1e-10, max_iter=100_000
+    ).fit(design, y)
+    np.testing.assert_allclose(
+        model.predict(frame), reference.predict_proba(design)[:, 1], atol=2e-3
+    )
+    scale = frame[features].std(ddof=0).to_numpy()
+    np.testing.assert_allclose(model.coef_.to_numpy(), reference.coef_[0, :3] / scale, atol=1e-2)
+
+
+def test_lasso_unseen_levels_get_the_population_prediction(lasso_data):
+    frame, y = lasso_data
+    model = LassoOneHot(["x"], ["user"], Cs=6, random_state=0).fit(frame, y)
+    new = frame.iloc[:4].copy()
+    new["user"] = "nobody"
+    expected = 1 / (1 + np.exp(-(model.intercept_ + model.coef_["x"] * new["x"])))
+    np.testing.assert_allclose(model.predict(new), expected)
+    np.testing.assert_allclose(model.predict_proba(new).sum(axis=1), 1.0)
+    strict = LassoOneHot(["x"], ["user"], Cs=6, new_levels="error").fit(frame, y)
+    with pytest.raises(ValueError, match="group column 'user': 1 level"):
+        strict.predict(new)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"Cs": 0}, "Cs: expected a positive number of penalties"),
+        ({"Cs": [1.0, -2.0]}, "Cs: expected positive finite numbers"),
+        ({"cv": 1}, "cv: expected an integer of at least 2"),
+        ({"min_penalty_ratio": 1.5}, r"min_penalty_ratio: expected a number in \(0, 1\)"),
+        ({"patience": 0}, "patience: expected a positive integer or None"),
+        ({"intercept_scaling": -1.0}, "intercept_scaling: expected a positive number"),
+        ({"new_levels": "zero"}, "new_levels: expected one of"),
+    ],
+)
+def test_lasso_parameter_errors(lasso_data, params, message):
+    frame, y = lasso_data
+    with pytest.raises(ValueError, match=message):
+        LassoOneHot(["x"], ["user"], **params).fit(frame, y)
+
+
+def test_lasso_checks_the_binary_target():
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "g": ["a", "a", "b", "b"]})
+    with pytest.raises(ValueError, match="y: a binary outcome must be 0 or 1"):
+        LassoOneHot(feature_cols=["x"], group_cols=["g"]).fit(frame, [0.0, 1.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="feature_cols: column\\(s\\) \\['z'\\] not found"):
+        LassoOneHot(feature_cols=["z"], group_cols=["g"]).fit(frame, [0.0, 1.0, 0.0, 1.0])

@@ -1,0 +1,240 @@
+"""Fit time of mixbench's MixedGLM against lme4's glmer.
+
+Run from the repository root, ``make bench-glmm`` or::
+
+    .venv/bin/python benchmarks/bench_glmm.py [--skip-lme4] [--rows N] [--users N]
+
+Cases, every one fitted by both with the Laplace approximation:
+
+* cbpp: ``cbind(incidence, size - incidence) ~ period + (1 | herd)`` (ours: the
+  proportion with ``weights="size"``);
+* simulated 0/1 outcomes, 100k rows and 5k users by default:
+  ``y ~ treatment + segment + (1 | user)`` (discrete covariates: rows merge into
+  successes and trials per pattern) and ``y ~ treatment + x + (1 | user)`` (a continuous
+  covariate: nothing to merge).
+
+Ours: one warm-up fit on cbpp, then the median of the timed fits in this process. glmer:
+``glmer(formula, data, family = binomial)`` with default control, in one ``Rscript``
+process per case with ``R_LD_LIBRARY_PATH`` pointing at OpenBLAS, ``system.time`` around
+the ``glmer`` call only. The table goes to stdout and, as JSON, to
+``benchmarks/results/bench_glmm.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import estimators
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "estimators" / "fixtures" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "bench_glmm.json"
+OPENBLAS_DIR = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
+LME4_TIMEOUT = 3600.0
+
+GLMER_SCRIPT = r"""
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+args <- commandArgs(trailingOnly = TRUE)
+data <- read.csv(args[1])
+for (column in strsplit(args[3], ",")[[1]]) data[[column]] <- factor(data[[column]])
+repeats <- as.integer(args[4])
+seconds <- numeric(0)
+notes <- character(0)
+note <- function(condition, restart) {
+  notes <<- c(notes, conditionMessage(condition))
+  invokeRestart(restart)
+}
+for (k in seq_len(repeats)) {
+  seconds[k] <- system.time(withCallingHandlers(
+    fit <- glmer(as.formula(args[2]), data, family = binomial),
+    warning = function(w) note(w, "muffleWarning"),
+    message = function(m) note(m, "muffleMessage")
+  ))[["elapsed"]]
+}
+result <- list(seconds = seconds, objective = -2 * as.numeric(logLik(fit)),
+               notes = unique(notes), lme4 = as.character(packageVersion("lme4")),
+               blas = extSoftVersion()[["BLAS"]])
+cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "")
+"""
+
+
+@dataclass
+class Case:
+    name: str
+    formula: str  # ours
+    formula_r: str
+    factors: tuple[str, ...]
+    frame: pd.DataFrame
+    weights: str | None = None
+    repeats: int = 1
+
+
+def cbpp_case() -> Case:
+    frame = pd.read_csv(FIXTURES / "cbpp.csv.gz")
+    for column in ("herd", "period"):
+        frame[column] = frame[column].astype(str)
+    return Case(
+        name="cbpp",
+        formula="proportion ~ period + (1 | herd)",
+        formula_r="cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        factors=("herd", "period"),
+        frame=frame,
+        weights="size",
+        repeats=5,
+    )
+
+
+def simulated(n_rows: int, n_users: int, seed: int = 2024) -> pd.DataFrame:
+    """0/1 outcomes with a user intercept (sd 0.8), a binary treatment, a three-level
+    segment and a continuous covariate."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, n_users, n_rows)
+    treatment = rng.integers(0, 2, n_rows)
+    segment = rng.integers(0, 3, n_rows)
+    x = rng.normal(size=n_rows)
+    eta = -1 + 0.3 * treatment + 0.2 * segment + 0.4 * x
+    eta += rng.normal(scale=0.8, size=n_users)[user]
+    return pd.DataFrame(
+        {
+            "user": [f"u{k}" for k in user],
+            "treatment": treatment,
+            "segment": [f"s{k}" for k in segment],
+            "x": x,
+            "y": rng.binomial(1, 1 / (1 + np.exp(-eta))),
+        }
+    )
+
+
+def time_ours(case: Case) -> dict[str, Any]:
+    seconds, fit = [], None
+    for _ in range(case.repeats):
+        model = estimators.MixedGLM(case.formula, family="binomial", weights=case.weights)
+        start = time.perf_counter()
+        fit = model.fit(case.frame)
+        seconds.append(time.perf_counter() - start)
+    return {
+        "seconds": statistics.median(seconds),
+        "objective": fit.objective_,
+        "patterns": fit.n_patterns_,
+        "evaluations": fit.convergence_["stage1"]["evaluations"]
+        + fit.convergence_["stage2"]["evaluations"],
+    }
+
+
+def lme4_environment() -> dict[str, str]:
+    """Environment for Rscript: R's BLAS switched to OpenBLAS where it is installed."""
+    env = dict(os.environ)
+    if OPENBLAS_DIR.is_dir():
+        env["R_LD_LIBRARY_PATH"] = str(OPENBLAS_DIR)
+    return env
+
+
+def run_glmer(case: Case, workdir: Path) -> dict[str, Any]:
+    csv = workdir / f"{case.name}.csv"
+    case.frame.to_csv(csv, index=False)
+    script = workdir / "bench_glmm.R"
+    script.write_text(GLMER_SCRIPT)
+    command = ["Rscript", str(script), str(csv), case.formula_r, ",".join(case.factors)]
+    command.append(str(case.repeats))
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=lme4_environment(), timeout=LME4_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"Rscript ran longer than {LME4_TIMEOUT:.0f} s"}
+    finally:
+        csv.unlink(missing_ok=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if done.returncode != 0 or not lines:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"status": "error", "reason": f"Rscript exited with {done.returncode}: {tail}"}
+    out = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    return {
+        "status": "ok",
+        "seconds": statistics.median(np.atleast_1d(out["seconds"])),
+        "objective": float(out["objective"]),
+        "warnings": out["notes"],
+        "versions": {"lme4": out["lme4"], "BLAS": out["blas"]},
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-lme4", action="store_true", help="time ours only")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the simulated data")
+    parser.add_argument("--users", type=int, default=5_000, help="users of the simulated data")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    frame = simulated(args.rows, args.users)
+    size = f"{args.rows // 1000}k rows, {args.users} users"
+    cases = [
+        cbpp_case(),
+        Case(
+            name=f"discrete ({size})",
+            formula="y ~ treatment + segment + (1 | user)",
+            formula_r="y ~ treatment + segment + (1 | user)",
+            factors=("user", "segment"),
+            frame=frame,
+        ),
+        Case(
+            name=f"continuous ({size})",
+            formula="y ~ treatment + x + (1 | user)",
+            formula_r="y ~ treatment + x + (1 | user)",
+            factors=("user",),
+            frame=frame,
+        ),
+    ]
+    lme4 = not args.skip_lme4 and shutil.which("Rscript") is not None
+    time_ours(cbpp_case())  # warm-up: imports, formulaic, first BLAS calls
+    records = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for case in cases:
+            ours = time_ours(case)
+            theirs = run_glmer(case, Path(workdir)) if lme4 else {"status": "skipped"}
+            record = {"case": case.name, "rows": len(case.frame), "ours": ours, "glmer": theirs}
+            if theirs.get("status") == "ok":
+                record["ratio"] = ours["seconds"] / theirs["seconds"]
+                record["objective_difference"] = ours["objective"] - theirs["objective"]
+            records.append(record)
+            print(_row(record), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(records, indent=2, default=str))
+    print("\n(ratio = ours / glmer; -2 logLik difference < 0: ours is the better optimum)")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def _row(record: dict[str, Any]) -> str:
+    ours, theirs = record["ours"], record["glmer"]
+    text = (
+        f"{record['case']:<34} ours {ours['seconds']:8.3f} s "
+        f"({ours['patterns']} patterns, {ours['evaluations']} evaluations)"
+    )
+    if theirs.get("status") == "ok":
+        text += (
+            f"  glmer {theirs['seconds']:8.3f} s  ratio {record['ratio']:6.2f}"
+            f"  -2 logLik difference {record['objective_difference']:+.2e}"
+        )
+    else:
+        text += f"  glmer: {theirs.get('reason', theirs['status'])}"
+    return text
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

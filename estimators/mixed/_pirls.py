@@ -1,0 +1,319 @@
+"""Step 2 of a generalized linear mixed model: the deviance as a function of (theta, beta).
+
+As in lme4's glmer, the conditional modes u of the spherical random effects (b = Lambda u)
+are found by penalised iteratively reweighted least squares (PIRLS): each step solves the
+weighted penalised least-squares problem with the blocked Cholesky factor of the linear
+mixed model (``ProfiledDeviance.factor`` on weighted cross-products), with step halving
+on the penalised deviance. At the modes, the Laplace approximation of -2 log-likelihood is
+
+    -2 log p(y | u) + ||u||^2 + log |L|^2,     L L' = Lambda'Z'WZ Lambda + I,
+
+and, for a single scalar random-effects term, adaptive Gauss-Hermite quadrature refines
+the one-dimensional integral of each level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.special import expit, gammaln, log_expit, xlogy
+
+from estimators.mixed._design import DesignMatrices, weighted_cross_products
+from estimators.mixed._deviance import Factor, ProfiledDeviance, spherical_modes, template
+
+FAMILIES: tuple[str, ...] = ("binomial", "poisson")
+EPSILON = float(np.finfo(float).eps)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A response family with its canonical link (logit or log), as R's ``binomial()``
+    and ``poisson()``.
+
+    ``y`` is the proportion (binomial, with ``weights`` the trials) or the count
+    (poisson, ``weights`` prior weights), as glmer reads them.
+    """
+
+    name: str
+
+    def mean(self, eta: np.ndarray) -> np.ndarray:
+        """Inverse link, kept off the boundary as R's link functions do."""
+        if self.name == "binomial":
+            return np.clip(expit(eta), EPSILON, 1 - EPSILON)
+        return np.maximum(np.exp(eta), EPSILON)
+
+    def link(self, mu: np.ndarray) -> np.ndarray:
+        return np.log(mu / (1 - mu)) if self.name == "binomial" else np.log(mu)
+
+    def mu_eta(self, mu: np.ndarray) -> np.ndarray:
+        """d mu / d eta, equal to the variance function for a canonical link."""
+        return mu * (1 - mu) if self.name == "binomial" else mu
+
+    def start(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """R's starting means (``mustart`` of the family's ``initialize``)."""
+        if self.name == "binomial":
+            return (weights * y + 0.5) / (weights + 1)
+        return y + 0.1
+
+    def kernel(self, y: np.ndarray, weights: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """-2 log p(y_i | eta_i) per row, up to a term that does not depend on eta.
+
+        Linear in (weights, weights * y), so rows with equal eta can be summed.
+        """
+        if self.name == "binomial":
+            return -2 * weights * (y * log_expit(eta) + (1 - y) * log_expit(-eta))
+        return 2 * weights * (np.exp(eta) - y * eta)
+
+    def constant(self, y: np.ndarray, weights: np.ndarray) -> float:
+        """The term ``kernel`` leaves out, summed over rows: -2 log of the binomial
+        coefficients or 2 log y! (R's ``family$aic`` keeps them)."""
+        if self.name == "binomial":
+            trials = np.round(weights)
+            successes = np.round(weights * y)
+            log_choose = (
+                gammaln(trials + 1) - gammaln(successes + 1) - gammaln(trials - successes + 1)
+            )
+            return float(-2 * np.sum(log_choose))
+        return float(2 * np.sum(weights * gammaln(y + 1)))
+
+    def saturated(self, y: np.ndarray, weights: np.ndarray) -> float:
+        """``kernel`` of the saturated model (mu = y), summed: the deviance residuals
+        are ``kernel`` minus this."""
+        if self.name == "binomial":
+            return float(-2 * np.sum(weights * (xlogy(y, y) + xlogy(1 - y, 1 - y))))
+        return float(2 * np.sum(weights * (y - xlogy(y, y))))
+
+
+@dataclass
+class Modes:
+    """The outcome of PIRLS at one (theta, beta)."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    u: np.ndarray  # spherical random effects, first term level by level, then the rest
+    eta: np.ndarray
+    objective: ProfiledDeviance  # weighted cross-products at the modes
+    factor: Factor
+    penalised_deviance: float  # sum of kernel + ||u||^2
+    iterations: int
+    converged: bool
+
+
+class GlmmDeviance:
+    """-2 log-likelihood of a generalized linear mixed model (Laplace or AGQ).
+
+    Called with ``concatenate([theta, beta])``, it runs PIRLS over u and returns the
+    approximation glmer minimises in its second stage; ``profiled(theta)`` runs PIRLS
+    over (beta, u) jointly, glmer's first (nAGQ = 0) stage.
+
+    Parameters
+    ----------
+    matrices : DesignMatrices
+        X and the sparse Z blocks, built once (rows may be aggregated patterns).
+    qs, levels : list of int
+        Columns and levels per random-effects term, largest factor first.
+    family : Family
+    y, weights, offset : numpy.ndarray
+        Response (proportion or count), prior weights (trials), offset per row.
+    n_agq : int
+        1 for the Laplace approximation; more for adaptive Gauss-Hermite quadrature
+        (single scalar term only).
+    constant : float
+        Added to every value: ``Family.constant`` of the data as given, so that the
+        Laplace value is -2 log-likelihood; for n_agq > 1, minus ``Family.saturated``,
+        since glmer's quadrature deviance is built from deviance residuals.
+    tolerance : float
+        PIRLS stops when a step changes the penalised deviance by less than this,
+        relative.
+
+    Notes
+    -----
+    The last modes are kept as the starting point of the next evaluation (a private
+    workspace: the value does not depend on it beyond the PIRLS tolerance).
+    """
+
+    def __init__(
+        self,
+        matrices: DesignMatrices,
+        qs: list[int],
+        levels: list[int],
+        family: Family,
+        y: np.ndarray,
+        weights: np.ndarray,
+        offset: np.ndarray,
+        *,
+        n_agq: int = 1,
+        constant: float = 0.0,
+        tolerance: float = 1e-12,
+        max_iterations: int = 100,
+    ) -> None:
+        self.matrices = matrices
+        self.qs = qs
+        self.levels = levels
+        self.family = family
+        self.y = y
+        self.weights = weights
+        self.offset = offset
+        self.n_agq = n_agq
+        self.constant = constant
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        self.p = matrices.X.shape[1]
+        self.n_theta = int(sum(q * (q + 1) // 2 for q in qs))
+        self._splits = np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]
+        self._size1 = qs[0] * levels[0]
+        self._u = np.zeros(int(sum(q * n for q, n in zip(qs, levels, strict=True))))
+        self._beta: np.ndarray | None = None
+        if n_agq > 1:
+            if len(qs) != 1 or qs[0] != 1:
+                raise ValueError("n_agq > 1 needs a single scalar random-effects term like (1 | g)")
+            nodes, node_weights = np.polynomial.hermite_e.hermegauss(n_agq)
+            self._nodes = nodes
+            self._node_weights = node_weights / np.sqrt(2 * np.pi)  # sum to 1
+
+    # -- the linear predictor ----------------------------------------------------------
+    def templates(self, theta: np.ndarray) -> list[np.ndarray]:
+        return [template(t, q) for t, q in zip(np.split(theta, self._splits), self.qs, strict=True)]
+
+    def random_effects(self, templates: list[np.ndarray], u: np.ndarray) -> list[np.ndarray]:
+        """b = Lambda u per term, as (levels, q) arrays."""
+        blocks, start = [], 0
+        for T, q, n in zip(templates, self.qs, self.levels, strict=True):
+            blocks.append(u[start : start + q * n].reshape(n, q) @ T.T)
+            start += q * n
+        return blocks
+
+    def linear_predictor(
+        self, templates: list[np.ndarray], beta: np.ndarray, u: np.ndarray
+    ) -> np.ndarray:
+        b = self.random_effects(templates, u)
+        eta = self.offset + self.matrices.X @ beta + self.matrices.Z1 @ b[0].ravel()
+        if len(b) > 1:
+            eta += self.matrices.Zr @ np.concatenate([block.ravel() for block in b[1:]])
+        return eta
+
+    def _penalised(self, eta: np.ndarray, u: np.ndarray) -> float:
+        return float(np.sum(self.family.kernel(self.y, self.weights, eta)) + u @ u)
+
+    # -- PIRLS --------------------------------------------------------------------------
+    def modes(
+        self,
+        theta: np.ndarray,
+        beta: np.ndarray | None = None,
+        u: np.ndarray | None = None,
+    ) -> Modes:
+        """Conditional modes at theta by PIRLS: over u for a given beta, or over (beta,
+        u) jointly when ``beta`` is None (then starting from R's starting means when no
+        earlier joint solution exists)."""
+        theta = np.asarray(theta, dtype=float)
+        templates = self.templates(theta)
+        joint = beta is None
+        u = self._u.copy() if u is None else np.asarray(u, dtype=float).copy()
+        if joint and self._beta is None:
+            mu = self.family.start(self.y, self.weights)
+            eta = self.family.link(mu)
+            current, beta = np.inf, np.zeros(self.p)
+        else:
+            beta = (self._beta if joint else np.asarray(beta, dtype=float)).copy()
+            eta = self.linear_predictor(templates, beta, u)
+            current = self._penalised(eta, u)
+        converged, iterations = False, 0
+        while True:
+            mu = self.family.mean(eta)
+            mu_eta = self.family.mu_eta(mu)
+            working_weights = self.weights * mu_eta
+            working = eta - self.offset + (self.y - mu) / mu_eta
+            if not joint:
+                working -= self.matrices.X @ beta
+            cross = weighted_cross_products(
+                self.matrices, working, working_weights, include_fixed=joint
+            )
+            objective = ProfiledDeviance(cross, self.qs, self.levels, reml=False)
+            factor = objective.factor(theta)
+            if converged or iterations >= self.max_iterations:
+                break
+            iterations += 1
+            beta_new, u1, u_rest = spherical_modes(objective, factor)
+            u_new = np.concatenate([u1.ravel(), u_rest])
+            if not joint:
+                beta_new = beta
+            # Step halving: accept the first fraction of the step that does not raise
+            # the penalised deviance.
+            step = 1.0
+            for _ in range(12):
+                u_try = u + step * (u_new - u) if np.isfinite(current) else u_new
+                beta_try = beta + step * (beta_new - beta) if np.isfinite(current) else beta_new
+                eta_try = self.linear_predictor(templates, beta_try, u_try)
+                value = self._penalised(eta_try, u_try)
+                if value <= current:
+                    break
+                step /= 2
+            else:
+                # No fraction of the step decreases it: at the mode to rounding error.
+                converged = True
+                continue
+            change = current - value
+            u, beta, eta = u_try, beta_try, eta_try
+            converged = bool(change <= self.tolerance * (abs(value) + 0.1))
+            current = value
+        self._u = u
+        if joint:
+            self._beta = beta
+        return Modes(theta, beta, u, eta, objective, factor, current, iterations, converged)
+
+    # -- the deviance ---------------------------------------------------------------------
+    def value(self, modes: Modes) -> float:
+        """The Laplace (n_agq = 1) or adaptive Gauss-Hermite value at the modes."""
+        if self.n_agq == 1:
+            return modes.penalised_deviance + modes.factor.logdet_Z + self.constant
+        # One scalar term: every level's integral is one-dimensional.
+        codes, values = self.matrices.codes1, self.matrices.values1[:, 0]
+        n_levels = self.levels[0]
+        lam = modes.factor.templates[0][0, 0]
+        L = modes.factor.L11[:, 0, 0]
+        sd = 1.0 / L
+        u = modes.u
+
+        def per_level(eta: np.ndarray, u_at: np.ndarray) -> np.ndarray:
+            kernel = self.family.kernel(self.y, self.weights, eta)
+            return np.bincount(codes, weights=kernel, minlength=n_levels) + u_at**2
+
+        at_mode = per_level(modes.eta, u)
+        total = np.zeros(n_levels)
+        for node, weight in zip(self._nodes, self._node_weights, strict=True):
+            if node == 0:
+                total += weight
+                continue
+            shift = node * sd
+            eta = modes.eta + lam * values * shift[codes]
+            change = per_level(eta, u + shift) - at_mode
+            total += weight * np.exp(-0.5 * change + 0.5 * node**2)
+        return float(
+            np.sum(at_mode) + 2 * np.sum(np.log(L)) - 2 * np.sum(np.log(total)) + self.constant
+        )
+
+    def split(self, parameters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parameters = np.asarray(parameters, dtype=float)
+        return parameters[: self.n_theta], parameters[self.n_theta :]
+
+    def __call__(self, parameters: np.ndarray) -> float:
+        """-2 log-likelihood at ``concatenate([theta, beta])`` (inf where PIRLS fails)."""
+        theta, beta = self.split(parameters)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                value = self.value(self.modes(theta, beta))
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
+            return float("inf")
+        return value if np.isfinite(value) else float("inf")
+
+    def profiled(self, theta: np.ndarray) -> float:
+        """glmer's first stage: the Laplace value with beta found inside PIRLS."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                modes = self.modes(theta)
+                value = modes.penalised_deviance + modes.factor.logdet_Z + self.constant
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
+            return float("inf")
+        return value if np.isfinite(value) else float("inf")

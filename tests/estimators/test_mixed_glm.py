@@ -1,0 +1,346 @@
+"""MixedGLM against lme4's glmer, and its behaviour as an estimator.
+
+The reference values are JSON fixtures written by ``benchmarks/reference/glmer_reference.R``
+(regenerate with ``Rscript benchmarks/reference/glmer_reference.R``); nothing here is
+computed by the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, gammaln
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from estimators import MixedGLM
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MODELS = sorted(path.stem for path in (FIXTURES / "glmer").glob("*.json"))
+# Columns that are factors in R but read from CSV as numbers.
+FACTORS = {
+    "cbpp.csv.gz": ["herd", "period"],
+    "cbpp_new.csv.gz": ["herd", "period"],
+    "cbpp_agq9_new.csv.gz": ["herd", "period"],
+    "grouseticks.csv.gz": ["BROOD", "LOCATION", "YEAR", "INDEX"],
+    "grouseticks_new.csv.gz": ["BROOD", "LOCATION", "YEAR"],
+}
+# lme4's finite-difference Hessian of these two deviances (objectives near 5000) is
+# dominated by its PIRLS tolerance: their standard errors are compared with the
+# conditional ones (glmer's use.hessian = FALSE) instead, which differ from the
+# Hessian-based ones by a few per cent.
+NOISY_HESSIAN = {"binary_slope", "binary_crossed"}
+
+
+def read(name: str) -> pd.DataFrame:
+    frame = pd.read_csv(FIXTURES / "data" / name)
+    for column in FACTORS.get(name, []):
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+@cache
+def reference(model: str) -> dict:
+    return json.loads((FIXTURES / "glmer" / f"{model}.json").read_text())
+
+
+def estimator(model: str) -> MixedGLM:
+    ref = reference(model)
+    return MixedGLM(
+        ref["formula"], family=ref["family"], n_agq=ref["n_agq"], weights=ref.get("weights")
+    )
+
+
+@cache
+def fitted(model: str) -> MixedGLM:
+    return estimator(model).fit(read(reference(model)["data"]))
+
+
+def test_every_reference_model_is_covered():
+    assert {"cbpp", "cbpp_agq9", "grouseticks", "binary_slope", "binary_crossed"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_deviance_matches_glmer_at_the_same_parameters(model):
+    """The Laplace / quadrature value at fixed (theta, beta), rows aggregated or not.
+
+    Ours may be slightly lower where glmer's PIRLS stops short of the conditional modes
+    (at most ~1e-3 here, on objectives of ~5000); never notably higher.
+    """
+    deviance = fitted(model)._deviance
+    for point in reference(model)["devfun_at"]:
+        value = deviance(np.concatenate([point["theta"], point["beta"]]))
+        assert value - point["value"] <= 1e-8 * abs(point["value"]), point
+        assert value == pytest.approx(point["value"], abs=1e-3), point
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_optimum_matches_glmer(model):
+    ref = reference(model)
+    fit = fitted(model)
+    assert fit.objective_ - ref["objective"] <= 1e-8 * abs(ref["objective"])
+    assert fit.objective_ == pytest.approx(ref["objective"], abs=1e-3)
+    assert fit.loglik_ == pytest.approx(ref["loglik"], abs=5e-4)
+    assert fit.aic_ == pytest.approx(ref["aic"], abs=1e-3)
+    assert fit.deviance_ == pytest.approx(ref["deviance"], rel=1e-5)
+    assert fit.n_obs_ == ref["n_obs"]
+    assert fit.is_singular_ == ref["is_singular"]
+    np.testing.assert_allclose(fit.theta_, ref["theta"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fixed_effects_and_standard_errors(model):
+    ref = reference(model)
+    fit = fitted(model)
+    names = list(ref["fixef"])
+    assert list(fit.coef_.index) == names
+    expected = np.array(list(ref["fixef"].values()))
+    np.testing.assert_allclose(
+        fit.coef_[names], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max()
+    )
+    if model in NOISY_HESSIAN:
+        np.testing.assert_allclose(
+            fit.coef_se_[names], list(ref["fixef_se_rx"].values()), rtol=0.03
+        )
+    else:
+        np.testing.assert_allclose(fit.coef_se_[names], list(ref["fixef_se"].values()), rtol=1e-3)
+        wald = fit.confint()
+        for name in names:
+            np.testing.assert_allclose(wald.loc[name], ref["confint_wald"][name], rtol=1e-3)
+    assert fit.convergence_["standard_errors"] == "hessian"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_variance_components(model):
+    fit = fitted(model)
+    expected = pd.DataFrame(reference(model)["varcorr"])
+    key = ["grp", "var1", "var2"]
+    merged = expected.merge(fit.varcorr_, on=key, suffixes=("_lme4", "_ours"), how="left")
+    assert merged["sdcor_ours"].notna().all(), merged
+    assert len(fit.varcorr_) == len(expected)
+    np.testing.assert_allclose(merged["sdcor_ours"], merged["sdcor_lme4"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_conditional_modes_and_variances(model):
+    fit = fitted(model)
+    for group, block in reference(model)["ranef"].items():
+        modes = fit.ranef_[group].set_axis(fit.ranef_[group].index.astype(str))
+        expected = np.array(block["values"])
+        np.testing.assert_allclose(
+            modes.loc[block["levels"], block["columns"]].to_numpy(),
+            expected,
+            rtol=1e-3,
+            atol=1e-3 * np.abs(expected).max(),
+        )
+        variances = fit.ranef_var_[group].set_axis(modes.index)
+        np.testing.assert_allclose(
+            variances.loc[block["levels"], block["columns"]].to_numpy(),
+            np.array(block["condvar"]),
+            rtol=1e-3,
+        )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_predictions_with_new_levels(model):
+    ref = reference(model)
+    fit = fitted(model)
+    new = read(ref["newdata"])
+    np.testing.assert_allclose(fit.predict(new), ref["predictions"], rtol=1e-3)
+    np.testing.assert_allclose(
+        fit.predict(new, scale="link"), ref["predictions_link"], rtol=1e-3, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        fit.predict(new, include_random=False), ref["predictions_marginal"], rtol=1e-3
+    )
+    training = read(ref["data"])
+    np.testing.assert_allclose(fit.predict(training)[:10], ref["fitted_head"], rtol=1e-3)
+
+
+# -- aggregation ------------------------------------------------------------------------
+
+
+def cbpp_as_binary_rows() -> pd.DataFrame:
+    """cbpp with one 0/1 row per animal: ``incidence`` ones and ``size - incidence``
+    zeros per herd and period."""
+    cbpp = read("cbpp.csv.gz")
+    rows = cbpp.loc[cbpp.index.repeat(cbpp["size"].astype(int))].copy()
+    rank = rows.groupby(level=0).cumcount()
+    rows["sick"] = (rank < rows["incidence"]).astype(int)
+    return rows.reset_index(drop=True)
+
+
+def test_binary_rows_give_the_aggregated_fit():
+    aggregated = fitted("cbpp")
+    rows = cbpp_as_binary_rows()
+    binary = MixedGLM("sick ~ period + (1 | herd)").fit(rows)
+    assert binary.n_obs_ == rows.shape[0] == 842
+    assert binary.n_patterns_ == 56  # merged back to herd x period inside fit
+    np.testing.assert_allclose(binary.coef_, aggregated.coef_, rtol=1e-6)
+    np.testing.assert_allclose(binary.theta_, aggregated.theta_, rtol=1e-6)
+    np.testing.assert_allclose(binary.coef_se_, aggregated.coef_se_, rtol=1e-5)
+    # The binomial coefficients are in the aggregated likelihood only, as in glmer.
+    cbpp = read("cbpp.csv.gz")
+    size, sick = cbpp["size"], cbpp["incidence"]
+    log_choose = float(np.sum(gammaln(size + 1) - gammaln(sick + 1) - gammaln(size - sick + 1)))
+    assert binary.loglik_ == pytest.approx(aggregated.loglik_ - log_choose, abs=1e-6)
+    np.testing.assert_allclose(
+        binary.ranef_["herd"].to_numpy(), aggregated.ranef_["herd"].to_numpy(), atol=1e-6
+    )
+
+
+def test_shuffled_duplicated_rows_give_the_same_fit():
+    data = read("binary.csv.gz")
+    shuffled = data.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    fit = fitted("binary_crossed")
+    again = MixedGLM(reference("binary_crossed")["formula"]).fit(shuffled)
+    assert fit.n_patterns_ < fit.n_obs_
+    np.testing.assert_allclose(again.coef_, fit.coef_, rtol=1e-5)
+    assert again.loglik_ == pytest.approx(fit.loglik_, abs=1e-6)
+
+
+def test_poisson_offset_shifts_the_intercept():
+    ticks = read("grouseticks.csv.gz")
+    ticks["log_exposure"] = np.log(2.0)
+    fit = MixedGLM(
+        reference("grouseticks")["formula"], family="poisson", offset="log_exposure"
+    ).fit(ticks)
+    plain = fitted("grouseticks")
+    shifted = plain.coef_.copy()
+    shifted["(Intercept)"] -= np.log(2.0)
+    np.testing.assert_allclose(fit.coef_, shifted, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fit.predict(ticks), plain.predict(ticks), rtol=1e-4)
+
+
+# -- prediction -------------------------------------------------------------------------
+
+
+def test_predict_and_predict_proba_agree():
+    fit = fitted("binary_crossed")
+    new = read(reference("binary_crossed")["newdata"])
+    probability = fit.predict(new)
+    proba = fit.predict_proba(new)
+    assert proba.shape == (len(new), 2)
+    np.testing.assert_allclose(proba[:, 1], probability)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(expit(fit.predict(new, scale="link")), probability)
+    np.testing.assert_allclose(
+        fit.predict_proba(new, include_random=False)[:, 1], fit.predict(new, include_random=False)
+    )
+    only_user = fit.predict(new, include_random=["user"], scale="link")
+    marginal = fit.predict(new, include_random=False, scale="link")
+    user_effect = fit.ranef_["user"]["(Intercept)"].reindex(new["user"]).fillna(0).to_numpy()
+    np.testing.assert_allclose(only_user, marginal + user_effect)
+
+
+def test_unseen_levels_follow_the_policy():
+    new = read(reference("cbpp")["newdata"])
+    fit = fitted("cbpp")
+    unseen = new["herd"] == "99"
+    np.testing.assert_allclose(
+        fit.predict(new)[unseen], fit.predict(new, include_random=False)[unseen]
+    )
+    strict = clone(fit).set_params(new_levels="error").fit(read("cbpp.csv.gz"))
+    with pytest.raises(ValueError, match="'herd'.*not seen in training"):
+        strict.predict(new)
+
+
+def test_clone_and_get_params():
+    model = estimator("cbpp")
+    params = model.get_params()
+    assert params == {
+        "formula": "proportion ~ period + (1 | herd)",
+        "family": "binomial",
+        "n_agq": 1,
+        "weights": "size",
+        "offset": None,
+        "new_levels": "population",
+    }
+    copy = clone(model)
+    assert copy.get_params() == params
+    with pytest.raises(NotFittedError):
+        copy.predict(read("cbpp.csv.gz"))
+    assert "Laplace" in fitted("cbpp").summary()
+    assert "nAGQ = 9" in fitted("cbpp_agq9").summary()
+
+
+# -- bad input --------------------------------------------------------------------------
+
+
+def test_binomial_outcome_must_be_binary_without_weights():
+    with pytest.raises(ValueError, match="'incidence' must be 0/1.*weights="):
+        MixedGLM("incidence ~ period + (1 | herd)").fit(read("cbpp.csv.gz"))
+
+
+def test_negative_counts_are_refused():
+    ticks = read("grouseticks.csv.gz")
+    ticks.loc[3, "TICKS"] = -1
+    with pytest.raises(ValueError, match="'TICKS' has 1 negative"):
+        MixedGLM("TICKS ~ cHEIGHT + (1 | BROOD)", family="poisson").fit(ticks)
+
+
+def test_missing_weights_or_offset_column_is_named():
+    with pytest.raises(ValueError, match="weights: column.*'trials'.*not found"):
+        MixedGLM("proportion ~ period + (1 | herd)", weights="trials").fit(read("cbpp.csv.gz"))
+    with pytest.raises(ValueError, match="offset: column.*'exposure'.*not found"):
+        MixedGLM("TICKS ~ (1 | BROOD)", family="poisson", offset="exposure").fit(
+            read("grouseticks.csv.gz")
+        )
+
+
+def test_invalid_settings_are_refused():
+    cbpp = read("cbpp.csv.gz")
+    with pytest.raises(ValueError, match="family"):
+        MixedGLM("proportion ~ (1 | herd)", family="gamma", weights="size").fit(cbpp)
+    with pytest.raises(ValueError, match="n_agq"):
+        MixedGLM("proportion ~ (1 | herd)", n_agq=0, weights="size").fit(cbpp)
+    with pytest.raises(ValueError, match="single scalar random-effects term"):
+        MixedGLM("y ~ x + (1 | user) + (1 | item)", n_agq=5).fit(read("binary.csv.gz"))
+    with pytest.raises(ValueError, match="predict_proba"):
+        fitted("grouseticks").predict_proba(read("grouseticks.csv.gz"))
+    with pytest.raises(ValueError, match="scale"):
+        fitted("cbpp").predict(cbpp, scale="probability")
+
+
+# -- live comparison with R -------------------------------------------------------------
+
+LIVE_SCRIPT = r"""
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+args <- commandArgs(trailingOnly = TRUE)
+data <- read.csv(args[1], stringsAsFactors = TRUE)
+fit <- glmer(y ~ x + (1 | g), data, family = poisson, nAGQ = 5,
+             control = glmerControl(optimizer = "nloptwrap", tolPwrss = 1e-10,
+               optCtrl = list(xtol_abs = 1e-10, ftol_abs = 1e-12, xtol_rel = 0)))
+cat(toJSON(list(loglik = as.numeric(logLik(fit)), fixef = unname(fixef(fit)),
+                theta = unname(getME(fit, "theta"))), digits = NA, auto_unbox = TRUE))
+"""
+
+
+@pytest.mark.r
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not found")
+def test_live_poisson_quadrature_against_glmer(tmp_path):
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 30, size=600)
+    x = rng.normal(size=600)
+    y = rng.poisson(np.exp(0.3 + 0.5 * x + rng.normal(scale=0.6, size=30)[g]))
+    data = pd.DataFrame({"g": [f"g{k}" for k in g], "x": x, "y": y})
+    data.to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "fit.R").write_text(LIVE_SCRIPT)
+    done = subprocess.run(
+        ["Rscript", str(tmp_path / "fit.R"), str(tmp_path / "data.csv")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ref = json.loads(done.stdout)
+    fit = MixedGLM("y ~ x + (1 | g)", family="poisson", n_agq=5).fit(data)
+    assert fit.loglik_ == pytest.approx(ref["loglik"], abs=1e-4)
+    np.testing.assert_allclose(fit.coef_, ref["fixef"], rtol=1e-4)
+    np.testing.assert_allclose(fit.theta_, ref["theta"], rtol=1e-3)
