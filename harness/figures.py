@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -53,14 +54,21 @@ def _grid(n_panels: int, width: float = 4.4, height: float = 3.2) -> tuple[Figur
     return figure, axes.ravel()
 
 
-def _legend(figure: Figure, axis, n: int) -> None:
-    handles, labels = axis.get_legend_handles_labels()
+def _legend(figure: Figure, axes: Any) -> None:
+    """One legend for the figure, gathering every panel's entries once (panels may show
+    different estimators when scenarios bring their own)."""
+    handles: dict[str, Any] = {}
+    for axis in np.ravel(axes):
+        if not axis.get_visible():
+            continue
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
     if handles:
         figure.legend(
-            handles,
-            labels,
+            list(handles.values()),
+            list(handles),
             loc="outside lower center",
-            ncol=min(4, n),
+            ncol=min(4, len(handles)),
             frameon=False,
             fontsize="small",
         )
@@ -102,7 +110,7 @@ def leaderboard_figure(board: pd.DataFrame, metric: str) -> str:
     axes[0][0].set_yticks(np.arange(len(estimator_order)), estimator_order)
     axes[0][0].invert_yaxis()
     if len(scenarios) > 1:
-        _legend(figure, axes[0][0], len(scenarios))
+        _legend(figure, axes)
     return png(figure)
 
 
@@ -112,18 +120,27 @@ def sweep_figure(table: pd.DataFrame, metric: str, parameter: str) -> str | None
     value (other swept parameters) are averaged with equal weight."""
     column = f"sim.{parameter}"
     ok = _ok(table)
-    if column not in ok or ok[column].nunique() < 2 or metric not in ok:
+    if column not in ok or metric not in ok:
+        return None
+    ok = ok[ok[column].notna()]
+    # Panels for the split schemes on which the parameter takes two or more values (a
+    # scenario with its own schemes may not sweep it).
+    splits = [
+        split
+        for split in dict.fromkeys(ok["split"])
+        if ok.loc[ok["split"] == split, column].nunique() >= 2
+    ]
+    if not splits:
         return None
     numeric = pd.api.types.is_numeric_dtype(ok[column])
-    splits = list(dict.fromkeys(ok["split"]))
     estimators = list(dict.fromkeys(ok["estimator"]))
     colours = _estimator_colours(estimators)
     figure, axes = _grid(len(splits))
     for axis, split in zip(axes, splits, strict=False):
         rows = ok[ok["split"] == split]
-        values = sorted(rows[column].dropna().unique())
+        values = sorted(rows[column].unique())
         positions = values if numeric else list(range(len(values)))
-        for estimator in estimators:
+        for estimator in dict.fromkeys(rows["estimator"]):
             means, lows, highs = [], [], []
             for value in values:
                 cell = rows[(rows["estimator"] == estimator) & (rows[column] == value)]
@@ -143,7 +160,7 @@ def sweep_figure(table: pd.DataFrame, metric: str, parameter: str) -> str | None
         axis.set_xlabel(parameter)
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-    _legend(figure, axes[0], len(estimators))
+    _legend(figure, axes)
     return png(figure)
 
 
@@ -180,7 +197,7 @@ def activity_figure(table: pd.DataFrame, metric: str) -> str | None:
         axis.set_xlabel("training rows of the test row's unit (0 = unseen)")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-    _legend(figure, axes[0], len(estimators))
+    _legend(figure, axes)
     return png(figure)
 
 
@@ -208,7 +225,7 @@ def seen_unseen_figure(table: pd.DataFrame, metric: str) -> str | None:
         axis.set_title(split, fontsize="medium")
         axis.set_xlabel(metric)
         axis.grid(axis="x", alpha=0.3)
-    _legend(figure, axes[0], 2)
+    _legend(figure, axes)
     return png(figure)
 
 
@@ -297,7 +314,7 @@ def variance_components_figure(table: pd.DataFrame) -> str | None:
         axis.set_xlabel("true")
         axis.set_ylabel("estimated")
         axis.grid(alpha=0.3)
-    _legend(figure, axes[0], len(estimators))
+    _legend(figure, axes)
     return png(figure)
 
 
@@ -327,5 +344,5 @@ def coverage_figure(table: pd.DataFrame) -> str | None:
         axis.set_title(split, fontsize="medium")
         axis.set_xlabel("share of test outcomes inside the interval")
         axis.grid(axis="x", alpha=0.3)
-    _legend(figure, axes[0], len(levels))
+    _legend(figure, axes)
     return png(figure)

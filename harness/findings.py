@@ -22,6 +22,13 @@ from harness import metrics as metric_registry
 from harness.compare import PAIR_KEYS, fold_ratios, stratified_interval
 
 
+def _pct(value: float, signed: bool = False) -> str:
+    """A percentage with as many decimals as its size needs (7%, 2.4%, 0.35%)."""
+    size = abs(value)
+    digits = 0 if size >= 10 else 1 if size >= 1 else 2
+    return f"{value:+.{digits}f}%" if signed else f"{value:.{digits}f}%"
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A paired comparison of estimator ``a`` with ``b`` on one metric column."""
@@ -38,20 +45,25 @@ class Comparison:
         metric = self.column.split("@")[0]
         if not np.isfinite(self.low):
             return (
-                f"{where}, {self.a} does {abs(self.percent):.0f}% "
+                f"{where}, {self.a} does {_pct(abs(self.percent))} "
                 f"{'better' if self.percent > 0 else 'worse'} than {self.b} by {metric} "
                 f"({self.n} fold(s), too few for an interval)."
             )
-        interval = f"95% CI {self.low:+.0f}% to {self.high:+.0f}%, {self.n} folds"
+        interval = (
+            f"95% CI {_pct(self.low, signed=True)} to {_pct(self.high, signed=True)}, "
+            f"{self.n} folds"
+        )
         if self.low > 0:
-            return f"{where}, {self.a} beats {self.b} by {self.percent:.0f}% {metric} ({interval})."
+            return (
+                f"{where}, {self.a} beats {self.b} by {_pct(self.percent)} {metric} ({interval})."
+            )
         if self.high < 0:
             return (
-                f"{where}, {self.a} trails {self.b} by {-self.percent:.0f}% {metric} ({interval})."
+                f"{where}, {self.a} trails {self.b} by {_pct(-self.percent)} {metric} ({interval})."
             )
         return (
             f"{where}, {self.a} and {self.b} are within noise of each other on {metric}: "
-            f"{self.percent:+.0f}% ({interval})."
+            f"{_pct(self.percent, signed=True)} ({interval})."
         )
 
 

@@ -79,10 +79,12 @@ def _cell(record: dict[str, Any], column: str, signed: bool = False) -> dict[str
 def _tables(board: pd.DataFrame, metrics: list[str], baseline: str) -> list[dict[str, Any]]:
     tables = []
     for (scenario, split), rows in board.groupby(["scenario", "split"], sort=False):
+        # Metrics that apply here (binary metrics on gaussian data are NaN, say).
+        shown = [metric for metric in metrics if rows[metric].notna().any()]
         body = []
         for record in rows.to_dict("records"):
             cells = []
-            for metric in metrics:
+            for metric in shown:
                 cells.append(_cell(record, metric))
                 cells.append(
                     {"value": "baseline", "interval": ""}
@@ -99,7 +101,7 @@ def _tables(board: pd.DataFrame, metrics: list[str], baseline: str) -> list[dict
                     "best": record["mean_rank"] == rows["mean_rank"].min(),
                 }
             )
-        tables.append({"scenario": scenario, "split": split, "rows": body})
+        tables.append({"scenario": scenario, "split": split, "metrics": shown, "rows": body})
     return tables
 
 
