@@ -117,13 +117,20 @@ def _buckets(rows: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
     return found
 
 
-def findings(table: pd.DataFrame, metric: str, baseline: str) -> list[str]:
-    """Sentences on ``metric`` from a results table; empty when nothing succeeded."""
+def findings(
+    table: pd.DataFrame, metric: str, baseline: str, split_order: list[str] | None = None
+) -> list[str]:
+    """Sentences on ``metric`` from a results table; empty when nothing succeeded.
+
+    ``split_order`` lists split labels in the order to report them (the config's);
+    others follow in the table's order.
+    """
     if "status" not in table or metric not in table:
         return []
     ok = table[table["status"] == "ok"]
     sentences = []
-    for split in dict.fromkeys(ok["split"]):
+    splits = list(dict.fromkeys([*(split_order or []), *ok["split"]]))
+    for split in (split for split in splits if split in set(ok["split"])):
         rows = ok[ok["split"] == split]
         order = _ranked(rows, metric)
         if not order:

@@ -351,7 +351,7 @@ def render_report(directory: str | Path) -> Path:
         status_counts=status_counts,
         metrics=metrics,
         split_labels=split_labels,
-        findings=findings(table, metrics[0], config.baseline) if metrics else [],
+        findings=findings(table, metrics[0], config.baseline, split_labels) if metrics else [],
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,
         problems=problem_rows,
