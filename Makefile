@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark bench-lmm bench-glmm bench-sim bench-estimators bench-harness report lint clean
+.PHONY: install test benchmark bench-lmm bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ benchmark: install
 # Fit time and peak memory of MixedLM against lme4 and statsmodels (benchmarks/bench_lmm.py).
 bench-lmm: install
 	$(BIN)/python benchmarks/bench_lmm.py
+
+# Time of MixedLM.update on ~1M crossed rows against a fit and a refit at fixed theta.
+bench-update: install
+	$(BIN)/python benchmarks/bench_update.py
 
 # Fit time of MixedGLM against lme4's glmer on cbpp and 100k simulated 0/1 rows.
 bench-glmm: install

@@ -40,7 +40,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import re
 import resource
 import shutil
@@ -56,9 +55,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from _memory import MB, peak_rss_kb, vm_hwm_kb
+from _results import machine, write_results
 
 import estimators
 import simulators
@@ -815,13 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": vars(args),
         "skipped": {"lme4": lme4_skip, "statsmodels": statsmodels_skip},
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "cpus": os.cpu_count(),
-            "numpy": np.__version__,
-            "pandas": pd.__version__,
-        },
+        "machine": machine(),
         "targets": {
             "ours_over_lme4_at_most": TARGET_OURS_OVER_LME4,
             "statsmodels_over_ours_at_least": TARGET_STATSMODELS_OVER_OURS,
@@ -829,9 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
         "datasets": records,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"results written to {RESULTS.relative_to(ROOT)}")
+    write_results(RESULTS, document, ROOT)
     return 0
 
 

@@ -333,7 +333,9 @@ def weighted_cross_products(
         Zry=np.asarray(m.Zrt @ Wy),
         XX=X.T @ WX,
         Xy=X.T @ Wy,
-        yy=float(y @ Wy),
+        # einsum, not BLAS ddot: OpenBLAS threads long dot products, and the hand-off
+        # costs milliseconds per call on a busy machine (GLMM fits call this per step).
+        yy=float(np.einsum("i,i->", y, Wy)),
     )
 
 

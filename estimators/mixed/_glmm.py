@@ -109,6 +109,11 @@ class MixedGLM(RegressorMixin, BaseEstimator):
     coef_cov_ : pandas.DataFrame
     theta_ : numpy.ndarray
         Relative covariance parameters, as ``getME(fit, "theta")``.
+    theta_se_ : numpy.ndarray
+        Their standard errors from the same Hessian as ``coef_se_`` (NaN where the
+        conditional estimate is used). The scale is 1 in these families, so for a
+        scalar term like ``(1 | g)`` theta is the standard deviation of the random
+        effect and ``theta_ +- 1.96 theta_se_`` its Wald interval.
     objective_ : float
         -2 log-likelihood (the Laplace or quadrature approximation).
     loglik_ : float
@@ -304,9 +309,14 @@ class MixedGLM(RegressorMixin, BaseEstimator):
         solution = solve(
             ProfiledDeviance(cross, deviance.qs, deviance.levels, False), theta, sigma=1.0
         )
-        beta_cov, method = self._hessian_cov(deviance, theta, beta)
-        if beta_cov is None:
+        parameter_cov, method = self._hessian_cov(deviance, theta, beta)
+        n_theta = deviance.n_theta
+        if parameter_cov is None:
             beta_cov, method = solution.beta_cov, "conditional"
+            theta_se = np.full(n_theta, np.nan)
+        else:
+            beta_cov = parameter_cov[n_theta:, n_theta:]
+            theta_se = np.sqrt(np.diag(parameter_cov)[:n_theta])
         names = pd.Index(design.fixed_names, dtype=object)
         self._parsed = parsed
         self._deviance = deviance
@@ -315,6 +325,7 @@ class MixedGLM(RegressorMixin, BaseEstimator):
         self._fixed_kept = design.kept
         self._templates = deviance.templates(theta)
         self.theta_ = theta
+        self.theta_se_ = theta_se
         self.coef_ = pd.Series(beta, index=names)
         self.coef_cov_ = pd.DataFrame(beta_cov, index=names, columns=names)
         self.coef_se_ = pd.Series(np.sqrt(np.diag(beta_cov)), index=names)
@@ -346,8 +357,8 @@ class MixedGLM(RegressorMixin, BaseEstimator):
     def _hessian_cov(
         deviance: GlmmDeviance, theta: np.ndarray, beta: np.ndarray
     ) -> tuple[np.ndarray | None, str]:
-        """cov(beta) as glmer's default ``vcov``: the beta block of 2 H^-1, H the
-        central-difference Hessian of the deviance in (theta, beta)."""
+        """cov(theta, beta) as 2 H^-1, H the central-difference Hessian of the deviance
+        in (theta, beta); its beta block is glmer's default ``vcov``."""
         x = np.concatenate([theta, beta])
         k = x.size
         h = HESSIAN_STEP
@@ -381,9 +392,7 @@ class MixedGLM(RegressorMixin, BaseEstimator):
             )
             return None, "conditional"
         cov = 2 * np.linalg.inv(H)
-        n_theta = deviance.n_theta
-        block = cov[n_theta:, n_theta:]
-        return (block + block.T) / 2, "hessian"
+        return (cov + cov.T) / 2, "hessian"
 
     def _varcorr(self) -> pd.DataFrame:
         rows = []

@@ -26,6 +26,7 @@ from estimators.mixed._design import (
     warn_dropped,
 )
 from estimators.mixed._deviance import (
+    Factor,
     ProfiledDeviance,
     Solution,
     single_term_objective,
@@ -36,6 +37,13 @@ from estimators.mixed._deviance import (
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._profile import profile_intervals
+from estimators.mixed._update import (
+    NewRows,
+    encoded,
+    extended_terms,
+    grown_cross_products,
+    largest_first,
+)
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
 
@@ -93,8 +101,9 @@ class MixedLM(RegressorMixin, BaseEstimator):
     is_singular_ : bool
         Whether the fit is on the boundary (a template's diagonal below 1e-4).
     n_obs_ : int
+        Rows fitted, including those added by ``update``.
     n_levels_ : dict
-        Levels per grouping factor.
+        Levels per grouping factor (including levels first seen by ``update``).
     dropped_columns_ : list of str
         Fixed-effect columns dropped for rank deficiency.
     convergence_ : dict
@@ -110,6 +119,14 @@ class MixedLM(RegressorMixin, BaseEstimator):
     >>> model = MixedLM("y ~ x + (1 | g)").fit(data)
     >>> bool(abs(model.coef_["x"] - 2) < 0.2), model.n_levels_
     (True, {'g': 20})
+
+    New rows, here of 20 new groups, update the fit without revisiting the old ones
+    (theta held at its fitted value):
+
+    >>> more = pd.DataFrame({"g": g + 20, "x": rng.normal(size=200)})
+    >>> more["y"] = 1 + 2 * more["x"] + rng.normal(size=20)[g] + rng.normal(size=200)
+    >>> model.update(more).n_obs_, model.n_levels_
+    (400, {'g': 40})
     """
 
     def __init__(
@@ -128,23 +145,7 @@ class MixedLM(RegressorMixin, BaseEstimator):
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MixedLM:
         """Fit the model; ``y`` may be omitted when the formula names the response."""
-        check_policy(self.new_levels)
-        if self.na_action not in ("raise", "drop"):
-            raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
-        parsed = parse_formula(self.formula)
-        frame = validated_frame(self, X, reset=True)
-        y = resolve_response(parsed, frame, y)
-        if self.na_action == "drop":
-            frame, y = self._drop_missing(parsed, frame, y)
-        target = as_target(y, len(frame))
-        design, dropped = build_design(parsed, frame, target)
-        warn_dropped(dropped, stacklevel=2)
-        objective = ProfiledDeviance(
-            cross_products(design),
-            qs=[term.q for term in design.terms],
-            levels=[len(term.levels) for term in design.terms],
-            reml=bool(self.reml),
-        )
+        parsed, design, dropped, objective = self._prepare(X, y)
         qs = objective.qs
         lower = theta_lower_bounds(qs)
         start = theta_start(qs)
@@ -169,6 +170,165 @@ class MixedLM(RegressorMixin, BaseEstimator):
             raise FloatingPointError("the objective is not finite at any theta tried")
         self._set_fitted(parsed, design, objective, theta, value, info, dropped)
         return self
+
+    def _fit_at_theta(self, X: Any, y: Any = None, *, theta: Any) -> MixedLM:
+        """Fit with theta held at a given value instead of optimised over.
+
+        Everything else (fixed effects, sigma profiled at ``theta``, conditional modes
+        and variances) is what ``fit`` computes at its optimum. This is the reference an
+        ``update`` must reproduce: an update equals this on the old and new rows
+        together, at the fitted theta.
+
+        Parameters
+        ----------
+        X, y
+            As for ``fit``.
+        theta : array-like
+            Relative covariance parameters in the layout of ``theta_`` for these data
+            (terms ordered by number of levels, largest first).
+
+        Returns
+        -------
+        self
+        """
+        parsed, design, dropped, objective = self._prepare(X, y)
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (sum(term.n_theta for term in design.terms),):
+            raise ValueError(
+                f"theta: expected {sum(term.n_theta for term in design.terms)} value(s) for "
+                f"the terms {[term.spec.group for term in design.terms]}, got shape "
+                f"{theta.shape}"
+            )
+        factor = objective.factor(theta)  # one factorisation for criterion and solution
+        value = objective.from_factor(factor)
+        info = {"optimizer": "none (theta given)", "evaluations": 0, "converged": True}
+        self._set_fitted(parsed, design, objective, theta, value, info, dropped, factor)
+        return self
+
+    def _prepare(self, X: Any, y: Any):
+        """Check the inputs and build the design and the objective (steps 1 and 2)."""
+        check_policy(self.new_levels)
+        if self.na_action not in ("raise", "drop"):
+            raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
+        parsed = parse_formula(self.formula)
+        frame = validated_frame(self, X, reset=True)
+        y = resolve_response(parsed, frame, y)
+        if self.na_action == "drop":
+            frame, y = self._drop_missing(parsed, frame, y)
+        target = as_target(y, len(frame))
+        design, dropped = build_design(parsed, frame, target)
+        warn_dropped(dropped, stacklevel=3)
+        objective = ProfiledDeviance(
+            cross_products(design),
+            qs=[term.q for term in design.terms],
+            levels=[len(term.levels) for term in design.terms],
+            reml=bool(self.reml),
+        )
+        return parsed, design, dropped, objective
+
+    # -- new rows --------------------------------------------------------------------
+    def update(self, X_new: Any, y_new: Any = None) -> MixedLM:
+        """Add new rows to the fit, with the variance parameters held at their values.
+
+        The fixed effects, sigma (profiled at the fitted theta, by REML or ML as
+        fitted), the conditional modes and their conditional variances become those of
+        the old and new rows together, exactly as a fit on all rows with theta held at
+        ``theta_`` gives them; theta (the relative covariance) is not re-estimated. The
+        old rows are not needed: the fit keeps their cross-products (sums over rows, whose
+        size depends on the levels and on the pairs of levels that occur together, not
+        on the number of rows), and the new rows' are added to them.
+
+        Units (levels) first seen in the new rows get conditional modes, and predict
+        uses them from then on; their codes follow the old levels'. Terms are re-ordered
+        if the new levels change which factor has the most levels, as a fit would
+        order them (``theta_`` is permuted accordingly).
+
+        Parameters
+        ----------
+        X_new : DataFrame (pandas or polars)
+            New rows with every column the formula uses. Fixed-effect columns are
+            encoded as in fitting; a categorical level not seen in fitting is an error.
+        y_new : array-like, optional
+            Their outcomes; by default the formula's response column of ``X_new``.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        ``objective_`` and ``loglik_`` become the criterion at the fitted theta on all
+        rows, no longer its optimum; ``convergence_["updates"]`` counts the updates
+        since the last fit, and ``convergence_["n_obs_at_fit"]`` is the number of rows
+        theta was estimated on. Profile intervals need an optimum and are refused
+        after an update.
+        """
+        check_is_fitted(self, "coef_")
+        parsed = self._parsed
+        frame = validated_frame(self, X_new, reset=False)
+        used = self._used_columns()
+        missing = [c for c in sorted(used) if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"update: column(s) {missing} not found in X_new; X_new has {list(frame.columns)}"
+            )
+        y = resolve_response(parsed, frame, y_new)
+        if self.na_action == "drop":
+            frame, y = self._drop_missing(parsed, frame, y)
+            if len(frame) == 0:
+                raise ValueError("update: no rows left after dropping missing values")
+        target = as_target(y, len(frame))
+        check_finite(frame, sorted(used))
+        old_terms = self._design_terms
+        terms = extended_terms(old_terms, frame)
+        rows = NewRows(
+            X=encoded(self._fixed_spec, frame, "update")[:, self._fixed_kept],
+            y=target,
+            codes=[
+                term.levels.get_indexer(factor_values(frame, term.spec.group_cols))
+                for term in terms
+            ],
+            values=[encoded(term.model_spec, frame, "update") for term in terms],
+        )
+        order = largest_first(terms, self._formula_index)
+        cross = grown_cross_products(self._objective.cross, old_terms, terms, order, rows)
+        theta_by_term = np.split(self.theta_, np.cumsum([t.n_theta for t in old_terms])[:-1])
+        theta = np.concatenate([theta_by_term[k] for k in order])
+        terms = [terms[k] for k in order]
+        objective = ProfiledDeviance(
+            cross,
+            qs=[term.q for term in terms],
+            levels=[len(term.levels) for term in terms],
+            reml=self._objective.reml,
+        )
+        # One factorisation serves both the criterion and the solution.
+        factor = objective.factor(theta)
+        value = objective.from_factor(factor)
+        self._formula_index = [self._formula_index[k] for k in order]
+        self._set_solution(terms, objective, theta, factor=factor)
+        self.objective_ = float(value)
+        self.loglik_ = -0.5 * float(value)
+        updates = self.convergence_.get("updates", 0)
+        n_obs_at_fit = self.convergence_.get("n_obs_at_fit", cross.n - len(target))
+        self.convergence_ = dict(self.convergence_, updates=updates + 1, n_obs_at_fit=n_obs_at_fit)
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> MixedLM:
+        """The same operation as ``update``, under scikit-learn's name for it.
+
+        On a model not fitted yet, this fits it (theta is estimated from the first
+        batch); afterwards every call is ``update(X, y)``.
+        """
+        if not hasattr(self, "coef_"):
+            return self.fit(X, y)
+        return self.update(X, y)
+
+    def _used_columns(self) -> set:
+        """Columns of X the formula reads, apart from the response."""
+        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
+        for term in self._design_terms:
+            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
+        return used
 
     def _drop_missing(self, parsed, frame: pd.DataFrame, y: Any):
         used = set(required_columns(parsed.fixed))
@@ -200,31 +360,23 @@ class MixedLM(RegressorMixin, BaseEstimator):
         value: float,
         info: dict[str, Any],
         dropped: list[str],
+        factor: Factor | None = None,
     ) -> None:
-        solution: Solution = solve(objective, theta)
         self._parsed = parsed
-        self._design_terms = design.terms
         self._fixed_spec = design.fixed_spec
         self._fixed_kept = design.kept
-        self._objective = objective
-        names = pd.Index(design.fixed_names, dtype=object)
-        self.theta_ = theta
-        self.sigma_ = solution.sigma
-        self.coef_ = pd.Series(solution.beta, index=names)
-        self.coef_cov_ = pd.DataFrame(solution.beta_cov, index=names, columns=names)
-        self.coef_se_ = pd.Series(np.sqrt(np.diag(solution.beta_cov)), index=names)
+        # Each term's place in the formula, to order terms as build_design does after
+        # an update changes their numbers of levels.
+        self._formula_index = [
+            next(k for k, spec in enumerate(parsed.random) if spec is term.spec)
+            for term in design.terms
+        ]
+        self._set_solution(
+            design.terms, objective, theta, pd.Index(design.fixed_names), factor=factor
+        )
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
-        self.n_obs_ = int(objective.cross.n)
         self.dropped_columns_ = dropped
-        # Per term (internal, aligned with the design's terms) ...
-        self._term_b = solution.b
-        self._term_cov = solution.b_cov
-        # ... and per grouping factor (effects_by_factor).
-        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
-            design.terms, self._term_b, self._term_cov
-        )
-        self.varcorr_ = self._varcorr()
         diagonal = np.isfinite(theta_lower_bounds(objective.qs))
         self.is_singular_ = bool(np.any(theta[diagonal] < SINGULAR_TOLERANCE))
         self.convergence_ = dict(info, singular=self.is_singular_)
@@ -234,6 +386,34 @@ class MixedLM(RegressorMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _set_solution(
+        self,
+        terms: list,
+        objective: ProfiledDeviance,
+        theta: np.ndarray,
+        names: pd.Index | None = None,
+        factor: Factor | None = None,
+    ) -> None:
+        """Everything estimated at ``theta`` given the data (the cross-products)."""
+        solution: Solution = solve(objective, theta, factor=factor)
+        names = self.coef_.index if names is None else pd.Index(names, dtype=object)
+        self._design_terms = terms
+        self._objective = objective
+        self.theta_ = theta
+        self.sigma_ = solution.sigma
+        self.coef_ = pd.Series(solution.beta, index=names)
+        self.coef_cov_ = pd.DataFrame(solution.beta_cov, index=names, columns=names)
+        self.coef_se_ = pd.Series(np.sqrt(np.diag(solution.beta_cov)), index=names)
+        self.n_obs_ = int(objective.cross.n)
+        # Per term (internal, aligned with the design's terms) ...
+        self._term_b = solution.b
+        self._term_cov = solution.b_cov
+        # ... and per grouping factor (effects_by_factor).
+        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
+            terms, self._term_b, self._term_cov
+        )
+        self.varcorr_ = self._varcorr()
 
     def _varcorr(self) -> pd.DataFrame:
         rows = []
@@ -373,6 +553,11 @@ class MixedLM(RegressorMixin, BaseEstimator):
             table.loc[self.coef_.index, upper] = (self.coef_ + z * self.coef_se_).to_numpy()
             return table
         if method == "profile":
+            if self.convergence_.get("updates"):
+                raise ValueError(
+                    "confint(method='profile'): theta was not re-estimated after update(), "
+                    "so it is not the optimum a profile is measured from; fit() again first"
+                )
             return profile_intervals(self, level).set_axis([lower, upper], axis=1)
         raise ValueError(f"method: expected 'wald' or 'profile', got {method!r}")
 

@@ -195,7 +195,10 @@ class GlmmDeviance:
         return eta
 
     def _penalised(self, eta: np.ndarray, u: np.ndarray) -> float:
-        return float(np.sum(self.family.kernel(self.y, self.weights, eta)) + u @ u)
+        # einsum rather than u @ u: see the note on BLAS dot products in _design.
+        return float(
+            np.sum(self.family.kernel(self.y, self.weights, eta)) + np.einsum("i,i->", u, u)
+        )
 
     # -- PIRLS --------------------------------------------------------------------------
     def modes(

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from scipy.special import expit, gammaln
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+import simulators
 from estimators import MixedGLM
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,14 +31,22 @@ FACTORS = {
     "cbpp.csv.gz": ["herd", "period"],
     "cbpp_new.csv.gz": ["herd", "period"],
     "cbpp_agq9_new.csv.gz": ["herd", "period"],
+    "cbpp_agq25_new.csv.gz": ["herd", "period"],
     "grouseticks.csv.gz": ["BROOD", "LOCATION", "YEAR", "INDEX"],
     "grouseticks_new.csv.gz": ["BROOD", "LOCATION", "YEAR"],
+    "grouseticks_height_new.csv.gz": ["BROOD", "LOCATION", "YEAR"],
 }
 # lme4's finite-difference Hessian of these two deviances (objectives near 5000) is
 # dominated by its PIRLS tolerance: their standard errors are compared with the
 # conditional ones (glmer's use.hessian = FALSE) instead, which differ from the
 # Hessian-based ones by a few per cent.
 NOISY_HESSIAN = {"binary_slope", "binary_crossed"}
+# grouseticks with the uncentred HEIGHT (403 to 533): intercept and slope lie on a
+# ridge along which the objective changes by < 1e-6 (ours and glmer's optima differ by
+# 3e-4 in the intercept, 5e-7 in the objective, glmer's point being the lower), and a
+# Hessian step of 1e-3 in the slope moves the linear predictor by ~0.5. Standard errors
+# and linear predictors agree to 3e-3 and 5e-4 there, not 1e-3 and 1e-4.
+BADLY_SCALED = {"grouseticks_height"}
 
 
 def read(name: str) -> pd.DataFrame:
@@ -64,7 +74,17 @@ def fitted(model: str) -> MixedGLM:
 
 
 def test_every_reference_model_is_covered():
-    assert {"cbpp", "cbpp_agq9", "grouseticks", "binary_slope", "binary_crossed"} <= set(MODELS)
+    assert {
+        "cbpp",
+        "cbpp_agq9",
+        "cbpp_agq25",
+        "grouseticks",
+        "grouseticks_height",
+        "ctr",
+        "ctr_agq25",
+        "binary_slope",
+        "binary_crossed",
+    } <= set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -87,6 +107,10 @@ def test_optimum_matches_glmer(model):
     fit = fitted(model)
     assert fit.objective_ - ref["objective"] <= 1e-8 * abs(ref["objective"])
     assert fit.objective_ == pytest.approx(ref["objective"], abs=1e-3)
+    # The tolerance the issue asks for, against glmer's tightly converged deviance
+    # function at its own optimum (its logLik carries its PIRLS tolerance).
+    assert fit.objective_ == pytest.approx(ref["objective_devfun"], rel=1e-5)
+    assert fit.objective_ - ref["objective_devfun"] <= 1e-8 * abs(ref["objective_devfun"])
     assert fit.loglik_ == pytest.approx(ref["loglik"], abs=5e-4)
     assert fit.aic_ == pytest.approx(ref["aic"], abs=1e-3)
     assert fit.deviance_ == pytest.approx(ref["deviance"], rel=1e-5)
@@ -110,10 +134,22 @@ def test_fixed_effects_and_standard_errors(model):
             fit.coef_se_[names], list(ref["fixef_se_rx"].values()), rtol=0.03
         )
     else:
-        np.testing.assert_allclose(fit.coef_se_[names], list(ref["fixef_se"].values()), rtol=1e-3)
+        se_tolerance = 3e-3 if model in BADLY_SCALED else 1e-3
+        np.testing.assert_allclose(
+            fit.coef_se_[names], list(ref["fixef_se"].values()), rtol=se_tolerance
+        )
         wald = fit.confint()
         for name in names:
-            np.testing.assert_allclose(wald.loc[name], ref["confint_wald"][name], rtol=1e-3)
+            expected_interval = ref["confint_wald"][name]
+            se, se_vcov = ref["fixef_se"][name], ref["fixef_se_vcov"][name]
+            if abs(se_vcov / se - 1) > 1e-3:
+                # glmer's confint uses vcov(fit), whose Hessian step of 1e-4 is noisy
+                # on ctr (objective ~1e4): compare with the same interval from the
+                # step-1e-3 standard error instead.
+                z = stats.norm.ppf(0.975)
+                estimate = ref["fixef"][name]
+                expected_interval = [estimate - z * se, estimate + z * se]
+            np.testing.assert_allclose(wald.loc[name], expected_interval, rtol=se_tolerance)
     assert fit.convergence_["standard_errors"] == "hessian"
 
 
@@ -155,7 +191,10 @@ def test_predictions_with_new_levels(model):
     new = read(ref["newdata"])
     np.testing.assert_allclose(fit.predict(new), ref["predictions"], rtol=1e-3)
     np.testing.assert_allclose(
-        fit.predict(new, scale="link"), ref["predictions_link"], rtol=1e-3, atol=1e-4
+        fit.predict(new, scale="link"),
+        ref["predictions_link"],
+        rtol=1e-3,
+        atol=5e-4 if model in BADLY_SCALED else 1e-4,
     )
     np.testing.assert_allclose(
         fit.predict(new, include_random=False), ref["predictions_marginal"], rtol=1e-3
@@ -217,6 +256,36 @@ def test_poisson_offset_shifts_the_intercept():
     shifted["(Intercept)"] -= np.log(2.0)
     np.testing.assert_allclose(fit.coef_, shifted, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fit.predict(ticks), plain.predict(ticks), rtol=1e-4)
+
+
+# -- simulation truth -------------------------------------------------------------------
+
+
+def test_wald_intervals_cover_the_simulated_truth():
+    """Over 30 ctr_experiment data sets (300 users, ~6,600 impressions each), the 95%
+    Wald intervals of mu, tau and sigma (theta +- 1.96 theta_se: the scale is 1, so
+    theta is the user sd) cover the simulated values at a rate a binomial test does not
+    reject at the 1% level.
+
+    25-point quadrature, not Laplace: with sigma = 5 most users never click, and the
+    Laplace approximation puts mu near -7.4 and sigma near 6.7 on 1,000 users (glmer
+    agrees, see the ctr fixture), so its intervals would not cover at all.
+    """
+    truth = {"(Intercept)": -4.5, "display": 0.5, "sigma": 5.0}
+    covered = dict.fromkeys(truth, 0)
+    n_sets = 30
+    for seed in range(n_sets):
+        data = simulators.simulate("ctr_experiment", seed=seed, n_users=300).frame
+        fit = MixedGLM("click ~ display + (1 | user)", n_agq=25).fit(data)
+        assert fit.convergence_["standard_errors"] == "hessian"
+        wald = fit.confint(0.95)
+        for name in ("(Intercept)", "display"):
+            covered[name] += bool(wald.loc[name].iloc[0] <= truth[name] <= wald.loc[name].iloc[1])
+        half_width = stats.norm.ppf(0.975) * fit.theta_se_[0]
+        covered["sigma"] += bool(abs(fit.theta_[0] - truth["sigma"]) <= half_width)
+    for name, count in covered.items():
+        p_value = stats.binomtest(count, n_sets, 0.95).pvalue
+        assert p_value > 0.01, f"{name}: covered in {count} of {n_sets} data sets"
 
 
 # -- prediction -------------------------------------------------------------------------
