@@ -183,7 +183,7 @@ class LogisticRidge(_LogisticOnGroups):
     Cs : int or sequence of float
         Inverse penalties to try (``LogisticRegressionCV``).
     cv : int
-        Folds of the inner cross-validation.
+        Folds of the inner cross-validation; 10, as cv.glmnet uses.
     random_state : int or None
         Shuffling of the inner folds.
 
@@ -201,7 +201,7 @@ class LogisticRidge(_LogisticOnGroups):
         group_cols: Sequence[Hashable] = (),
         *,
         Cs: int | Sequence[float] = 10,  # noqa: N803 - scikit-learn's name
-        cv: int = 5,
+        cv: int = 10,
         new_levels: str = "population",
         random_state: int | None = None,
     ) -> None:
