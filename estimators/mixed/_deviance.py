@@ -19,6 +19,7 @@ penalised residual sum of squares r^2, and the log-determinants give
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -414,3 +415,63 @@ def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDev
         yy=c.yy,
     )
     return ProfiledDeviance(alone, [qs[term]], [levels[term]], objective.reml)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give without swapping (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def dense_size(qs: list[int], levels: list[int], p: int) -> int:
+    """Order of the dense block factored at every evaluation: the columns of the terms
+    after the first (largest) one, the fixed effects and the response."""
+    return int(sum(q * n for q, n in zip(qs[1:], levels[1:], strict=True))) + p + 1
+
+
+def check_memory(qs: list[int], levels: list[int], p: int, names: list[str], owner: str) -> None:
+    """Refuse, before any work, a fit whose dense block would not fit in memory.
+
+    The peak of one evaluation holds three matrices of the dense block's size (the
+    block, the product that fills it, its Cholesky factor).
+
+    Parameters
+    ----------
+    qs, levels : list of int
+        Columns and levels per random-effects term, largest factor first.
+    p : int
+        Fixed-effect columns.
+    names : list of str
+        The terms' grouping factors, in the same order.
+    owner : str
+        The estimator's name, for the message.
+
+    Raises
+    ------
+    MemoryError
+        Naming the size of the dense block, the factors that make it, the memory it
+        needs and the memory available, and what would fit instead.
+    """
+    available = available_memory_bytes()
+    size = dense_size(qs, levels, p)
+    need = 3 * size**2 * 8
+    if available is None or need <= 0.8 * available:
+        return
+    pairs = zip(names[1:], levels[1:], strict=True)
+    rest = ", ".join(f"{name}: {count:,} levels" for name, count in pairs)
+    raise MemoryError(
+        f"{owner}: the exact solver factors a dense {size:,} x {size:,} matrix for the "
+        f"random effects after the largest factor ({rest}), about {need / 2**30:.1f} GB, but "
+        f"{available / 2**30:.1f} GB of memory is available. The largest factor is handled "
+        "without that cost, so the crossed factors after it must have fewer levels (fewer "
+        "items, say); fixed_effects and ridge_onehot solve such designs sparsely."
+    )

@@ -34,7 +34,13 @@ from estimators.mixed._design import (
     warn_dropped,
     weighted_cross_products,
 )
-from estimators.mixed._deviance import ProfiledDeviance, solve, theta_lower_bounds, theta_start
+from estimators.mixed._deviance import (
+    ProfiledDeviance,
+    check_memory,
+    solve,
+    theta_lower_bounds,
+    theta_start,
+)
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._pirls import FAMILIES, Family, GlmmDeviance, Modes
@@ -190,6 +196,8 @@ class MixedGLM(RegressorMixin, BaseEstimator):
         warn_dropped(dropped, stacklevel=2)
         qs = [term.q for term in design.terms]
         levels = [len(term.levels) for term in design.terms]
+        names = [term.spec.group for term in design.terms]
+        check_memory(qs, levels, design.X.shape[1], names, "MixedGLM")
         if self.n_agq > 1 and (len(qs) != 1 or qs[0] != 1):
             raise ValueError(
                 f"n_agq={self.n_agq}: adaptive Gauss-Hermite quadrature needs a single "

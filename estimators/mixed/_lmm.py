@@ -29,6 +29,7 @@ from estimators.mixed._deviance import (
     Factor,
     ProfiledDeviance,
     Solution,
+    check_memory,
     single_term_objective,
     solve,
     theta_lower_bounds,
@@ -223,6 +224,13 @@ class MixedLM(RegressorMixin, BaseEstimator):
             qs=[term.q for term in design.terms],
             levels=[len(term.levels) for term in design.terms],
             reml=bool(self.reml),
+        )
+        check_memory(
+            objective.qs,
+            objective.levels,
+            objective.cross.p,
+            [term.spec.group for term in design.terms],
+            "MixedLM",
         )
         return parsed, design, dropped, objective
 
