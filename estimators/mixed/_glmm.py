@@ -25,11 +25,9 @@ from estimators._columns import (
 from estimators.mixed._design import (
     Design,
     build_design,
-    check_finite,
     design_matrices,
     effects_by_factor,
     factor_values,
-    required_columns,
     resolve_response,
     warn_dropped,
     weighted_cross_products,
@@ -41,6 +39,7 @@ from estimators.mixed._deviance import (
     theta_lower_bounds,
     theta_start,
 )
+from estimators.mixed._fitted import VARCORR_COLUMNS, FittedMixedModel, varcorr_rows
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._pirls import FAMILIES, Family, GlmmDeviance, Modes
@@ -76,7 +75,7 @@ def collapse_patterns(
     return collapsed, mean, total, offset[first]
 
 
-class MixedGLM(RegressorMixin, BaseEstimator):
+class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     """Generalized linear mixed model in lme4's formula syntax, fitted as ``glmer``.
 
     ``g(E[y | b]) = offset + X beta + Z b`` with ``b ~ N(0, Lambda Lambda')``, a logit
@@ -403,26 +402,8 @@ class MixedGLM(RegressorMixin, BaseEstimator):
         return (cov + cov.T) / 2, "hessian"
 
     def _varcorr(self) -> pd.DataFrame:
-        rows = []
-        for term, T in zip(self._design_terms, self._templates, strict=True):
-            covariance = T @ T.T
-            sd = np.sqrt(np.diag(covariance))
-            for i, name in enumerate(term.columns):
-                rows.append((term.spec.group, name, None, covariance[i, i], sd[i]))
-            for j in range(term.q):
-                for i in range(j + 1, term.q):
-                    product = sd[i] * sd[j]
-                    correlation = covariance[i, j] / product if product > 0 else np.nan
-                    rows.append(
-                        (
-                            term.spec.group,
-                            term.columns[j],
-                            term.columns[i],
-                            covariance[i, j],
-                            correlation,
-                        )
-                    )
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        rows = varcorr_rows(self._design_terms, self._templates, 1.0)
+        return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     # -- prediction ------------------------------------------------------------------
     def predict(
@@ -454,30 +435,9 @@ class MixedGLM(RegressorMixin, BaseEstimator):
         if scale not in SCALES:
             raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
         frame = validated_frame(self, X, reset=False)
-        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
-        for term in self._design_terms:
-            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
-        missing = [c for c in sorted(used) if c not in frame.columns]
-        if missing:
-            raise ValueError(f"predict: column(s) {missing} not found in X")
-        check_finite(frame, sorted(used))
-        fixed = np.asarray(self._fixed_spec.get_model_matrix(frame), dtype=float)[
-            :, self._fixed_kept
-        ]
-        eta = fixed @ self.coef_.to_numpy() + self._column(frame, self.offset, "offset", 0.0)
-        groups = {term.spec.group for term in self._design_terms}
-        if include_random is True:
-            selected = groups
-        elif include_random is False:
-            selected = set()
-        else:
-            selected = set(include_random)
-            unknown = selected - groups
-            if unknown:
-                raise ValueError(
-                    f"include_random: unknown grouping factor(s) {sorted(unknown)}; "
-                    f"the model has {sorted(groups)}"
-                )
+        eta = self._fixed_matrix(frame) @ self.coef_.to_numpy()
+        eta += self._column(frame, self.offset, "offset", 0.0)
+        selected = self._included_factors(include_random)
         for term, b in zip(self._design_terms, self._term_b, strict=True):
             group = factor_values(frame, term.spec.group_cols)
             codes = term.levels.get_indexer(group)
@@ -528,33 +488,8 @@ class MixedGLM(RegressorMixin, BaseEstimator):
             f"     AIC: {self.aic_:.4f}    BIC: {self.bic_:.4f}    logLik: {self.loglik_:.4f}"
             f"    deviance: {self.deviance_:.4f}",
             "",
-            "Random effects:",
         ]
-        table = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
-        for term in self._design_terms:
-            block = self.varcorr_[
-                (self.varcorr_["grp"] == term.spec.group) & self.varcorr_["var1"].isin(term.columns)
-            ]
-            variances = block[block["var2"].isna()]
-            correlations = block[block["var2"].notna()]
-            for i, row in enumerate(variances.itertuples()):
-                corr = correlations[correlations["var2"] == row.var1]["sdcor"].tolist()
-                table.append(
-                    (
-                        term.spec.group if i == 0 else "",
-                        row.var1,
-                        f"{row.vcov:.4g}",
-                        f"{row.sdcor:.4g}",
-                        " ".join(f"{c:.2f}" for c in corr),
-                    )
-                )
-        widths = [max(len(row[k]) for row in table) for k in range(5)]
-        lines += [
-            " " + " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        ]
-        groups = ", ".join(f"{g}, {n}" for g, n in self.n_levels_.items())
-        lines += [f"Number of obs: {self.n_obs_}, groups:  {groups}", "", "Fixed effects:"]
+        lines += [*self._random_effects_lines(), "", "Fixed effects:"]
         z = self.coef_ / self.coef_se_
         fixed = pd.DataFrame(
             {

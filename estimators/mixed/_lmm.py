@@ -35,6 +35,7 @@ from estimators.mixed._deviance import (
     theta_lower_bounds,
     theta_start,
 )
+from estimators.mixed._fitted import VARCORR_COLUMNS, FittedMixedModel, varcorr_rows
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._profile import profile_intervals
@@ -49,7 +50,7 @@ from estimators.mixed._update import (
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
 
 
-class MixedLM(RegressorMixin, BaseEstimator):
+class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     """Linear mixed model in lme4's formula syntax, fitted by the profiled deviance.
 
     ``y = X beta + Z b + e`` with ``b ~ N(0, sigma^2 Lambda Lambda')`` and
@@ -331,13 +332,6 @@ class MixedLM(RegressorMixin, BaseEstimator):
             return self.fit(X, y)
         return self.update(X, y)
 
-    def _used_columns(self) -> set:
-        """Columns of X the formula reads, apart from the response."""
-        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
-        for term in self._design_terms:
-            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
-        return used
-
     def _drop_missing(self, parsed, frame: pd.DataFrame, y: Any):
         used = set(required_columns(parsed.fixed))
         for term in parsed.random:
@@ -424,28 +418,10 @@ class MixedLM(RegressorMixin, BaseEstimator):
         self.varcorr_ = self._varcorr()
 
     def _varcorr(self) -> pd.DataFrame:
-        rows = []
-        for term, T in zip(self._design_terms, self._objective.templates(self.theta_), strict=True):
-            covariance = self.sigma_**2 * (T @ T.T)
-            sd = np.sqrt(np.diag(covariance))
-            for i, name in enumerate(term.columns):
-                rows.append((term.spec.group, name, None, covariance[i, i], sd[i]))
-            for j in range(term.q):
-                for i in range(j + 1, term.q):
-                    correlation = (
-                        covariance[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                    )
-                    rows.append(
-                        (
-                            term.spec.group,
-                            term.columns[j],
-                            term.columns[i],
-                            covariance[i, j],
-                            correlation,
-                        )
-                    )
+        templates = self._objective.templates(self.theta_)
+        rows = varcorr_rows(self._design_terms, templates, self.sigma_**2)
         rows.append(("Residual", None, None, self.sigma_**2, self.sigma_))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     # -- prediction ------------------------------------------------------------------
     def predict(
@@ -477,41 +453,20 @@ class MixedLM(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=False)
-        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
-        for term in self._design_terms:
-            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
-        missing = [c for c in sorted(used) if c not in frame.columns]
-        if missing:
-            raise ValueError(f"predict: column(s) {missing} not found in X")
-        check_finite(frame, sorted(used))
-        fixed = np.asarray(self._fixed_spec.get_model_matrix(frame), dtype=float)[
-            :, self._fixed_kept
-        ]
+        fixed = self._fixed_matrix(frame)
         prediction = fixed @ self.coef_.to_numpy()
         variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)
         variance += self.sigma_**2
-        groups = {term.spec.group for term in self._design_terms}
-        if include_random is True:
-            selected = groups
-        elif include_random is False:
-            selected = set()
-        else:
-            selected = set(include_random)
-            unknown = selected - groups
-            if unknown:
-                raise ValueError(
-                    f"include_random: unknown grouping factor(s) {sorted(unknown)}; "
-                    f"the model has {sorted(groups)}"
-                )
+        selected = self._included_factors(include_random)
         templates = self._objective.templates(self.theta_)
         for term, T, b, cov in zip(
             self._design_terms, templates, self._term_b, self._term_cov, strict=True
         ):
-            codes = term.levels.get_indexer(factor_values(frame, term.spec.group_cols))
+            group = factor_values(frame, term.spec.group_cols)
+            codes = term.levels.get_indexer(group)
             values = np.asarray(term.model_spec.get_model_matrix(frame), dtype=float)
             unseen = codes < 0
             if unseen.any() and self.new_levels == "error":
-                group = factor_values(frame, term.spec.group_cols)
                 raise unseen_levels_error(term.spec.group, group[unseen])
             if term.spec.group in selected:
                 seen = ~unseen
@@ -586,34 +541,8 @@ class MixedLM(RegressorMixin, BaseEstimator):
             f"Formula: {self.formula}",
             f"{criterion}: {self.objective_:.4f}    logLik: {self.loglik_:.4f}",
             "",
-            "Random effects:",
         ]
-        table = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
-        for term in self._design_terms:
-            block = self.varcorr_[
-                (self.varcorr_["grp"] == term.spec.group) & self.varcorr_["var1"].isin(term.columns)
-            ]
-            variances = block[block["var2"].isna()]
-            correlations = block[block["var2"].notna()]
-            for i, row in enumerate(variances.itertuples()):
-                corr = correlations[correlations["var2"] == row.var1]["sdcor"].tolist()
-                table.append(
-                    (
-                        term.spec.group if i == 0 else "",
-                        row.var1,
-                        f"{row.vcov:.4g}",
-                        f"{row.sdcor:.4g}",
-                        " ".join(f"{c:.2f}" for c in corr),
-                    )
-                )
-        table.append(("Residual", "", f"{self.sigma_**2:.4g}", f"{self.sigma_:.4g}", ""))
-        widths = [max(len(row[k]) for row in table) for k in range(5)]
-        lines += [
-            " " + " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        ]
-        groups = ", ".join(f"{g}, {n}" for g, n in self.n_levels_.items())
-        lines += [f"Number of obs: {self.n_obs_}, groups:  {groups}", "", "Fixed effects:"]
+        lines += [*self._random_effects_lines(residual_sd=self.sigma_), "", "Fixed effects:"]
         fixed = pd.DataFrame(
             {
                 "Estimate": self.coef_,

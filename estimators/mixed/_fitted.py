@@ -1,0 +1,116 @@
+"""What a fitted linear and a fitted generalized mixed model share: variance components
+in lme4's layout, the fixed-effects part of a prediction, which random-effects terms a
+prediction includes, and the random-effects block of a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from estimators.mixed._design import check_finite, required_columns
+
+VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
+
+
+def varcorr_rows(terms: Sequence[Any], templates: Sequence[np.ndarray], scale: float) -> list:
+    """Rows of ``VarCorr`` (grp, var1, var2, vcov, sdcor) for the random-effects terms:
+    the variances and standard deviations of each term's columns, then the correlations
+    of each pair; ``scale`` multiplies the relative covariance ``T T'`` (sigma squared
+    for a linear model, 1 for a generalized one)."""
+    rows = []
+    for term, T in zip(terms, templates, strict=True):
+        covariance = scale * (T @ T.T)
+        sd = np.sqrt(np.diag(covariance))
+        for i, name in enumerate(term.columns):
+            rows.append((term.spec.group, name, None, covariance[i, i], sd[i]))
+        for j in range(term.q):
+            for i in range(j + 1, term.q):
+                product = sd[i] * sd[j]
+                correlation = covariance[i, j] / product if product > 0 else np.nan
+                rows.append(
+                    (
+                        term.spec.group,
+                        term.columns[j],
+                        term.columns[i],
+                        covariance[i, j],
+                        correlation,
+                    )
+                )
+    return rows
+
+
+class FittedMixedModel:
+    """Shared methods of MixedLM and MixedGLM once fitted (they set ``_parsed``,
+    ``_design_terms``, ``_fixed_spec``, ``_fixed_kept``, ``varcorr_``, ``n_levels_``
+    and ``n_obs_``)."""
+
+    def _used_columns(self) -> set:
+        """Columns of X the formula reads, apart from the response."""
+        used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
+        for term in self._design_terms:
+            used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
+        return used
+
+    def _fixed_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The fitted fixed-effects columns for new rows, after checking that every
+        column the formula uses is there and finite."""
+        used = self._used_columns()
+        missing = [c for c in sorted(used) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"predict: column(s) {missing} not found in X")
+        check_finite(frame, sorted(used))
+        return np.asarray(self._fixed_spec.get_model_matrix(frame), dtype=float)[
+            :, self._fixed_kept
+        ]
+
+    def _included_factors(self, include_random: bool | Sequence[str]) -> set:
+        """The grouping factors whose random effects a prediction includes."""
+        groups = {term.spec.group for term in self._design_terms}
+        if include_random is True:
+            return groups
+        if include_random is False:
+            return set()
+        selected = set(include_random)
+        unknown = selected - groups
+        if unknown:
+            raise ValueError(
+                f"include_random: unknown grouping factor(s) {sorted(unknown)}; "
+                f"the model has {sorted(groups)}"
+            )
+        return selected
+
+    def _random_effects_lines(self, residual_sd: float | None = None) -> list[str]:
+        """The "Random effects:" table of lme4's summary and its counts line; a
+        ``Residual`` row when ``residual_sd`` is given."""
+        table = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
+        for term in self._design_terms:
+            block = self.varcorr_[
+                (self.varcorr_["grp"] == term.spec.group) & self.varcorr_["var1"].isin(term.columns)
+            ]
+            variances = block[block["var2"].isna()]
+            correlations = block[block["var2"].notna()]
+            for i, row in enumerate(variances.itertuples()):
+                corr = correlations[correlations["var2"] == row.var1]["sdcor"].tolist()
+                table.append(
+                    (
+                        term.spec.group if i == 0 else "",
+                        row.var1,
+                        f"{row.vcov:.4g}",
+                        f"{row.sdcor:.4g}",
+                        " ".join(f"{c:.2f}" for c in corr),
+                    )
+                )
+        if residual_sd is not None:
+            table.append(("Residual", "", f"{residual_sd**2:.4g}", f"{residual_sd:.4g}", ""))
+        widths = [max(len(row[k]) for row in table) for k in range(5)]
+        lines = ["Random effects:"]
+        lines += [
+            " " + " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        ]
+        groups = ", ".join(f"{g}, {n}" for g, n in self.n_levels_.items())
+        lines.append(f"Number of obs: {self.n_obs_}, groups:  {groups}")
+        return lines
