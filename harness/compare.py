@@ -145,9 +145,7 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
     # Smaller is better after rank_value, whatever the metric's direction.
     ok["_loss"] = metric_registry.info(primary).rank_value(ok[primary].astype(float))
     ok["rank"] = ok.groupby(PAIR_KEYS)["_loss"].rank(ascending=True, method="average")
-    ok["ratio"] = (
-        ok["test_train_ratio"] if "test_train_ratio" in ok else ok["n_test"] / ok["n_train"]
-    )
+    ok["ratio"] = fold_ratios(ok)
     records = []
     for (scenario, split), group in ok.groupby(["scenario", "split"], sort=False):
         reference = group[group["estimator"] == baseline].set_index(PAIR_KEYS)

@@ -51,7 +51,7 @@ import estimators
 import simulators
 from harness import metrics as metric_registry
 from harness import splits as split_registry
-from simulators._params import flatten, suggest
+from simulators._params import flatten, is_number, suggest
 
 BACKENDS: tuple[str, ...] = ("loky", "dask")
 
@@ -260,9 +260,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             f"Estimator labels: {', '.join(labels)}"
         )
     time_limit = raw.get("time_limit")
-    if time_limit is not None and (
-        not isinstance(time_limit, int | float) or isinstance(time_limit, bool) or time_limit <= 0
-    ):
+    if time_limit is not None and (not is_number(time_limit) or time_limit <= 0):
         raise ConfigError(f"time_limit: expected a positive number of seconds, got {time_limit!r}")
     backend = raw.get("backend", "loky")
     if backend not in BACKENDS:
@@ -467,13 +465,13 @@ def _split(item: Any, path: str) -> SplitSpec:
         cuts = item.get("cut", 0.8)
         cuts = cuts if isinstance(cuts, list) else [cuts]
         for k, value in enumerate(cuts):
-            if not _is_number(value) or not 0 < value < 1:
+            if not is_number(value) or not 0 < value < 1:
                 raise ConfigError(
                     f"{path}.cut: expected a fraction of the rows in (0, 1) or a list of them, "
                     f"got {cuts[k]!r}"
                 )
         gap = item.get("gap", 0)
-        if not _is_number(gap) or gap < 0:
+        if not is_number(gap) or gap < 0:
             raise ConfigError(f"{path}.gap: expected a time span >= 0, got {gap!r}")
         cut = tuple(float(value) for value in cuts)
         return SplitSpec(scheme=scheme, folds=len(cut), by=by, cut=cut, gap=float(gap))
@@ -482,10 +480,6 @@ def _split(item: Any, path: str) -> SplitSpec:
         return SplitSpec(scheme=scheme, folds=1, by=by, draws=draws)
     folds = _integer(item.get("folds", 5), f"{path}.folds", minimum=2)
     return SplitSpec(scheme=scheme, folds=folds, by=by, shuffle=shuffle)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _estimators(items: list) -> tuple[EstimatorSpec, ...]:

@@ -59,6 +59,30 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
     return params
 
 
+def skip_reason(spec: EstimatorSpec, dataset: Dataset) -> str | None:
+    """Why the estimator cannot apply to the data (its dependency is missing, it does
+    not model the data's family, it needs a grouping factor the data lacks), or None."""
+    entry = estimators.info(spec.name)
+    reason = entry.missing_reason()
+    if reason is None and dataset.family not in entry.families:
+        reason = f"{entry.name} does not support the {dataset.family} family"
+    if reason is None and entry.needs_groups and not dataset.groups:
+        reason = f"{entry.name} needs a grouping factor and the data has none"
+    return reason
+
+
+def build_estimator(spec: EstimatorSpec, dataset: Dataset, seed: int) -> tuple[Any, dict]:
+    """The unfitted estimator of ``spec`` for ``dataset`` (its family's variant, the
+    roles the config left out filled from the data) and the parameters it got; a
+    ``random_state`` the config did not set becomes ``seed``."""
+    params = fill_roles(spec, dataset)
+    estimator = estimators.get(spec.name, family=dataset.family, **params)
+    if "random_state" in estimator.get_params(deep=False) and "random_state" not in params:
+        params["random_state"] = seed
+        estimator.set_params(random_state=seed)
+    return estimator, params
+
+
 def _encode(value: Any) -> Any:
     """Parameter values as table cells: scalars as they are, anything else as JSON."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -206,20 +230,11 @@ def run_job(
         # data; fresh draws are independent of it.
         "test_train_ratio": 0.0 if test_data is not None else fold.test.size / fold.train.size,
     }
-    entry = estimators.info(job.estimator.name)
-    reason = entry.missing_reason()
-    if reason is None and dataset.family not in entry.families:
-        reason = f"{entry.name} does not support the {dataset.family} family"
-    if reason is None and entry.needs_groups and not dataset.groups:
-        reason = f"{entry.name} needs a grouping factor and the data has none"
+    reason = skip_reason(job.estimator, dataset)
     if reason is not None:
         return _failed(row, RuntimeError(reason), status="skipped")
     try:
-        params = fill_roles(job.estimator, dataset)
-        estimator = estimators.get(job.estimator.name, family=dataset.family, **params)
-        if "random_state" in estimator.get_params(deep=False) and "random_state" not in params:
-            params["random_state"] = stable_seed(job.job_id)
-            estimator.set_params(random_state=params["random_state"])
+        estimator, params = build_estimator(job.estimator, dataset, stable_seed(job.job_id))
         row |= {f"est.{key}": _encode(value) for key, value in sorted(params.items())}
         X, y = dataset.X, dataset.y.to_numpy()
         y_test = test_source.y.to_numpy()[fold.test]

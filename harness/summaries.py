@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-import estimators
 import simulators
 from harness import metrics as metric_registry
 from harness.config import Config
 from harness.jobs import expand, stable_seed
-from harness.runner import fill_roles
+from harness.runner import build_estimator, skip_reason
 
 
 def _confint(model: Any) -> pd.DataFrame | None:
@@ -84,17 +83,14 @@ def _variance_components(model: Any, intervals: pd.DataFrame | None) -> list[dic
 def fit_summary(spec: Any, dataset: Any) -> dict[str, Any]:
     """Fit ``spec`` on all of ``dataset`` and summarise the fit (or record why not)."""
     summary: dict[str, Any] = {"estimator": spec.label, "name": spec.name}
-    entry = estimators.info(spec.name)
-    if dataset.family not in entry.families or entry.missing_reason() is not None:
-        summary["skipped"] = entry.missing_reason() or f"does not support {dataset.family}"
+    reason = skip_reason(spec, dataset)
+    if reason is not None:
+        summary["skipped"] = reason
         return summary
     try:
-        params = fill_roles(spec, dataset)
-        model = estimators.get(spec.name, family=dataset.family, **params)
+        model, _ = build_estimator(spec, dataset, stable_seed(spec.label, dataset.meta["hash"]))
         if "standard_errors" in model.get_params(deep=False):
             model.set_params(standard_errors=True)  # a summary is about inference
-        if "random_state" in model.get_params(deep=False) and "random_state" not in params:
-            model.set_params(random_state=stable_seed(spec.label, dataset.meta["hash"]))
         model.fit(dataset.X, dataset.y.to_numpy())
         intervals = _confint(model)
         summary["coefficients"] = _coefficients(model, intervals)
