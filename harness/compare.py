@@ -111,6 +111,16 @@ def fold_ratios(rows: pd.DataFrame) -> np.ndarray:
     return (rows["n_test"] / rows["n_train"]).to_numpy(dtype=float)
 
 
+def fold_ranks(rows: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """Each row's loss on ``column`` (smaller is better whatever the metric's direction;
+    ``column`` may be a breakdown such as ``rmse@seen``) and its rank among the
+    estimators of its fold (1 is best, ties share the average rank)."""
+    metric = metric_registry.info(column.split("@")[0])
+    loss = metric.rank_value(rows[column].astype(float))
+    rank = loss.groupby([rows[key] for key in PAIR_KEYS]).rank(method="average")
+    return loss, rank
+
+
 def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.DataFrame:
     """Mean of each metric with its interval, difference to the baseline, mean rank and
     win rate.
@@ -142,9 +152,7 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
     if ok.empty:
         return pd.DataFrame(columns=columns)
     primary = metrics[0]
-    # Smaller is better after rank_value, whatever the metric's direction.
-    ok["_loss"] = metric_registry.info(primary).rank_value(ok[primary].astype(float))
-    ok["rank"] = ok.groupby(PAIR_KEYS)["_loss"].rank(ascending=True, method="average")
+    ok["_loss"], ok["rank"] = fold_ranks(ok, primary)
     ok["ratio"] = fold_ratios(ok)
     records = []
     for (scenario, split), group in ok.groupby(["scenario", "split"], sort=False):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness import metrics as metric_registry
-from harness.compare import PAIR_KEYS, fold_ratios, stratified_interval
+from harness.compare import PAIR_KEYS, fold_ranks, fold_ratios, stratified_interval
 
 
 def _pct(value: float, signed: bool = False) -> str:
@@ -94,13 +94,11 @@ def compare(rows: pd.DataFrame, a: str, b: str, column: str) -> Comparison | Non
 
 def _ranked(rows: pd.DataFrame, column: str) -> list[str]:
     """Estimators by mean rank on ``column`` within each fold (best first)."""
-    metric = metric_registry.info(column.split("@")[0])
-    usable = rows[rows[column].notna()].copy()
+    usable = rows[rows[column].notna()]
     if usable.empty:
         return []
-    usable["_loss"] = metric.rank_value(usable[column].astype(float))
-    usable["_rank"] = usable.groupby(PAIR_KEYS)["_loss"].rank(method="average")
-    return list(usable.groupby("estimator")["_rank"].mean().sort_values().index)
+    _, rank = fold_ranks(usable, column)
+    return list(rank.groupby(usable["estimator"]).mean().sort_values().index)
 
 
 def _buckets(rows: pd.DataFrame, metric: str) -> list[tuple[str, str]]:

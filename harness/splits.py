@@ -261,7 +261,7 @@ def check_no_leakage(
                 f"temporal: a training row is not more than {gap:g} before every test row"
             )
         return
-    factor = by if by is not None else (dataset.groups[0] if dataset.groups else None)
+    factor = split_factor(dataset, by)
     if scheme == "random" or factor is None:
         return
     column = dataset.frame[factor].to_numpy()
