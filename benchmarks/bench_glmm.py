@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _rscript import run_r
 
 import estimators
 import simulators
@@ -47,7 +46,6 @@ import simulators
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "estimators" / "fixtures" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_glmm.json"
-OPENBLAS_DIR = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
 LME4_TIMEOUT = 1200.0  # seconds; glmer on millions of rows may take far longer
 
 GLMER_SCRIPT = r"""
@@ -154,14 +152,6 @@ def time_ours(case: Case) -> dict[str, Any]:
     }
 
 
-def lme4_environment() -> dict[str, str]:
-    """Environment for Rscript: R's BLAS switched to OpenBLAS where it is installed."""
-    env = dict(os.environ)
-    if OPENBLAS_DIR.is_dir():
-        env["R_LD_LIBRARY_PATH"] = str(OPENBLAS_DIR)
-    return env
-
-
 def run_glmer(case: Case, workdir: Path, timeout: float = LME4_TIMEOUT) -> dict[str, Any]:
     csv = workdir / "case.csv"  # case names hold characters such as "/"
     case.frame.to_csv(csv, index=False)
@@ -170,19 +160,12 @@ def run_glmer(case: Case, workdir: Path, timeout: float = LME4_TIMEOUT) -> dict[
     command = ["Rscript", str(script), str(csv), case.formula_r, ",".join(case.factors)]
     command.append(str(case.lme4_repeats))
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=lme4_environment(), timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        # Reading the CSV counts against the limit too; it is seconds against minutes.
-        return {"status": "timeout", "reason": f"did not finish in {timeout:.0f} s"}
+        result = run_r(command, timeout)
     finally:
         csv.unlink(missing_ok=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
-    if done.returncode != 0 or not lines:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"status": "error", "reason": f"Rscript exited with {done.returncode}: {tail}"}
-    out = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    if result["status"] != "ok":
+        return result
+    out = result["out"]
     return {
         "status": "ok",
         "seconds": statistics.median(np.atleast_1d(out["seconds"])),

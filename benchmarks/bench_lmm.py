@@ -37,7 +37,6 @@ The table goes to stdout and, as JSON, to ``benchmarks/results/bench_lmm.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import re
@@ -58,6 +57,7 @@ from typing import Any
 import pandas as pd
 from _memory import MB, peak_rss_kb, vm_hwm_kb
 from _results import machine, write_results
+from _rscript import r_environment, run_r
 
 import estimators
 import simulators
@@ -65,7 +65,6 @@ import simulators
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "estimators" / "fixtures" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_lmm.json"
-OPENBLAS_DIR = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
 GNU_TIME = Path("/usr/bin/time")
 
 TARGET_OURS_OVER_LME4 = 0.5  # ours should take at most half of lme4's time
@@ -355,14 +354,6 @@ cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "
 """
 
 
-def lme4_environment() -> dict[str, str]:
-    """Environment for Rscript: R's BLAS switched to OpenBLAS where it is installed."""
-    env = dict(os.environ)
-    if OPENBLAS_DIR.is_dir():
-        env["R_LD_LIBRARY_PATH"] = str(OPENBLAS_DIR)
-    return env
-
-
 def lme4_unavailable() -> str | None:
     """Why lme4 cannot be run, or None when Rscript, lme4 and jsonlite are there."""
     if shutil.which("Rscript") is None:
@@ -372,7 +363,7 @@ def lme4_unavailable() -> str | None:
         "if (!requireNamespace(p, quietly = TRUE)) { cat(p); quit(status = 3) }"
     )
     done = subprocess.run(
-        ["Rscript", "-e", check], capture_output=True, text=True, env=lme4_environment()
+        ["Rscript", "-e", check], capture_output=True, text=True, env=r_environment()
     )
     if done.returncode != 0:
         return f"R package {done.stdout.strip() or '?'} is not installed ({done.stderr.strip()})"
@@ -406,18 +397,14 @@ def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", "-o", str(report), *command]
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=lme4_environment(), timeout=LME4_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": "error", "reason": f"Rscript ran longer than {LME4_TIMEOUT:.0f} s"}
+        result = run_r(command, LME4_TIMEOUT)
     finally:
         csv.unlink(missing_ok=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
-    if done.returncode != 0 or not lines:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"status": "error", "reason": f"Rscript exited with {done.returncode}: {tail}"}
-    out = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    if result["status"] == "timeout":
+        return {"status": "error", "reason": f"Rscript ran longer than {LME4_TIMEOUT:.0f} s"}
+    if result["status"] != "ok":
+        return result
+    out = result["out"]
     peak_kb, measure = out["exit_hwm_kb"], "VmHWM of the R process at exit"
     if GNU_TIME.exists():
         found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report.read_text())
