@@ -243,3 +243,18 @@ def add_group_effects(
         seen = codes >= 0
         prediction[seen] += effects[name].to_numpy()[codes[seen]]
     return prediction
+
+
+def linear_predictor(model: Any, X: Any) -> np.ndarray:
+    """``intercept_ + features @ coef_`` plus the effect of each row's seen levels, for
+    the fitted linear-in-dummies models (fixed effects, ridge, logistic): they set
+    ``intercept_``, ``coef_``, ``feature_cols_``, ``levels_`` and ``group_effects_``.
+    Unseen levels add 0, or raise under ``new_levels="error"``."""
+    check_policy(model.new_levels)
+    frame = validated_frame(model, X, reset=False)
+    check_columns(frame, list(model.levels_), "group_cols")
+    features = numeric_matrix(frame, model.feature_cols_, "feature_cols")
+    prediction = model.intercept_ + features @ model.coef_.to_numpy()
+    return add_group_effects(
+        prediction, frame, model.levels_, model.group_effects_, model.new_levels
+    )

@@ -26,11 +26,11 @@ from sklearn.utils.validation import check_is_fitted
 from estimators._baselines import HistGBM
 from estimators._columns import (
     LevelCodes,
-    add_group_effects,
     as_target,
     check_columns,
     check_policy,
     default_features,
+    linear_predictor,
     numeric_matrix,
     validated_frame,
 )
@@ -108,11 +108,7 @@ class _LogisticOnGroups(RegressorMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of 0 and 1 per row, shape (n, 2)."""
         check_is_fitted(self, "model_")
-        frame = validated_frame(self, X, reset=False)
-        check_columns(frame, list(self.levels_), "group_cols")
-        features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
-        logit = self.intercept_ + features @ self.coef_.to_numpy()
-        add_group_effects(logit, frame, self.levels_, self.group_effects_, self.new_levels)
+        logit = linear_predictor(self, X)
         probability = 1.0 / (1.0 + np.exp(-logit))
         return np.column_stack([1.0 - probability, probability])
 

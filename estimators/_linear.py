@@ -23,11 +23,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
     LevelCodes,
-    add_group_effects,
     as_target,
     check_columns,
     check_policy,
     default_features,
+    linear_predictor,
     numeric_matrix,
     validated_frame,
 )
@@ -402,14 +402,7 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted outcome: population part plus the effect of each seen level."""
         check_is_fitted(self, "coef_")
-        check_policy(self.new_levels)
-        frame = validated_frame(self, X, reset=False)
-        check_columns(frame, list(self.levels_), "group_cols")
-        features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
-        prediction = self.intercept_ + features @ self.coef_.to_numpy()
-        return add_group_effects(
-            prediction, frame, self.levels_, self.group_effects_, self.new_levels
-        )
+        return linear_predictor(self, X)
 
     def _summary_header(self) -> list[str]:
         factors = ", ".join(
