@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import polars as pl
@@ -280,11 +285,6 @@ def test_dask_local_cluster_gives_the_same_results(small_config, tmp_path):
 
 
 def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(small_config, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(small_config.source)
     out = tmp_path / "out"
@@ -294,10 +294,7 @@ def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(small_config,
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(rows.glob("*.parquet"))) < 20:
         time.sleep(0.05)
-    os_pgid = process.pid
-    import os
-
-    os.killpg(os_pgid, signal.SIGKILL)  # the runner and its workers, without warning
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and its workers, without warning
     process.wait()
     done_before = len(list(rows.glob("*.parquet")))
     assert 20 <= done_before < 90
