@@ -65,6 +65,25 @@ def _block_diagonal(blocks: np.ndarray) -> sp.bsr_matrix:
 
 
 @dataclass
+class Elimination:
+    """The system left after eliminating the first term at one theta.
+
+    With ``L21_R``, ``L21_X``, ``L21_y`` the first term's factor rows, the Schur
+    complement of the rest is ``[RR + I, RX, Ry; ., XX, Xy; ., ., yy]`` minus the outer
+    product of ``[L21_R; L21_X; L21_y]`` with itself.
+    """
+
+    templates: list[np.ndarray]
+    L11: np.ndarray  # (levels1, q1, q1)
+    L21_R: sp.csr_matrix  # (n_rest, q1 * levels1)
+    L21_X: np.ndarray  # (p, q1 * levels1)
+    L21_y: np.ndarray  # (q1 * levels1,)
+    RR: sp.csr_matrix  # Lambda_r' Zr'Zr Lambda_r
+    RX: np.ndarray  # Lambda_r' Zr'X
+    Ry: np.ndarray  # Lambda_r' Zr'y
+
+
+@dataclass
 class Factor:
     """The blocked Cholesky factor at one theta, with what the fit needs from it."""
 
@@ -131,8 +150,15 @@ class ProfiledDeviance:
         ]
         return sp.block_diag(blocks, format="csr") if blocks else sp.csr_matrix((0, 0))
 
-    def factor(self, theta: np.ndarray) -> Factor:
-        """The blocked Cholesky factor at ``theta``; raises LinAlgError if not definite."""
+    def eliminate(self, theta: np.ndarray, rest: bool = True) -> Elimination:
+        """The first term eliminated at ``theta`` (its block factored level by level).
+
+        What remains is the system in the other terms, the fixed effects and the
+        response, whose Schur complement the exact solver factors densely and the
+        iterative solver applies as an operator. With ``rest=False`` (the iterative
+        solver, scalar terms) the scaled sparse blocks ``L21_R`` and ``RR`` are left
+        empty. Raises LinAlgError if not definite.
+        """
         c = self.cross
         templates = self.templates(np.asarray(theta, dtype=float))
         T1 = templates[0]
@@ -149,51 +175,68 @@ class ProfiledDeviance:
             BM = _block_diagonal(np.einsum("ik,jlk->jil", T1, np.linalg.inv(L11)))
             L21_X = np.asarray(BM.T @ c.Z1X).T
             L21_y = np.asarray(BM.T @ c.Z1y)
+        if not self.n_rest:
+            empty = sp.csr_matrix((0, L21_y.size))
+            return Elimination(
+                templates, L11, empty, L21_X, L21_y, sp.csr_matrix((0, 0)),
+                np.zeros((0, c.p)), np.zeros(0),
+            )  # fmt: skip
+        if self._rest_scalar:
+            # Lambda of scalar terms is diagonal: scale the stored nonzeros directly.
+            lam = np.repeat([T[0, 0] for T in templates[1:]], self.levels[1:])
+            if not rest:
+                empty = sp.csr_matrix((self.n_rest, L21_y.size))
+                return Elimination(
+                    templates, L11, empty, L21_X, L21_y, sp.csr_matrix((self.n_rest,) * 2),
+                    c.ZrX * lam[:, None], c.Zry * lam,
+                )  # fmt: skip
+            L21_R = c.ZrZ1.copy()
+            L21_R.data = L21_R.data * lam[self._zrz1_rows]
+            if q1 == 1:
+                L21_R.data *= scale[L21_R.indices]
+            else:
+                L21_R = (L21_R @ BM).tocsr()
+            RR = c.ZrZr.copy()
+            RR.data = RR.data * lam[self._zrzr_rows] * lam[RR.indices]
+            RX, Ry = c.ZrX * lam[:, None], c.Zry * lam
+        else:
+            Lr = self.lambda_rest(templates)
+            L21_R = Lr.T @ c.ZrZ1
+            L21_R = (L21_R @ (BM if q1 > 1 else sp.diags(scale))).tocsr()
+            RR = (Lr.T @ c.ZrZr @ Lr).tocsr()
+            RX, Ry = np.asarray(Lr.T @ c.ZrX), np.asarray(Lr.T @ c.Zry)
+        return Elimination(templates, L11, L21_R, L21_X, L21_y, RR, RX, Ry)
+
+    def factor(self, theta: np.ndarray) -> Factor:
+        """The blocked Cholesky factor at ``theta``; raises LinAlgError if not definite."""
+        c = self.cross
+        e = self.eliminate(theta)
         n_rest, p = self.n_rest, c.p
         size = n_rest + p + 1
         S = np.zeros((size, size))  # toarray(out=S) below adds into S in some SciPy versions
         if n_rest:
-            if self._rest_scalar:
-                # Lambda of scalar terms is diagonal: scale the stored nonzeros directly.
-                lam = np.repeat([T[0, 0] for T in templates[1:]], self.levels[1:])
-                L21_R = c.ZrZ1.copy()
-                L21_R.data = L21_R.data * lam[self._zrz1_rows]
-                if q1 == 1:
-                    L21_R.data *= scale[L21_R.indices]
-                else:
-                    L21_R = (L21_R @ BM).tocsr()
-                RR = c.ZrZr.copy()
-                RR.data = RR.data * lam[self._zrzr_rows] * lam[RR.indices]
-                RX, Ry = c.ZrX * lam[:, None], c.Zry * lam
-            else:
-                Lr = self.lambda_rest(templates)
-                L21_R = Lr.T @ c.ZrZ1
-                L21_R = (L21_R @ (BM if q1 > 1 else sp.diags(scale))).tocsr()
-                RR = (Lr.T @ c.ZrZr @ Lr).tocsr()
-                RX, Ry = np.asarray(Lr.T @ c.ZrX), np.asarray(Lr.T @ c.Zry)
             C = sp.vstack(
-                [L21_R, sp.csr_matrix(L21_X), sp.csr_matrix(L21_y[None, :])], format="csr"
+                [e.L21_R, sp.csr_matrix(e.L21_X), sp.csr_matrix(e.L21_y[None, :])], format="csr"
             )
             # S = A22 - C C': start from -C C' and add A22 block by block.
             (C @ C.T).toarray(out=S)
             np.negative(S, out=S)
-            RR = RR.tocoo()
+            RR = e.RR.tocoo()
             S[RR.row, RR.col] += RR.data
             S[np.arange(n_rest), np.arange(n_rest)] += 1.0
-            S[n_rest : n_rest + p, :n_rest] += RX.T
-            S[-1, :n_rest] += Ry
-            S[:n_rest, n_rest : n_rest + p] += RX
-            S[:n_rest, -1] += Ry
+            S[n_rest : n_rest + p, :n_rest] += e.RX.T
+            S[-1, :n_rest] += e.Ry
+            S[:n_rest, n_rest : n_rest + p] += e.RX
+            S[:n_rest, -1] += e.Ry
         else:
-            L21_R = sp.csr_matrix((0, L21_y.size))
-            dense = np.vstack([L21_X, L21_y[None, :]])
+            dense = np.vstack([e.L21_X, e.L21_y[None, :]])
             np.negative(dense @ dense.T, out=S)
         S[n_rest : n_rest + p, n_rest : n_rest + p] += c.XX
         S[n_rest : n_rest + p, -1] += c.Xy
         S[-1, n_rest : n_rest + p] += c.Xy
         S[-1, -1] += c.yy
         LS = scipy.linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
-        return Factor(templates, L11, L21_R, L21_X, L21_y, LS, self.n_rest, c.p)
+        return Factor(e.templates, e.L11, e.L21_R, e.L21_X, e.L21_y, LS, self.n_rest, c.p)
 
     def from_factor(self, factor: Factor) -> float:
         """The objective's value from a factor."""
@@ -393,10 +436,16 @@ def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDev
     else:
         start = int(sum(q * n for q, n in zip(qs[1:term], levels[1:term], strict=True)))
         q, n = qs[term], levels[term]
-        index = start + np.arange(n)[:, None] * q + np.arange(q)[None, :]
-        block = c.ZrZr[start : start + q * n][:, start : start + q * n].toarray()
-        local = index - start
-        G = block[local[:, :, None], local[:, None, :]]
+        # A term's own block of Zr'Zr is block-diagonal (one q x q block per level):
+        # gather those entries, never the dense q n x q n square.
+        block = c.ZrZr[start : start + q * n][:, start : start + q * n].tocoo()
+        own = block.row // q == block.col // q
+        G = np.zeros((n, q, q))
+        np.add.at(
+            G,
+            (block.row[own] // q, block.row[own] % q, block.col[own] % q),
+            block.data[own],
+        )
         ZX, Zy = c.ZrX[start : start + q * n], c.Zry[start : start + q * n]
     empty = sp.csr_matrix((0, ZX.shape[0]))
     alone = CrossProducts(
@@ -438,6 +487,20 @@ def dense_size(qs: list[int], levels: list[int], p: int) -> int:
     return int(sum(q * n for q, n in zip(qs[1:], levels[1:], strict=True))) + p + 1
 
 
+def exact_memory_error(
+    owner: str, names: list[str], levels: list[int], size: int, need: float,
+    available: float | None, instead: str,
+) -> MemoryError:  # fmt: skip
+    """The error of a fit whose exact solver's dense block does not fit in memory."""
+    pairs = zip(names[1:], levels[1:], strict=True)
+    rest = ", ".join(f"{name}: {count:,} levels" for name, count in pairs)
+    return MemoryError(
+        f"{owner}: the exact solver factors a dense {size:,} x {size:,} matrix for the "
+        f"random effects after the largest factor ({rest}), about {need / 2**30:.1f} GB, but "
+        f"{(available or 0) / 2**30:.1f} GB of memory is available. {instead}"
+    )
+
+
 def check_memory(qs: list[int], levels: list[int], p: int, names: list[str], owner: str) -> None:
     """Refuse, before any work, a fit whose dense block would not fit in memory.
 
@@ -466,12 +529,9 @@ def check_memory(qs: list[int], levels: list[int], p: int, names: list[str], own
     need = 3 * size**2 * 8
     if available is None or need <= 0.8 * available:
         return
-    pairs = zip(names[1:], levels[1:], strict=True)
-    rest = ", ".join(f"{name}: {count:,} levels" for name, count in pairs)
-    raise MemoryError(
-        f"{owner}: the exact solver factors a dense {size:,} x {size:,} matrix for the "
-        f"random effects after the largest factor ({rest}), about {need / 2**30:.1f} GB, but "
-        f"{available / 2**30:.1f} GB of memory is available. The largest factor is handled "
-        "without that cost, so the crossed factors after it must have fewer levels (fewer "
-        "items, say); fixed_effects and ridge_onehot solve such designs sparsely."
-    )
+    raise exact_memory_error(
+        owner, names, levels, size, need, available,
+        "The largest factor is handled without that cost, so the crossed factors after it "
+        "must have fewer levels (fewer items, say); fixed_effects and ridge_onehot solve "
+        "such designs sparsely.",
+    )  # fmt: skip
