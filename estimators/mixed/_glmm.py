@@ -34,7 +34,7 @@ from estimators.mixed._design import (
 )
 from estimators.mixed._deviance import (
     ProfiledDeviance,
-    check_memory,
+    Solution,
     solve,
     theta_lower_bounds,
     theta_start,
@@ -43,9 +43,16 @@ from estimators.mixed._fitted import VARCORR_COLUMNS, FittedMixedModel, varcorr_
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._pirls import FAMILIES, Family, GlmmDeviance, Modes
+from estimators.mixed._pql import fit_pql
+from estimators.mixed._solvers import choose_solver
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
 HESSIAN_STEP = 1e-3  # central differences of the deviance for cov(beta)
+# solver="auto": the Laplace fit costs about ten linear-model fits (PIRLS at every
+# evaluation, two stages); it is kept while estimated under two minutes, since
+# penalised quasi-likelihood is an approximation of another kind, not just a solver.
+EXACT_SECONDS = 120.0
+EXACT_WORK = 10.0
 SCALES = ("response", "link")
 
 
@@ -102,6 +109,15 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         Column of X added to the linear predictor (log exposure for counts).
     new_levels : {"population", "error"}
         At predict time, a level not seen in fitting gets random effect 0 or raises.
+    solver : {"auto", "exact", "iterative"}
+        ``"exact"``: the Laplace approximation (or quadrature) with the exact factor,
+        as glmer. ``"iterative"`` (random intercepts only): penalised quasi-likelihood
+        with :class:`MixedLM`'s iterative solver for each working model, for crossed
+        factors too large to factor; an approximation whose variance components are
+        biased low for binary outcomes with few rows per unit (the scaling benchmark
+        measures it), with conditional standard errors and ``objective_`` the Laplace
+        value at its estimates (log-determinant estimated). ``"auto"`` takes the exact
+        fit while it fits in memory and is estimated under two minutes.
 
     Attributes
     ----------
@@ -167,6 +183,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         weights: str | None = None,
         offset: str | None = None,
         new_levels: str = "population",
+        solver: str = "auto",
     ) -> None:
         self.formula = formula
         self.family = family
@@ -174,6 +191,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self.weights = weights
         self.offset = offset
         self.new_levels = new_levels
+        self.solver = solver
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MixedGLM:
@@ -196,7 +214,6 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         qs = [term.q for term in design.terms]
         levels = [len(term.levels) for term in design.terms]
         names = [term.spec.group for term in design.terms]
-        check_memory(qs, levels, design.X.shape[1], names, "MixedGLM")
         if self.n_agq > 1 and (len(qs) != 1 or qs[0] != 1):
             raise ValueError(
                 f"n_agq={self.n_agq}: adaptive Gauss-Hermite quadrature needs a single "
@@ -220,6 +237,30 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             n_agq=int(self.n_agq),
             constant=constant,
         )
+        # Cross-products at the prior weights: the size of the problem for the choice.
+        sized = weighted_cross_products(deviance.matrices, y_rows, weight_rows)
+        choice = choose_solver(
+            self.solver,
+            ProfiledDeviance(sized, qs, levels, reml=False),
+            names,
+            "MixedGLM",
+            exact_seconds=EXACT_SECONDS,
+            exact_work=EXACT_WORK,
+        )
+        if choice.solver == "iterative":
+            if self.n_agq > 1:
+                raise ValueError(f"n_agq={self.n_agq}: quadrature needs solver='exact'")
+            self._fit_pql(parsed, design, deviance, saturated, dropped)
+        else:
+            self._fit_laplace(parsed, design, deviance, saturated, dropped)
+        self.n_patterns_ = int(len(y_rows))
+        self.solver_ = choice.solver
+        self.convergence_.update(solver=choice.solver, solver_reason=choice.reason)
+        return self
+
+    def _fit_laplace(self, parsed, design, deviance, saturated, dropped) -> None:
+        """glmer's two stages, each minimised by BOBYQA over the Laplace (AGQ) value."""
+        qs = deviance.qs
         lower = theta_lower_bounds(qs)
         # Stage 1 (glmer's nAGQ = 0): theta alone, beta inside PIRLS.
         theta, _, first = minimize_bobyqa(deviance.profiled, theta_start(qs), lower)
@@ -236,16 +277,47 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             raise FloatingPointError("the deviance is not finite at any (theta, beta) tried")
         theta, beta = deviance.split(parameters)
         modes = deviance.modes(theta, beta)
-        self._set_fitted(parsed, design, deviance, modes, value, saturated, dropped)
-        self.n_patterns_ = int(len(y_rows))
-        self.convergence_.update(stage1=first, stage2=second)
+        solution = self._conditional_solution(deviance, modes)
+        parameter_cov, method = self._hessian_cov(deviance, theta, beta)
+        if parameter_cov is None:
+            beta_cov, method = solution.beta_cov, "conditional"
+            theta_se = np.full(deviance.n_theta, np.nan)
+        else:
+            beta_cov = parameter_cov[deviance.n_theta :, deviance.n_theta :]
+            theta_se = np.sqrt(np.diag(parameter_cov)[: deviance.n_theta])
+        self._set_fitted(
+            parsed, design, deviance, modes.theta, modes.beta, modes.u, modes.eta, value,
+            saturated, dropped, solution, beta_cov, theta_se,
+        )  # fmt: skip
+        self.convergence_.update(
+            pirls_iterations=modes.iterations,
+            pirls_converged=modes.converged,
+            standard_errors=method,
+            stage1=first,
+            stage2=second,
+        )
         if not (first["converged"] and second["converged"] and modes.converged):
             warnings.warn(
                 f"MixedGLM: the fit stopped without converging ({self.convergence_})",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return self
+
+    def _fit_pql(self, parsed, design, deviance, saturated, dropped) -> None:
+        """Penalised quasi-likelihood with the iterative solver (``_pql``)."""
+        fit = fit_pql(deviance, theta_start(deviance.qs))
+        theta_se = np.full(deviance.n_theta, np.nan)
+        self._set_fitted(
+            parsed, design, deviance, fit.theta, fit.beta, fit.u, fit.eta, fit.laplace,
+            saturated, dropped, fit.solution, fit.solution.beta_cov, theta_se,
+        )  # fmt: skip
+        self.convergence_.update(fit.info, standard_errors="conditional")
+        if not fit.info["converged"]:
+            warnings.warn(
+                f"MixedGLM: penalised quasi-likelihood stopped without converging ({fit.info})",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     @staticmethod
     def _column(frame: pd.DataFrame, name: str | None, role: str, default: float) -> np.ndarray:
@@ -292,19 +364,10 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                     stacklevel=3,
                 )
 
-    def _set_fitted(
-        self,
-        parsed,
-        design: Design,
-        deviance: GlmmDeviance,
-        modes: Modes,
-        value: float,
-        saturated: float,
-        dropped: list[str],
-    ) -> None:
-        theta, beta = modes.theta, modes.beta
-        # Conditional (co)variances from the factor at the modes, with X included for
-        # the conditional cov(beta) that is used where the Hessian fails.
+    @staticmethod
+    def _conditional_solution(deviance: GlmmDeviance, modes: Modes) -> Solution:
+        """Conditional (co)variances from the exact factor at the modes, with X included
+        for the conditional cov(beta) that is used where the Hessian fails."""
         family = deviance.family
         mu = family.mean(modes.eta)
         mu_eta = family.mu_eta(mu)
@@ -313,17 +376,27 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             modes.eta - deviance.offset + (deviance.y - mu) / mu_eta,
             deviance.weights * mu_eta,
         )
-        solution = solve(
-            ProfiledDeviance(cross, deviance.qs, deviance.levels, False), theta, sigma=1.0
+        return solve(
+            ProfiledDeviance(cross, deviance.qs, deviance.levels, False), modes.theta, sigma=1.0
         )
-        parameter_cov, method = self._hessian_cov(deviance, theta, beta)
-        n_theta = deviance.n_theta
-        if parameter_cov is None:
-            beta_cov, method = solution.beta_cov, "conditional"
-            theta_se = np.full(n_theta, np.nan)
-        else:
-            beta_cov = parameter_cov[n_theta:, n_theta:]
-            theta_se = np.sqrt(np.diag(parameter_cov)[:n_theta])
+
+    def _set_fitted(
+        self,
+        parsed,
+        design: Design,
+        deviance: GlmmDeviance,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        u: np.ndarray,
+        eta: np.ndarray,
+        value: float,
+        saturated: float,
+        dropped: list[str],
+        solution: Solution,
+        beta_cov: np.ndarray,
+        theta_se: np.ndarray,
+    ) -> None:
+        family = deviance.family
         names = pd.Index(design.fixed_names, dtype=object)
         self._parsed = parsed
         self._deviance = deviance
@@ -339,13 +412,13 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         n_parameters = deviance.n_theta + deviance.p
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
-        kernel = family.kernel(deviance.y, deviance.weights, modes.eta)
+        kernel = family.kernel(deviance.y, deviance.weights, eta)
         self.deviance_ = float(np.sum(kernel) - saturated)
         self.n_obs_ = int(len(design.y))
         self.aic_ = self.objective_ + 2 * n_parameters
         self.bic_ = self.objective_ + np.log(self.n_obs_) * n_parameters
         self.dropped_columns_ = dropped
-        self._term_b = deviance.random_effects(self._templates, modes.u)
+        self._term_b = deviance.random_effects(self._templates, u)
         self._term_cov = solution.b_cov
         self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
             design.terms, self._term_b, self._term_cov
@@ -353,12 +426,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self.varcorr_ = self._varcorr()
         diagonal = np.isfinite(theta_lower_bounds(deviance.qs))
         self.is_singular_ = bool(np.any(theta[diagonal] < SINGULAR_TOLERANCE))
-        self.convergence_ = {
-            "pirls_iterations": modes.iterations,
-            "pirls_converged": modes.converged,
-            "singular": self.is_singular_,
-            "standard_errors": method,
-        }
+        self.convergence_ = {"singular": self.is_singular_}
 
     @staticmethod
     def _hessian_cov(

@@ -331,6 +331,7 @@ def test_clone_and_get_params():
         "weights": "size",
         "offset": None,
         "new_levels": "population",
+        "solver": "auto",
     }
     copy = clone(model)
     assert copy.get_params() == params
