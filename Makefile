@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark bench-lmm bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
+.PHONY: install test benchmark bench-lmm bench-scale bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ benchmark: install
 # Fit time and peak memory of MixedLM against lme4 and statsmodels (benchmarks/bench_lmm.py).
 bench-lmm: install
 	$(BIN)/python benchmarks/bench_lmm.py
+
+# Fit time, peak memory and accuracy of MixedLM's solvers from 100k to 10M crossed rows,
+# against the exact solver and lme4 where they still run (benchmarks/bench_scale.py).
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py
 
 # Time of MixedLM.update on ~1M crossed rows against a fit and a refit at fixed theta.
 bench-update: install

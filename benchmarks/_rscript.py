@@ -9,6 +9,38 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+# R code shared by the lmer benchmark scripts: the process's memory from /proc, reading
+# the CSV with its factor columns (``factors`` and the file in ``args[[1]]``), and
+# ``fit_once()``, one timed ``lmer(form, data)`` with its warnings and messages kept in
+# ``notes``.
+LMER_FIT_HELPERS = r"""status_kb <- function(field) {
+  if (!file.exists("/proc/self/status")) return(NA_real_)
+  line <- grep(paste0("^", field, ":"), readLines("/proc/self/status"), value = TRUE)
+  as.numeric(gsub("[^0-9]", "", line))
+}
+
+data <- read.csv(args[[1]], colClasses = setNames(rep("factor", length(factors)), factors))
+invisible(gc())
+data_hwm_kb <- status_kb("VmHWM")
+
+notes <- character(0)
+fit_once <- function() {
+  fit <- NULL
+  seconds <- withCallingHandlers(
+    system.time(fit <- lmer(form, data))[["elapsed"]],
+    warning = function(w) {
+      notes <<- c(notes, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      notes <<- c(notes, trimws(conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    }
+  )
+  list(fit = fit, seconds = seconds)
+}
+"""
+
 OPENBLAS_DIR = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
 
 

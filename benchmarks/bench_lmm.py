@@ -57,7 +57,7 @@ from typing import Any
 import pandas as pd
 from _memory import MB, peak_rss_kb, vm_hwm_kb
 from _results import machine, write_results
-from _rscript import r_environment, run_r
+from _rscript import LMER_FIT_HELPERS, r_environment, run_r
 
 import estimators
 import simulators
@@ -294,7 +294,8 @@ def measure_ours_memory(case: Case, path: Path) -> dict[str, Any]:
 # lme4
 # ---------------------------------------------------------------------------
 
-LME4_SCRIPT = r"""
+LME4_SCRIPT = (
+    r"""
 # Fits one lme4 model for bench_lmm.py; prints its results as one JSON line.
 # Arguments: CSV file, formula, factor columns (comma-separated), warm-up fits, timed fits.
 suppressPackageStartupMessages({
@@ -307,33 +308,9 @@ factors <- strsplit(args[[3]], ",", fixed = TRUE)[[1]]
 warmups <- as.integer(args[[4]])
 repeats <- as.integer(args[[5]])
 
-status_kb <- function(field) {
-  if (!file.exists("/proc/self/status")) return(NA_real_)
-  line <- grep(paste0("^", field, ":"), readLines("/proc/self/status"), value = TRUE)
-  as.numeric(gsub("[^0-9]", "", line))
-}
-
-data <- read.csv(args[[1]], colClasses = setNames(rep("factor", length(factors)), factors))
-invisible(gc())
-data_hwm_kb <- status_kb("VmHWM")
-
-notes <- character(0)
-fit_once <- function() {
-  fit <- NULL
-  seconds <- withCallingHandlers(
-    system.time(fit <- lmer(form, data))[["elapsed"]],
-    warning = function(w) {
-      notes <<- c(notes, conditionMessage(w))
-      invokeRestart("muffleWarning")
-    },
-    message = function(m) {
-      notes <<- c(notes, trimws(conditionMessage(m)))
-      invokeRestart("muffleMessage")
-    }
-  )
-  list(fit = fit, seconds = seconds)
-}
-
+"""
+    + LMER_FIT_HELPERS
+    + r"""
 for (i in seq_len(warmups)) invisible(fit_once())
 runs <- lapply(seq_len(repeats), function(i) fit_once())
 fit <- runs[[length(runs)]]$fit
@@ -352,6 +329,7 @@ result <- list(
 )
 cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "")
 """
+)
 
 
 def lme4_unavailable() -> str | None:

@@ -1,0 +1,786 @@
+"""Fit time, peak memory and accuracy of MixedLM's solvers from 100k to 10M crossed rows.
+
+Run from the repository root, ``make bench-scale`` or::
+
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 100k,1m,3m,10m] [--no-lme4]
+        [--lme4-max-rows 1100000] [--exact-max-items 10000]
+
+The data are online-services events (``simulators.simulate("online_services")``, seed
+2016, two features), fitted by REML with ``y ~ x1 + x2 + (1 | user) + (1 | item)``:
+
+=====  =======  ======  ===========  =========
+size   users    items   events/user  rows
+=====  =======  ======  ===========  =========
+100k    10,000     500           10  ~100k
+1m      50,000   1,000           20  ~1M
+3m     150,000  10,000           20  ~3M
+10m    500,000  50,000           20  ~10M
+=====  =======  ======  ===========  =========
+
+Per size, these fits run one after another:
+
+* ours, ``solver="auto"`` (always) and ``solver="exact"`` where the items are at most
+  ``--exact-max-items`` and auto did not already choose it (never at 10m, whose dense
+  block of 50k items needs ~56 GB). Each fit runs in a fresh spawned process that
+  simulates the data itself, so that its peak memory is its own and the parent does not
+  grow; only ``fit`` is timed, once, with the BLAS threads as they are. Peak memory is
+  the process's peak RSS (VmHWM) from the start of the fit, as is and minus its RSS
+  after simulating (the peak is reset before the fit through ``/proc/self/clear_refs``;
+  where it cannot be, the peak after simulating is subtracted instead, as recorded).
+* lme4's ``lmer`` with default control, for at most ``--lme4-max-rows`` rows, in one
+  ``Rscript`` process with OpenBLAS (see ``_rscript.py``), killed after 900 s. One
+  warm-up fit first on up to 200k rows, none above; ``system.time`` around ``lmer``
+  only. Peak memory is the maximum RSS of the R process from ``/usr/bin/time -v`` (else
+  R's VmHWM at exit), as is and minus R's VmHWM after reading the data.
+
+Accuracy, against the exact solver and against lme4 where they ran: the variance
+components as the largest relative difference over the rows of ``varcorr_`` (matched
+by group and term), and the predictions on the training rows (lme4's ``fitted``) as a
+relative RMSE, ``sqrt(mean((a - b)^2)) / sqrt(mean(b^2))`` with ``b`` the reference.
+
+On a machine shared with other work, OpenBLAS's threads can make the exact solver
+several times slower than on one thread (its dense factorisations are BLAS calls); the
+threads are left as they are, so its times there vary from run to run.
+The table goes to stdout and, as JSON, to ``benchmarks/results/bench_scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from _memory import MB, peak_rss_kb
+from _results import machine, write_results
+from _rscript import LMER_FIT_HELPERS, r_environment
+from bench_lmm import GNU_TIME, lme4_unavailable
+
+import estimators
+import simulators
+from estimators.mixed._solvers import estimate_costs
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "bench_scale.json"
+FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | item)"
+FACTORS = ("user", "item")
+CSV_COLUMNS = ("y", "x1", "x2", "user", "item")
+
+TARGET_1M_SECONDS = 30.0
+TARGET_10M_SECONDS = 300.0
+TARGET_10M_PEAK_GB = 8.0
+TARGET_LME4_OVER_OURS = 5.0
+LME4_TIMEOUT = 900.0  # seconds for the whole Rscript run of one size
+LME4_WARMUP_ROWS = 200_000  # a warm-up lmer fit only up to this many rows
+
+
+@dataclass(frozen=True)
+class Size:
+    """One simulated data set.
+
+    Parameters
+    ----------
+    name : str
+        Label in the table and for ``--sizes``.
+    n_users, n_items : int
+        Levels the simulator draws from.
+    mean_events : float
+        Mean events per user.
+    exact_allowed : bool
+        Whether the exact solver may be attempted at all (its dense block of items).
+    """
+
+    name: str
+    n_users: int
+    n_items: int
+    mean_events: float
+    exact_allowed: bool = True
+
+
+SIZES: tuple[Size, ...] = (
+    Size("100k", 10_000, 500, 10.0),
+    Size("1m", 50_000, 1_000, 20.0),
+    Size("3m", 150_000, 10_000, 20.0),
+    Size("10m", 500_000, 50_000, 20.0, exact_allowed=False),
+)
+
+
+def simulate_frame(size: Size) -> pd.DataFrame:
+    """The size's events, ~``n_users * mean_events`` rows."""
+    return simulators.simulate(
+        "online_services",
+        seed=2016,
+        n_users=size.n_users,
+        n_items=size.n_items,
+        n_features=2,
+        events_per_user={"mean": size.mean_events},
+    ).frame
+
+
+# ---------------------------------------------------------------------------
+# Ours, one fit per spawned process
+# ---------------------------------------------------------------------------
+
+
+def _vm_rss_kb() -> float | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmRSS:\s+(\d+)", text, flags=re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False if refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, for JSON."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _fit_child(
+    size: Size,
+    solver: str,
+    prediction_path: str,
+    csv_path: str | None,
+    csv_max_rows: int,
+    conn: Connection,
+) -> None:
+    frame = simulate_frame(size)
+    gc.collect()
+    simulate_peak = peak_rss_kb()
+    data_rss = _vm_rss_kb()
+    # The simulator's own peak is not the fit's; without a reset, subtract it instead.
+    if data_rss is not None and _reset_peak_rss():
+        baseline, measure = data_rss, "VmHWM from the start of the fit; fit: minus VmRSS before"
+    else:
+        baseline, measure = simulate_peak, "VmHWM of the process; fit: minus VmHWM after simulating"
+    result: dict[str, Any] = {"rows": len(frame), "simulate_peak_mb": simulate_peak / MB}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = estimators.MixedLM(FORMULA, solver=solver)
+            start = time.perf_counter()
+            model.fit(frame)
+            seconds = time.perf_counter() - start
+        peak = peak_rss_kb()
+        np.save(prediction_path, model.predict(frame))
+        varcorr = [
+            [row.grp, row.var1 if isinstance(row.var1, str) else None,
+             row.var2 if isinstance(row.var2, str) else None, float(row.vcov)]
+            for row in model.varcorr_.itertuples()
+        ]  # fmt: skip
+        result.update(
+            status="ok",
+            seconds=seconds,
+            peak_mb=peak / MB,
+            above_data_mb=(peak - baseline) / MB,
+            memory_measure=measure,
+            solver=model.solver_,
+            solver_reason=model.convergence_.get("solver_reason"),
+            convergence=json.loads(json.dumps(model.convergence_, default=_plain)),
+            varcorr=varcorr,
+            theta=model.theta_.tolist(),
+            sigma=float(model.sigma_),
+            objective=float(model.objective_),
+            levels={name: int(n) for name, n in model.n_levels_.items()},
+            costs=asdict(estimate_costs(model._objective)),
+            predictions=prediction_path,
+            warnings=sorted({str(w.message) for w in caught}),
+        )
+    except Exception as error:  # a refused or failed fit is a row of the table
+        result.update(status="error", reason=f"{type(error).__name__}: {error}")
+    if csv_path is not None and len(frame) <= csv_max_rows:
+        frame[list(CSV_COLUMNS)].to_csv(csv_path, index=False)
+    conn.send(result)
+    conn.close()
+
+
+def fit_ours(
+    size: Size, solver: str, workdir: Path, csv_path: Path | None = None, csv_max_rows: int = 0
+) -> dict[str, Any]:
+    """Fit the size's data with ``MixedLM(solver=solver)`` in a fresh spawned process.
+
+    Parameters
+    ----------
+    size : Size
+    solver : {"auto", "exact", "iterative"}
+    workdir : Path
+        Where the predictions on the training rows are saved (``.npy``).
+    csv_path : Path, optional
+        Where the child also writes the data for R (after the fit), when it has at most
+        ``csv_max_rows`` rows.
+    csv_max_rows : int
+
+    Returns
+    -------
+    dict
+        ``status`` ("ok" or "error" with a ``reason``), ``rows`` and, when ok, ``seconds``,
+        ``peak_mb``, ``above_data_mb``, ``solver``, ``solver_reason``, ``convergence``,
+        ``varcorr`` (rows of grp, var1, var2, vcov), ``theta``, ``sigma``, ``objective``,
+        ``levels``, the solvers' estimated ``costs`` and the ``predictions`` file.
+    """
+    context = mp.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    prediction_path = workdir / f"{size.name}_{solver}.npy"
+    process = context.Process(
+        target=_fit_child,
+        args=(
+            size,
+            solver,
+            str(prediction_path),
+            None if csv_path is None else str(csv_path),
+            csv_max_rows,
+            sender,
+        ),
+    )
+    process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    process.join()
+    if result is None:
+        # Killed by the kernel's out-of-memory killer, typically (exit code -9).
+        return {"status": "error", "reason": f"process died (exit code {process.exitcode})"}
+    return result
+
+
+# ---------------------------------------------------------------------------
+# lme4
+# ---------------------------------------------------------------------------
+
+LME4_SCALE_SCRIPT = (
+    r"""
+# Fits one lme4 model for bench_scale.py; prints its results as one JSON line and writes
+# the fitted values (little-endian doubles) to a file.
+# Arguments: CSV file, formula, factor columns (comma-separated), warm-up fits, fitted file.
+suppressPackageStartupMessages({
+  library(lme4)
+  library(jsonlite)
+})
+args <- commandArgs(trailingOnly = TRUE)
+form <- as.formula(args[[2]])
+factors <- strsplit(args[[3]], ",", fixed = TRUE)[[1]]
+warmups <- as.integer(args[[4]])
+
+"""
+    + LMER_FIT_HELPERS
+    + r"""
+for (i in seq_len(warmups)) invisible(fit_once())
+run <- fit_once()
+fit <- run$fit
+writeBin(as.double(fitted(fit)), args[[5]], endian = "little")
+vc <- as.data.frame(VarCorr(fit))
+result <- list(
+  seconds = run$seconds,
+  rows = nrow(data),
+  remlcrit = sprintf("%.17g", REMLcrit(fit)),
+  feval = fit@optinfo$feval,
+  optimizer = fit@optinfo$optimizer,
+  theta = I(unname(getME(fit, "theta"))),
+  sigma = sigma(fit),
+  vc_grp = I(as.character(vc$grp)),
+  vc_var1 = I(as.character(vc$var1)),
+  vc_var2 = I(as.character(vc$var2)),
+  vc_vcov = I(vc$vcov),
+  data_hwm_kb = data_hwm_kb,
+  exit_hwm_kb = status_kb("VmHWM"),
+  notes = I(unique(notes)),
+  lme4 = as.character(packageVersion("lme4")),
+  r = R.version.string,
+  blas = extSoftVersion()[["BLAS"]]
+)
+cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA, na = "null"), "\n", sep = "")
+"""
+)
+
+
+def _run_rscript(command: list[str], timeout: float) -> dict[str, Any]:
+    """Like ``_rscript.run_r``, but a timeout kills the whole process group: killing
+    only GNU time, the direct child, would leave R running on."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=r_environment(),
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return {"status": "error", "reason": f"Rscript ran longer than {timeout:.0f} s"}
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if process.returncode != 0 or not lines:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        return {"status": "error", "reason": f"Rscript exited with {process.returncode}: {tail}"}
+    return {"status": "ok", "out": json.loads(lines[-1].removeprefix("BENCH_JSON "))}
+
+
+def run_lme4(csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
+    """Fit the CSV's data with lme4's lmer in an Rscript process.
+
+    Parameters
+    ----------
+    csv : Path
+        The data, with the factors' columns read as factors.
+    rows : int
+        Its rows; a warm-up fit runs first up to ``LME4_WARMUP_ROWS``.
+    workdir : Path
+        Directory for the R script, its fitted values and GNU time's report.
+
+    Returns
+    -------
+    dict
+        ``status`` ("ok" or "error" with a ``reason``) and, when ok, ``seconds``,
+        ``objective`` (REMLcrit), ``theta``, ``sigma``, ``varcorr`` (rows of grp, var1,
+        var2, vcov), memory, R's notes and the ``predictions`` file (``fitted``).
+    """
+    script = workdir / "bench_scale.R"
+    script.write_text(LME4_SCALE_SCRIPT)
+    fitted = workdir / f"{csv.stem}_lme4.f64"
+    warmups = "1" if rows <= LME4_WARMUP_ROWS else "0"
+    command = ["Rscript", str(script), str(csv), FORMULA, ",".join(FACTORS), warmups, str(fitted)]
+    report = workdir / "time.txt"
+    if GNU_TIME.exists():
+        command = [str(GNU_TIME), "-v", "-o", str(report), *command]
+    result = _run_rscript(command, LME4_TIMEOUT)
+    if result["status"] != "ok":
+        return result
+    out = result["out"]
+    peak_kb, measure = out["exit_hwm_kb"], "VmHWM of the R process at exit"
+    if GNU_TIME.exists():
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report.read_text())
+        if found:
+            peak_kb, measure = float(found.group(1)), "max RSS of the R process (GNU time -v)"
+    varcorr = [
+        list(row)
+        for row in zip(out["vc_grp"], out["vc_var1"], out["vc_var2"], out["vc_vcov"], strict=True)
+    ]
+    return {
+        "status": "ok",
+        "rows": int(out["rows"]),
+        "seconds": float(out["seconds"]),
+        "warmups": int(warmups),
+        "objective": float(out["remlcrit"]),
+        "evaluations": int(out["feval"]),
+        "optimizer": out["optimizer"],
+        "theta": out["theta"],
+        "sigma": float(out["sigma"]),
+        "varcorr": varcorr,
+        "peak_mb": peak_kb / MB,
+        "above_data_mb": (peak_kb - out["data_hwm_kb"]) / MB,
+        "memory_measure": measure,
+        "predictions": str(fitted),
+        "warnings": out["notes"],
+        "versions": {"lme4": out["lme4"], "R": out["r"], "BLAS": out["blas"]},
+    }
+
+
+# ---------------------------------------------------------------------------
+# Accuracy
+# ---------------------------------------------------------------------------
+
+
+def variance_difference(varcorr: list[list[Any]], reference: list[list[Any]]) -> float:
+    """Largest relative difference of the variance components, matched by group and terms.
+
+    Parameters
+    ----------
+    varcorr, reference : list of [grp, var1, var2, vcov]
+        Rows of ``varcorr_`` (or lme4's ``as.data.frame(VarCorr(fit))``); var1 and var2
+        are None where empty (the residual).
+
+    Returns
+    -------
+    float
+        ``max |vcov - vcov_ref| / |vcov_ref|`` over the reference's rows.
+
+    Raises
+    ------
+    ValueError
+        When the two do not have the same rows.
+    """
+    values = {tuple(row[:3]): row[3] for row in varcorr}
+    expected = {tuple(row[:3]): row[3] for row in reference}
+    if values.keys() != expected.keys():
+        raise ValueError(f"variance components differ: {sorted(values)} vs {sorted(expected)}")
+    return max(abs(values[key] - value) / abs(value) for key, value in expected.items())
+
+
+def relative_rmse(values: np.ndarray, reference: np.ndarray) -> float:
+    """``sqrt(mean((values - reference)^2)) / sqrt(mean(reference^2))``."""
+    if values.shape != reference.shape:
+        raise ValueError(f"{values.shape[0]:,} predictions against {reference.shape[0]:,}")
+    return float(np.sqrt(np.mean((values - reference) ** 2) / np.mean(reference**2)))
+
+
+def _load_predictions(result: dict[str, Any]) -> np.ndarray:
+    path = result["predictions"]
+    return np.load(path) if path.endswith(".npy") else np.fromfile(path, dtype="<f8")
+
+
+def compare(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Variance-component difference and prediction relative RMSE of ``result`` against
+    ``reference`` (both fits that succeeded); a failed comparison gives its reason."""
+    try:
+        return {
+            "variance_components": variance_difference(result["varcorr"], reference["varcorr"]),
+            "predictions": relative_rmse(_load_predictions(result), _load_predictions(reference)),
+        }
+    except ValueError as error:
+        return {"error": str(error)}
+
+
+# ---------------------------------------------------------------------------
+# One size
+# ---------------------------------------------------------------------------
+
+
+def _exact_not_run(size: Size, auto: dict[str, Any], exact_max_items: int) -> str | None:
+    """Why the exact solver is not attempted at this size, or None to attempt it."""
+    if size.exact_allowed and size.n_items <= exact_max_items:
+        return None
+    if "costs" in auto:
+        dense, need = auto["costs"]["dense"], auto["costs"]["exact_bytes"]
+        amount = f"{need / 2**30:.0f} GB" if need >= 2**30 else f"{need / 2**20:.0f} MB"
+        why = f"dense {dense:,}-square block needs ~{amount}"
+    else:
+        why = f"{size.n_items:,} items"
+    bound = (
+        f"--exact-max-items {exact_max_items:,}"
+        if size.n_items > exact_max_items
+        else f"never at {size.name}"
+    )
+    return f"not run: {why} ({bound})"
+
+
+def run_size(size: Size, args: argparse.Namespace, workdir: Path, lme4_skip: str | None) -> dict:
+    """Fit one size with every solver that is attempted and compare them."""
+    csv = workdir / f"{size.name}.csv"
+    want_csv = lme4_skip is None
+    print(f"[{size.name}] ours (auto)", end="", flush=True)
+    auto = fit_ours(size, "auto", workdir, csv if want_csv else None, args.lme4_max_rows)
+    auto["label"] = f"{auto.get('solver', '?')} (auto)"
+    fits: list[dict[str, Any]] = [auto]
+
+    exact: dict[str, Any] | None = None
+    if auto.get("solver") == "exact":
+        exact = auto
+    else:
+        reason = _exact_not_run(size, auto, args.exact_max_items)
+        if reason is None:
+            print(", ours (exact)", end="", flush=True)
+            exact = fit_ours(size, "exact", workdir)
+        else:
+            exact = {"status": "not_run", "reason": reason}
+        exact["label"] = "exact"
+        fits.append(exact)
+
+    rows = auto.get("rows")
+    if lme4_skip is not None:
+        lme4: dict[str, Any] = {"status": "not_run", "reason": f"not run: {lme4_skip}"}
+    elif rows is None:
+        lme4 = {"status": "error", "reason": "the data were not simulated (ours (auto) died)"}
+    elif rows > args.lme4_max_rows:
+        lme4 = {
+            "status": "not_run",
+            "reason": f"not run: {rows:,} rows > --lme4-max-rows {args.lme4_max_rows:,}",
+        }
+    elif not csv.exists():
+        lme4 = {"status": "error", "reason": "the data for R were not written"}
+    else:
+        print(", lme4", end="", flush=True)
+        lme4 = run_lme4(csv, rows, workdir)
+    csv.unlink(missing_ok=True)
+    lme4["label"] = "lme4"
+    fits.append(lme4)
+    print(" - done", flush=True)
+
+    for fit in fits:
+        for name, reference in (("exact", exact), ("lme4", lme4)):
+            if fit is reference:
+                fit[f"vs_{name}"] = "reference"
+            elif fit.get("status") == "ok" and reference and reference.get("status") == "ok":
+                fit[f"vs_{name}"] = compare(fit, reference)
+    for fit in fits:
+        if "predictions" in fit:
+            Path(fit.pop("predictions")).unlink(missing_ok=True)
+
+    speed = None
+    if auto.get("status") == "ok" and lme4.get("status") == "ok":
+        speed = lme4["seconds"] / auto["seconds"]
+    return {
+        "size": asdict(size),
+        "name": size.name,
+        "formula": FORMULA,
+        "rows": rows,
+        "levels": auto.get("levels", {}),
+        "fits": fits,
+        "lme4_over_auto_seconds": speed,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Table, targets, JSON
+# ---------------------------------------------------------------------------
+
+COLUMNS = (
+    "size",
+    "rows",
+    "users",
+    "items",
+    "solver",
+    "seconds",
+    "peak MB (process / fit)",
+    "VC rel. diff vs exact",
+    "pred rel. RMSE vs exact",
+    "VC rel. diff vs lme4",
+    "pred rel. RMSE vs lme4",
+)
+
+
+def _accuracy(entry: Any, key: str) -> str:
+    if entry is None:
+        return "-"
+    if entry == "reference":
+        return "ref"
+    if "error" in entry:
+        return "error"
+    return f"{entry[key]:.1e}"
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """One row per size and fit; a fit that did not run shows its reason after the solver.
+
+    Parameters
+    ----------
+    records : list of dict
+        One per size, as written to the JSON file.
+
+    Returns
+    -------
+    str
+    """
+    rows: list[tuple[list[str], str | None]] = []
+    for record in records:
+        levels = record["levels"]
+        for fit in record["fits"]:
+            head = [
+                record["name"],
+                "-" if record["rows"] is None else f"{record['rows']:,}",
+                f"{levels['user']:,}" if "user" in levels else "-",
+                f"{levels['item']:,}" if "item" in levels else "-",
+                fit["label"],
+            ]
+            if fit["status"] != "ok":
+                reason = fit["reason"]
+                rows.append((head, reason if reason.startswith("not run") else f"failed: {reason}"))
+                continue
+            rows.append(
+                (
+                    head
+                    + [
+                        f"{fit['seconds']:.1f}",
+                        f"{fit['peak_mb']:,.0f} / {fit['above_data_mb']:,.0f}",
+                        _accuracy(fit.get("vs_exact"), "variance_components"),
+                        _accuracy(fit.get("vs_exact"), "predictions"),
+                        _accuracy(fit.get("vs_lme4"), "variance_components"),
+                        _accuracy(fit.get("vs_lme4"), "predictions"),
+                    ],
+                    None,
+                )
+            )
+    cells = [list(COLUMNS)] + [head for head, reason in rows if reason is None]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    lines.append("-" * len(lines[0]))
+    for head, reason in rows:
+        if reason is None:
+            lines.append("  ".join(c.rjust(w) for c, w in zip(head, widths, strict=True)))
+        else:
+            padded = "  ".join(c.rjust(w) for c, w in zip(head, widths, strict=False))
+            lines.append(f"{padded}  {reason}")
+    return "\n".join(lines)
+
+
+def speed_lines(records: list[dict[str, Any]]) -> list[str]:
+    """lme4 seconds over ours (auto) seconds, per size."""
+    lines = []
+    for record in records:
+        auto, lme4 = record["fits"][0], record["fits"][-1]
+        if record["lme4_over_auto_seconds"] is None:
+            lines.append(f"{record['name']}: lme4 / ours (auto): -")
+        else:
+            lines.append(
+                f"{record['name']}: lme4 / ours (auto) = {record['lme4_over_auto_seconds']:.1f}x "
+                f"({lme4['seconds']:.1f} s / {auto['seconds']:.1f} s)"
+            )
+    return lines
+
+
+def check_targets(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, each with its measured value and whether it is met (None when
+    that size was not run or did not fit)."""
+    by_name = {record["name"]: record for record in records}
+
+    def auto(name: str) -> dict[str, Any] | None:
+        fit = by_name[name]["fits"][0] if name in by_name else None
+        return fit if fit and fit["status"] == "ok" else None
+
+    one, ten = auto("1m"), auto("10m")
+    speed = by_name["1m"]["lme4_over_auto_seconds"] if "1m" in by_name else None
+    unmeasured = {"value": None, "met": None}
+    targets = dict.fromkeys(
+        (
+            f"crossed 1M rows under {TARGET_1M_SECONDS:g} s",
+            f"10M rows under {TARGET_10M_SECONDS:g} s and {TARGET_10M_PEAK_GB:g} GB peak",
+            f"1M-row fit at least {TARGET_LME4_OVER_OURS:g}x faster than lme4",
+        ),
+        unmeasured,
+    )
+    names = list(targets)
+    if one is not None:
+        targets[names[0]] = {
+            "value": f"{one['seconds']:.1f} s",
+            "met": one["seconds"] < TARGET_1M_SECONDS,
+        }
+    if ten is not None:
+        peak_gb = ten["peak_mb"] / 1024
+        targets[names[1]] = {
+            "value": f"{ten['seconds']:.1f} s, {peak_gb:.1f} GB",
+            "met": ten["seconds"] < TARGET_10M_SECONDS and peak_gb < TARGET_10M_PEAK_GB,
+        }
+    if speed is not None:
+        targets[names[2]] = {"value": f"{speed:.1f}x", "met": speed >= TARGET_LME4_OVER_OURS}
+    return targets
+
+
+def format_targets(targets: dict[str, dict[str, Any]]) -> str:
+    """One line per target: met, missed or not measured."""
+    lines = []
+    for name, target in targets.items():
+        if target["met"] is None:
+            lines.append(f"{name}: not measured")
+        else:
+            lines.append(f"{name}: {target['value']}: {'met' if target['met'] else 'missed'}")
+    return "\n".join(lines)
+
+
+def footnotes(records: list[dict[str, Any]]) -> str:
+    """Why auto chose its solver, memory measures, and the fits' warnings."""
+    notes = [
+        "seconds: one fit (lme4: after one warm-up fit up to "
+        f"{LME4_WARMUP_ROWS:,} rows); peak MB: process = peak RSS while fitting, fit = "
+        "that minus the RSS with the data loaded.",
+        "VC rel. diff: max |vcov - vcov_ref| / vcov_ref over the variance components; pred "
+        "rel. RMSE: of the predictions (lme4: fitted values) on the training rows.",
+    ]
+    measures = sorted(
+        {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
+    )
+    notes += [f"memory measured as: {measure}" for measure in measures]
+    for record in records:
+        for fit in record["fits"]:
+            where = f"{record['name']}, {fit['label']}"
+            if fit.get("solver_reason") and fit["label"].endswith("(auto)"):
+                notes.append(f"{where}: {fit['solver_reason']}")
+            for key in ("vs_exact", "vs_lme4"):
+                if isinstance(fit.get(key), dict) and "error" in fit[key]:
+                    notes.append(f"{where}, {key}: {fit[key]['error']}")
+            notes += [f"{where}: {text}" for text in fit.get("warnings", [])]
+    return "\n".join(f"* {note}" for note in notes)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [size.name for size in SIZES]
+    parser.add_argument(
+        "--sizes",
+        default=",".join(names),
+        help=f"comma-separated subset of {','.join(names)} (default: all)",
+    )
+    parser.add_argument("--no-lme4", action="store_true", help="do not run lme4")
+    parser.add_argument(
+        "--lme4-max-rows",
+        type=int,
+        default=1_100_000,
+        help="run lme4 up to this many rows (default 1,100,000)",
+    )
+    parser.add_argument(
+        "--exact-max-items",
+        type=int,
+        default=10_000,
+        help="fit the exact solver up to this many items (default 10,000; never at 10m)",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.sizes.split(",")) - set(names))
+    if unknown:
+        parser.error(f"--sizes: unknown {', '.join(unknown)}; choose from {', '.join(names)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and the targets and write the JSON file."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    lme4_skip = "--no-lme4" if args.no_lme4 else lme4_unavailable()
+    if lme4_skip:
+        print(f"lme4 skipped: {lme4_skip}")
+    chosen = set(args.sizes.split(","))
+    sizes = [size for size in SIZES if size.name in chosen]
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        records = [run_size(size, args, Path(tmp), lme4_skip) for size in sizes]
+    wall = time.perf_counter() - started
+    targets = check_targets(records)
+    print()
+    print(format_table(records))
+    print()
+    print("\n".join(speed_lines(records)))
+    print()
+    print(format_targets(targets))
+    print()
+    print(footnotes(records))
+    print(f"\ntotal wall time {wall:.0f} s")
+    document = {
+        "benchmark": "bench_scale",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": vars(args),
+        "lme4_skipped": lme4_skip,
+        "machine": machine(),
+        "targets": targets,
+        "wall_seconds": wall,
+        "sizes": records,
+    }
+    write_results(RESULTS, document, ROOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
