@@ -38,7 +38,7 @@ from estimators.mixed._formula import parse_formula
 from estimators.mixed._iterative import IterativeDeviance
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._profile import profile_intervals
-from estimators.mixed._solvers import choose_solver
+from estimators.mixed._solvers import choose_solver, solver_at_theta
 from estimators.mixed._update import (
     NewRows,
     encoded,
@@ -224,13 +224,14 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                 f"the terms {[term.spec.group for term in design.terms]}, got shape "
                 f"{theta.shape}"
             )
-        value, solution = solution_at(objective, theta, choice.solver)
+        solver = solver_at_theta(self.solver, objective)
+        value, solution = solution_at(objective, theta, solver)
         info = {
             "optimizer": "none (theta given)",
             "evaluations": 0,
             "converged": True,
-            "solver": choice.solver,
-            "solver_reason": choice.reason,
+            "solver": solver,
+            "solver_reason": "theta given: one evaluation",
         }
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)
         return self
@@ -333,14 +334,18 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             levels=[len(term.levels) for term in terms],
             reml=self._objective.reml,
         )
-        value, solution = solution_at(objective, theta, self.solver_)
+        # One evaluation at the fitted theta: the exact solver wherever it is cheap.
+        solver = solver_at_theta(self.solver, objective)
+        value, solution = solution_at(objective, theta, solver)
         self._formula_index = [self._formula_index[k] for k in order]
         self._set_solution(terms, objective, theta, solution=solution)
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
         updates = self.convergence_.get("updates", 0)
         n_obs_at_fit = self.convergence_.get("n_obs_at_fit", cross.n - len(target))
-        self.convergence_ = dict(self.convergence_, updates=updates + 1, n_obs_at_fit=n_obs_at_fit)
+        self.convergence_ = dict(
+            self.convergence_, updates=updates + 1, n_obs_at_fit=n_obs_at_fit, update_solver=solver
+        )
         return self
 
     def partial_fit(self, X: Any, y: Any = None) -> MixedLM:

@@ -76,10 +76,22 @@ def test_update_of_an_iterative_fit_matches_a_fit_at_fixed_theta(crossed):
     theta = model.theta_.copy()
     model.update(new)
     reference = MixedLM(CROSSED, solver="iterative")._fit_at_theta(crossed, theta=theta)
-    assert model.solver_ == "iterative"
+    assert model.solver_ == "iterative" and model.convergence_["update_solver"] == "iterative"
     np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(model.predict(crossed), reference.predict(crossed), rtol=1e-6)
     assert model.sigma_ == pytest.approx(reference.sigma_, rel=1e-8)
+
+
+def test_an_auto_update_takes_the_exact_solver_where_one_evaluation_is_cheap(crossed, monkeypatch):
+    monkeypatch.setattr(solvers, "EXACT_SECONDS", 0.0)  # the fit goes iterative ...
+    old, new = crossed.iloc[: len(crossed) // 2], crossed.iloc[len(crossed) // 2 :]
+    model = MixedLM(CROSSED).fit(old)
+    assert model.solver_ == "iterative"
+    monkeypatch.setattr(solvers, "EXACT_SECONDS", 4.0)  # ... one evaluation is cheap
+    model.update(new)
+    assert model.convergence_["update_solver"] == "exact"
+    reference = MixedLM(CROSSED, solver="exact")._fit_at_theta(crossed, theta=model.theta_)
+    np.testing.assert_allclose(model.predict(crossed), reference.predict(crossed), rtol=1e-8)
 
 
 def test_auto_takes_exact_on_small_designs_and_iterative_when_exact_is_slow(crossed, monkeypatch):
