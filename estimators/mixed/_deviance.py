@@ -240,13 +240,15 @@ class ProfiledDeviance:
 
     def from_factor(self, factor: Factor) -> float:
         """The objective's value from a factor."""
+        return self.value(factor.logdet_Z, factor.logdet_X, factor.pwrss)
+
+    def value(self, logdet_Z: float, logdet_X: float, pwrss: float) -> float:
+        """REML criterion or ML deviance from the log-determinants and r^2."""
         n, p = self.cross.n, self.cross.p
         if self.reml:
             dof = n - p
-            return (
-                factor.logdet_Z + factor.logdet_X + dof * (1 + LOG_2PI + np.log(factor.pwrss / dof))
-            )
-        return factor.logdet_Z + n * (1 + LOG_2PI + np.log(factor.pwrss / n))
+            return float(logdet_Z + logdet_X + dof * (1 + LOG_2PI + np.log(pwrss / dof)))
+        return float(logdet_Z + n * (1 + LOG_2PI + np.log(pwrss / n)))
 
     def __call__(self, theta: np.ndarray) -> float:
         """REML criterion or ML deviance at ``theta`` (inf where the factor fails)."""
@@ -273,7 +275,7 @@ def spherical_modes(
     """The penalised least-squares solution from a factor: beta, and the spherical
     random effects u (b = Lambda u) of the first term (levels, q1) and of the rest (flat).
     """
-    c, n_rest, p = objective.cross, objective.n_rest, objective.cross.p
+    n_rest, p = objective.n_rest, objective.cross.p
     LS = factor.LS
     L_RR, L_XR, L_XX = (
         LS[:n_rest, :n_rest],
@@ -290,14 +292,45 @@ def spherical_modes(
     rhs = factor.L21_y - factor.L21_X.T @ beta
     if n_rest:
         rhs = rhs - factor.L21_R.T @ u_rest
-    q1, levels1 = c.q1, objective.levels[0]
+    return beta, first_term_modes(factor.L11, rhs), u_rest
+
+
+def fixed_effects_block(
+    cross: CrossProducts,
+    e: Elimination,
+    S_RX: np.ndarray,
+    S_Ry: np.ndarray,
+    solved: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The fixed effects' part of the factor, given the rest's solves.
+
+    With ``solved = S_RR^-1 [S_RX, S_Ry]`` (by any method), the Schur complement of
+    the rest in the [X, y] block is (p + 1) x (p + 1); its Cholesky factor L gives
+    log|L_X|^2 from the first p diagonal entries, r^2 as the square of the last, and
+    beta by back-substitution.
+
+    Returns
+    -------
+    L : numpy.ndarray
+        The lower Cholesky factor.
+    beta : numpy.ndarray
+    pwrss : float
+    """
+    p = cross.p
+    top = np.vstack([e.L21_X, e.L21_y[None, :]])
+    T = np.block([[cross.XX, cross.Xy[:, None]], [cross.Xy[None, :], np.array([[cross.yy]])]])
+    T = T - top @ top.T - np.column_stack([S_RX, S_Ry]).T @ solved
+    L = np.linalg.cholesky(0.5 * (T + T.T))
+    beta = scipy.linalg.solve_triangular(L[:p, :p].T, L[p, :p], lower=False)
+    return L, beta, float(L[p, p] ** 2)
+
+
+def first_term_modes(L11: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """u1 = L11^-T rhs level by level, as (levels, q1)."""
+    levels1, q1 = L11.shape[0], L11.shape[1]
     if q1 == 1:
-        u1 = (rhs / factor.L11[:, 0, 0]).reshape(levels1, 1)
-    else:
-        u1 = np.linalg.solve(np.transpose(factor.L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[
-            ..., 0
-        ]
-    return beta, u1, u_rest
+        return (rhs / L11[:, 0, 0]).reshape(levels1, 1)
+    return np.linalg.solve(np.transpose(L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[..., 0]
 
 
 def solve(

@@ -40,7 +40,12 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from estimators.mixed._deviance import LOG_2PI, Elimination, ProfiledDeviance, Solution
+from estimators.mixed._deviance import (
+    Elimination,
+    ProfiledDeviance,
+    Solution,
+    fixed_effects_block,
+)
 
 PROBES = 32
 CG_TOLERANCE = 1e-10
@@ -254,13 +259,8 @@ class IterativeDeviance:
         self.warm = solutions
         self.products += products
         W_R, x_y, x_probes = solutions[:, :p], solutions[:, p], solutions[:, p + 1 :]
-        top = np.vstack([e.L21_X, e.L21_y[None, :]])
-        T = np.block([[c.XX, c.Xy[:, None]], [c.Xy[None, :], np.array([[c.yy]])]])
-        T = T - top @ top.T - np.column_stack([S_RX, S_Ry]).T @ solutions[:, : p + 1]
-        L = np.linalg.cholesky(0.5 * (T + T.T))
+        L, beta, pwrss = fixed_effects_block(c, e, S_RX, S_Ry, solutions[:, : p + 1])
         L_XX = L[:p, :p]
-        beta = scipy.linalg.solve_triangular(L_XX.T, L[p, :p], lower=False)
-        pwrss = float(L[p, p] ** 2)
         u_rest = x_y - W_R @ beta
         u_first = (e.L21_y - e.L21_X.T @ beta - operator.BT(u_rest)) / d
         W_first = (e.L21_X.T - operator.BT(W_R)) / d[:, None]
@@ -361,13 +361,10 @@ class IterativeDeviance:
 
     def criterion(self, state: IterativeState) -> float:
         """The REML criterion or ML deviance at the state's theta (log|S| estimated)."""
-        obj, c = self.objective, self.objective.cross
+        p = self.objective.cross.p
         logdet = 2.0 * np.sum(np.log(state.elimination.L11[:, 0, 0])) + self.logdet_rest(state)
-        if obj.reml:
-            dof = c.n - c.p
-            logdet_X = 2.0 * np.sum(np.log(np.diag(state.L)[: c.p]))
-            return float(logdet + logdet_X + dof * (1 + LOG_2PI + np.log(state.pwrss / dof)))
-        return float(logdet + c.n * (1 + LOG_2PI + np.log(state.pwrss / c.n)))
+        logdet_X = 2.0 * np.sum(np.log(np.diag(state.L)[:p]))
+        return self.objective.value(logdet, logdet_X, state.pwrss)
 
     def solution(self, state: IterativeState, sigma: float | None = None) -> Solution:
         """Fixed effects, sigma, conditional modes and (approximate) variances."""
