@@ -457,6 +457,22 @@ def quadratic_diagonal_by_count(
     return out
 
 
+def rest_offsets(qs: list[int], levels: list[int]) -> list[int]:
+    """Where each term after the first starts among the rest's columns."""
+    sizes = [q * n for q, n in zip(qs[1:], levels[1:], strict=True)]
+    return [int(v) for v in np.cumsum([0, *sizes])[:-1]]
+
+
+def diagonal_blocks(M: sp.spmatrix, start: int, q: int, n: int) -> np.ndarray:
+    """The (n, q, q) diagonal blocks of a sparse matrix's square from ``start``: one term's
+    levels, gathered from the stored entries, never the dense q n x q n square."""
+    block = sp.csr_matrix(M)[start : start + q * n][:, start : start + q * n].tocoo()
+    own = block.row // q == block.col // q
+    G = np.zeros((n, q, q))
+    np.add.at(G, (block.row[own] // q, block.row[own] % q, block.col[own] % q), block.data[own])
+    return G
+
+
 def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDeviance:
     """The objective of the model with only random-effects term ``term``.
 
@@ -469,16 +485,8 @@ def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDev
     else:
         start = int(sum(q * n for q, n in zip(qs[1:term], levels[1:term], strict=True)))
         q, n = qs[term], levels[term]
-        # A term's own block of Zr'Zr is block-diagonal (one q x q block per level):
-        # gather those entries, never the dense q n x q n square.
-        block = c.ZrZr[start : start + q * n][:, start : start + q * n].tocoo()
-        own = block.row // q == block.col // q
-        G = np.zeros((n, q, q))
-        np.add.at(
-            G,
-            (block.row[own] // q, block.row[own] % q, block.col[own] % q),
-            block.data[own],
-        )
+        # A term's own block of Zr'Zr is block-diagonal (one q x q block per level).
+        G = diagonal_blocks(c.ZrZr, start, q, n)
         ZX, Zy = c.ZrX[start : start + q * n], c.Zry[start : start + q * n]
     empty = sp.csr_matrix((0, ZX.shape[0]))
     alone = CrossProducts(

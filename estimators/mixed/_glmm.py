@@ -246,6 +246,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             "MixedGLM",
             exact_seconds=EXACT_SECONDS,
             exact_work=EXACT_WORK,
+            solvers=("auto", "exact", "iterative"),
         )
         if choice.solver == "iterative":
             if self.n_agq > 1:

@@ -39,6 +39,7 @@ from estimators.mixed._iterative import IterativeDeviance
 from estimators.mixed._optimize import minimize_bobyqa
 from estimators.mixed._profile import profile_intervals
 from estimators.mixed._solvers import choose_solver, solver_at_theta
+from estimators.mixed._sparse import SparseDeviance
 from estimators.mixed._update import (
     NewRows,
     encoded,
@@ -74,15 +75,21 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     na_action : {"raise", "drop"}
         Rows with missing or infinite values in a used column: raise an error naming the
         column, or drop them with a warning saying how many.
-    solver : {"auto", "exact", "iterative"}
+    solver : {"auto", "exact", "sparse", "iterative"}
         ``"exact"`` factors the random effects after the largest factor densely at every
-        step (lme4's estimates to optimiser precision). ``"iterative"`` (random
+        step (lme4's estimates to optimiser precision). ``"sparse"`` factors them sparsely
+        (SuperLU, minimum-degree ordering): the same estimates, cheap when their levels
+        fall into small groups the largest factor does not link (nested designs such as
+        sessions within users), hopeless for crossed factors; its conditional variances
+        ignore the coupling between levels of the other factors unless one dense
+        factorisation is cheap. ``"iterative"`` (random
         intercepts only) never factors: conjugate gradients and stochastic trace
         estimates, for crossed factors with tens of thousands of levels and millions of
         rows; its variance components agree with the exact ones to about 1e-4 and its
         conditional variances ignore the coupling between factors. ``"auto"`` takes the
-        exact solver while it fits in memory and is estimated to take under 4 s, the
-        iterative one beyond; ``solver_`` and ``convergence_`` record the choice and why.
+        exact solver while it fits in memory and is estimated to take under 4 s; beyond,
+        the sparse one where the groups of linked levels make it cheaper, else the
+        iterative one; ``solver_`` and ``convergence_`` record the choice and why.
         A solver that would not fit in memory is refused before any work, naming one
         that would.
 
@@ -188,6 +195,13 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             state, info = iterative.fit(start)
             theta, value = state.theta, iterative.criterion(state)
             solution = iterative.solution(state)
+        elif choice.solver == "sparse":
+            sparse = SparseDeviance(objective)
+            theta, value, info = minimize_bobyqa(sparse, start, lower, initial_step=step)
+            # The exact solution where one dense factorisation is cheap (its conditional
+            # variances are exact), else the sparse one's.
+            solver = solver_at_theta("auto", objective, fitted="sparse")
+            value, solution = solution_at(objective, theta, solver)
         else:
             theta, value, info = minimize_bobyqa(objective, start, lower, initial_step=step)
         info.update(start=start.tolist(), solver=choice.solver, solver_reason=choice.reason)
@@ -335,7 +349,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             reml=self._objective.reml,
         )
         # One evaluation at the fitted theta: the exact solver wherever it is cheap.
-        solver = solver_at_theta(self.solver, objective)
+        solver = solver_at_theta(self.solver, objective, fitted=self.solver_)
         value, solution = solution_at(objective, theta, solver)
         self._formula_index = [self._formula_index[k] for k in order]
         self._set_solution(terms, objective, theta, solution=solution)
@@ -598,6 +612,10 @@ def solution_at(
         iterative = IterativeDeviance(objective)
         state = iterative.evaluate(theta)
         return iterative.criterion(state), iterative.solution(state)
+    if solver == "sparse":
+        sparse = SparseDeviance(objective)
+        state = sparse.state(theta)
+        return state.value, sparse.solution(state)
     # One factorisation serves both the criterion and the solution.
     factor = objective.factor(theta)
     return objective.from_factor(factor), solve(objective, theta, factor=factor)

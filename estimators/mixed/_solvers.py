@@ -1,25 +1,29 @@
-"""Which solver fits a linear mixed model: exact or iterative, by time and memory.
+"""Which solver fits a linear mixed model: exact, sparse or iterative, by time and memory.
 
 The exact solver factors a dense block of the terms after the first (largest) one at
 every evaluation of the criterion; its cost is the pairs of nonzeros that the first
 term's levels share with the rest (the sparse product that fills the block) plus the
-dense Cholesky factorisation. The iterative solver (``_iterative``) costs products of
-the same nonzeros with blocks of vectors. ``solver="auto"`` takes the exact solver
-while it fits in memory and is estimated to take less than ``EXACT_SECONDS`` over a
-fit, since its answer is lme4's to optimiser precision; beyond that, designs of random
-intercepts go to the iterative solver.
+dense Cholesky factorisation. The sparse solver (``_sparse``) factors that block
+sparsely; its fill is bounded by the squares of the groups of levels the design links
+(``connected_groups``), small for nested designs and the whole block for crossed ones.
+The iterative solver (``_iterative``) costs products of the same nonzeros with blocks
+of vectors. ``solver="auto"`` takes the exact solver while it fits in memory and is
+estimated to take less than ``EXACT_SECONDS`` over a fit, since its answer is lme4's to
+optimiser precision; beyond that the sparse solver where its bound makes it cheaper
+(same answer), then, for random intercepts, the iterative solver.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 import estimators.mixed._deviance as deviance
 from estimators.mixed._iterative import PROBES
+from estimators.mixed._sparse import connected_groups
 
-SOLVERS = ("auto", "exact", "iterative")
+SOLVERS = ("auto", "exact", "sparse", "iterative")
 EXACT_SECONDS = 4.0
 # Seconds per unit of work, measured on one core of the reference machine: a pair of
 # nonzeros in the sparse product, a flop of the dense Cholesky, a nonzero times a
@@ -27,6 +31,7 @@ EXACT_SECONDS = 4.0
 PAIR_SECONDS = 5e-9
 FLOP_SECONDS = 1e-10
 BLOCK_SECONDS = 6e-10
+SPARSE_FLOP_SECONDS = 2e-9  # SuperLU's supernodes are small: far from dense BLAS speed
 EXACT_EVALUATIONS = 40
 ITERATIVE_PRODUCTS = 40
 MEMORY_SHARE = 0.8  # of the available memory a fit may plan to use
@@ -49,6 +54,9 @@ class Costs:
     iterative_seconds: float
     iterative_bytes: int
     dense: int
+    sparse_seconds: float = np.inf
+    sparse_bytes: float = np.inf
+    largest_group: int = 0
 
 
 def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
@@ -69,6 +77,26 @@ def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
     return Costs(exact_seconds, 3 * 8 * dense**2, iterative_seconds, iterative_bytes, dense)
 
 
+def with_sparse_costs(objective: deviance.ProfiledDeviance, costs: Costs) -> Costs:
+    """``costs`` with the sparse solver's, bounded by the linked groups of levels."""
+    groups = connected_groups(objective)
+    if groups is None or not groups.size:
+        return costs
+    c = objective.cross
+    shared = np.bincount(c.ZrZ1.indices, minlength=c.ZrZ1.shape[1]).astype(float)
+    pairs = float(np.sum(shared**2))
+    fill = float(np.sum(groups.astype(float) ** 2))
+    seconds = EXACT_EVALUATIONS * (
+        pairs * PAIR_SECONDS + float(np.sum(groups.astype(float) ** 3)) / 3 * SPARSE_FLOP_SECONDS
+    )
+    return replace(
+        costs,
+        sparse_seconds=seconds,
+        sparse_bytes=3 * 12 * (fill + pairs),
+        largest_group=int(groups.max()),
+    )
+
+
 def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GB"
 
@@ -81,6 +109,7 @@ def choose_solver(
     *,
     exact_seconds: float | None = None,
     exact_work: float = 1.0,
+    solvers: tuple[str, ...] = SOLVERS,
 ) -> SolverChoice:
     """The solver for this design, refusing before any work one that cannot fit.
 
@@ -98,6 +127,8 @@ def choose_solver(
         The longest estimated exact fit ``"auto"`` keeps (``EXACT_SECONDS`` by default).
     exact_work : float
         The exact fit's cost in linear-model fits (more for a generalized model).
+    solvers : tuple of str
+        The solvers the estimator has.
 
     Raises
     ------
@@ -107,8 +138,8 @@ def choose_solver(
         When the solver would not fit in memory, saying what it needs, what is
         available, and which solver would fit.
     """
-    if requested not in SOLVERS:
-        raise ValueError(f"solver: expected one of {list(SOLVERS)}, got {requested!r}")
+    if requested not in solvers:
+        raise ValueError(f"solver: expected one of {list(solvers)}, got {requested!r}")
     costs = estimate_costs(objective)
     exact_estimate = costs.exact_seconds * exact_work
     limit = EXACT_SECONDS if exact_seconds is None else exact_seconds
@@ -145,7 +176,7 @@ def choose_solver(
         if not intercepts_only:
             raise ValueError(
                 "solver='iterative' takes random intercepts only, (1 | g) terms; this "
-                "model has a term with random slopes: use solver='exact'"
+                "model has a term with random slopes: use solver='exact' or 'sparse'"
             )
         if not iterative_fits:
             raise MemoryError(
@@ -157,40 +188,62 @@ def choose_solver(
         if not exact_fits:
             raise refuse_exact()
         return SolverChoice("exact", "requested")
+    if requested == "sparse":
+        return SolverChoice("sparse", "requested")
     if len(objective.qs) == 1:
         return SolverChoice("exact", "one random-effects factor: no dense block")
-    if exact_fits and (exact_estimate <= limit or not intercepts_only):
+    if exact_fits and exact_estimate <= limit:
         return SolverChoice(
             "exact", f"dense block {block}, estimated {exact_estimate:.1f} s over a fit"
         )
-    if not intercepts_only or not iterative_fits:
-        raise refuse_exact()
     why = (
         f"estimated {exact_estimate:.0f} s over a fit"
         if exact_fits
         else f"about {_gb(costs.exact_bytes)}, more than the memory available"
     )
-    return SolverChoice(
-        "iterative",
-        f"the exact solver's dense {block} block: {why}; iterative estimated "
-        f"{costs.iterative_seconds:.1f} s",
-    )
+    if "sparse" in solvers:
+        costs = with_sparse_costs(objective, costs)
+    sparse_estimate = costs.sparse_seconds * exact_work
+    rivals = [exact_estimate if exact_fits else np.inf]
+    rivals.append(costs.iterative_seconds if intercepts_only and iterative_fits else np.inf)
+    if "sparse" in solvers and costs.sparse_bytes <= budget and sparse_estimate < min(rivals):
+        return SolverChoice(
+            "sparse",
+            f"the exact solver's dense {block} block: {why}; its levels fall into groups "
+            f"of at most {costs.largest_group:,}, sparse estimated {sparse_estimate:.1f} s",
+        )
+    if intercepts_only and iterative_fits:
+        return SolverChoice(
+            "iterative",
+            f"the exact solver's dense {block} block: {why}; iterative estimated "
+            f"{costs.iterative_seconds:.1f} s",
+        )
+    if exact_fits:
+        return SolverChoice(
+            "exact", f"dense block {block}, estimated {exact_estimate:.1f} s over a fit"
+        )
+    raise refuse_exact()
 
 
-def solver_at_theta(requested: str, objective: deviance.ProfiledDeviance) -> str:
+def solver_at_theta(
+    requested: str, objective: deviance.ProfiledDeviance, fitted: str | None = None
+) -> str:
     """The solver for one evaluation at a given theta (``update``, a fit at fixed theta).
 
     One exact factorisation costs a fortieth of an exact fit, so with ``"auto"`` the
     exact solver is used wherever its block fits in memory and one evaluation is
-    estimated under ``EXACT_SECONDS / 4``; otherwise the iterative one, for random
-    intercepts.
+    estimated under ``EXACT_SECONDS / 4``; otherwise the solver the fit used
+    (``fitted``), or for a fit at a given theta the sparse or iterative solver as
+    ``choose_solver`` would take them.
     """
     if requested != "auto":
         return requested
     costs = estimate_costs(objective)
     available = deviance.available_memory_bytes()
     fits = available is None or costs.exact_bytes <= MEMORY_SHARE * available
-    cheap = costs.exact_seconds / EXACT_EVALUATIONS <= EXACT_SECONDS / 4
-    if fits and (cheap or any(q != 1 for q in objective.qs)):
+    if fits and costs.exact_seconds / EXACT_EVALUATIONS <= EXACT_SECONDS / 4:
         return "exact"
-    return "iterative"
+    if fitted is not None:
+        return fitted
+    choice = choose_solver("auto", objective, [""] * len(objective.qs), "MixedLM")
+    return choice.solver
