@@ -258,6 +258,8 @@ def run_job(
             "fit_seconds": fit_seconds,
             "predict_seconds": predict_seconds,
             "peak_memory_mb": peak_bytes / 2**20,
+            # Which solver a model with several chose for these data (solver="auto").
+            "solver": str(getattr(estimator, "solver_", "")),
         }
         row |= _scores(metric_names, Scored(y_test, mean, std), fold, dataset, estimator, job)
     except JobTimeout:

@@ -198,6 +198,8 @@ def test_temporal_and_fresh_draw_splits_with_every_kind_of_metric(tiny_config_te
     # Only the mixed model gives a predictive sd or variance components.
     ols = fresh.filter(pl.col("estimator") == "pooled_ols").to_dicts()[0]
     assert np.isnan(ols["nlpd"]) and np.isnan(ols["vc_error"]) and np.isnan(ols["effect_corr"])
+    # The solver the mixed model chose is recorded; models with one have none.
+    assert mixed["solver"] == "exact" and ols["solver"] == ""
     fixed = fresh.filter(pl.col("estimator") == "fixed_effects").to_dicts()[0]
     assert fixed["effect_corr"] > 0.3  # per-level effects compared with the truth
     # Breakdowns: seen/unseen and activity buckets add up to the test rows.
