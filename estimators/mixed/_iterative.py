@@ -21,6 +21,7 @@ two passes over the nonzeros of Z_rest'Z_1 (at most one per row of data):
 - t_k is the first term's exact part sum(1 / diag(A11)) plus a Hutchinson estimate
   with fixed Rademacher probes, solved with the data in the same block. Rademacher
   probes are exact on the diagonal, so only the coupling between levels is estimated;
+  terms with few levels (regions, say) are probed by their unit vectors, exactly;
 - the criterion's value (for ``objective_``) needs log|S|, estimated once at the end
   by stochastic Lanczos quadrature on the Jacobi-scaled S with the same probes and
   the control variate tr(D^-1/2 S D^-1/2 - I) = 0.
@@ -48,6 +49,7 @@ from estimators.mixed._deviance import (
 )
 
 PROBES = 32
+EXACT_TRACE_LEVELS = 128  # terms with at most this many levels get exact traces
 CG_TOLERANCE = 1e-10
 THETA_TOLERANCE = 1e-7
 MAX_ITERATIONS = 200
@@ -237,12 +239,32 @@ class IterativeDeviance:
                 "solver='iterative' takes random intercepts only, (1 | g) terms; this "
                 "model has a term with random slopes: use solver='exact'"
             )
-        rng = np.random.default_rng(self.seed)
         n_rest = self.objective.n_rest
-        self.probes = rng.choice([-1.0, 1.0], size=(n_rest, self.n_probes if n_rest else 0))
         levels = self.objective.levels
         self.rest_slices = np.split(np.arange(n_rest), np.cumsum(levels[1:])[:-1])
+        self.probes, self.weights = self._probes()
         self.structure = CoupledStructure(self.objective)
+
+    def _probes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Probe vectors over the rest and their weights: sum_j w_j z_j' A z_j is tr(A).
+
+        A term with at most ``EXACT_TRACE_LEVELS`` levels is probed by its unit vectors
+        (weight 1: its traces are exact, which matters most for a variance component
+        near zero, where n_k - t_k is small); the others share ``n_probes`` Rademacher
+        vectors that are zero on the small terms (weight 1 / n_probes: unbiased).
+        """
+        n_rest = self.objective.n_rest
+        small = [rows for rows in self.rest_slices if rows.size <= EXACT_TRACE_LEVELS]
+        big = np.setdiff1d(np.arange(n_rest), np.concatenate([np.zeros(0, int), *small]))
+        unit_rows = np.concatenate([np.zeros(0, int), *small])
+        units = np.zeros((n_rest, unit_rows.size))
+        units[unit_rows, np.arange(unit_rows.size)] = 1.0
+        m = self.n_probes if big.size else 0
+        rademacher = np.zeros((n_rest, m))
+        rng = np.random.default_rng(self.seed)
+        rademacher[big] = rng.choice([-1.0, 1.0], size=(big.size, m))
+        weights = np.concatenate([np.ones(unit_rows.size), np.full(m, 1.0 / max(m, 1))])
+        return np.hstack([units, rademacher]), weights
 
     def evaluate(self, theta: np.ndarray) -> IterativeState:
         """Solve at ``theta``: fixed effects, modes, sigma and the trace estimates."""
@@ -270,9 +292,10 @@ class IterativeDeviance:
         traces[0] = np.sum(1.0 / d**2)
         if n_rest:
             coupled = operator.B(operator.BT(self.probes) / (d**2)[:, None])
-            traces[0] += np.mean(np.einsum("ij,ij->j", x_probes, coupled))
+            traces[0] += self.weights @ np.einsum("ij,ij->j", x_probes, coupled)
             for k, rows in enumerate(self.rest_slices, start=1):
-                traces[k] = np.mean(np.einsum("ij,ij->j", self.probes[rows], x_probes[rows]))
+                quadratic = np.einsum("ij,ij->j", self.probes[rows], x_probes[rows])
+                traces[k] = self.weights @ quadratic
         if obj.reml and p:
             # c_k = |W_k L_XX^-T|_F^2: the fixed effects' share of each term's variance.
             for k, W_k in enumerate([W_first, *(W_R[rows] for rows in self.rest_slices)]):
@@ -343,7 +366,7 @@ class IterativeDeviance:
             "evaluations": evaluations,
             "converged": converged,
             "cg_products": self.products,
-            "probes": self.n_probes,
+            "probes": int(self.probes.shape[1]),
         }
         return state, info
 
@@ -357,7 +380,8 @@ class IterativeDeviance:
         quadrature = lanczos_log_quadrature(
             lambda V: scale[:, None] * operator(scale[:, None] * V), self.probes
         )
-        return float(np.sum(np.log(operator.diagonal)) + n_rest * np.mean(quadrature))
+        norms = np.einsum("ij,ij->j", self.probes, self.probes)
+        return float(np.sum(np.log(operator.diagonal)) + self.weights @ (norms * quadrature))
 
     def criterion(self, state: IterativeState) -> float:
         """The REML criterion or ML deviance at the state's theta (log|S| estimated)."""

@@ -26,6 +26,41 @@ def crossed():
     return data.frame
 
 
+@pytest.fixture(scope="module")
+def many_items():
+    """More items than get exact traces: the Rademacher estimates are exercised."""
+    data = simulate(
+        "online_services",
+        seed=12,
+        n_users=1500,
+        n_items=400,
+        n_features=2,
+        events_per_user={"mean": 8},
+    )
+    return data.frame
+
+
+def test_stochastic_traces_agree_with_exact(many_items):
+    exact = MixedLM(CROSSED, solver="exact").fit(many_items)
+    iterative = MixedLM(CROSSED, solver="iterative").fit(many_items)
+    assert iterative.convergence_["probes"] == 32  # Rademacher only: items > 128
+    ratio = _variances(iterative) / _variances(exact)
+    assert np.all(np.abs(ratio - 1) < 0.01), ratio
+    assert _relative_rmse(iterative.predict(many_items), exact.predict(many_items)) < 1e-3
+    assert abs(iterative.objective_ - exact.objective_) < 1e-4 * abs(exact.objective_)
+
+
+def test_few_levels_get_exact_traces(crossed):
+    formula = "y ~ x1 + (1 | user) + (1 | item) + (1 | region)"
+    exact = MixedLM(formula, solver="exact").fit(crossed)
+    iterative = MixedLM(formula, solver="iterative").fit(crossed)
+    # 80 items and 10 regions are probed by their 90 unit vectors: exact traces and
+    # log-determinant, so the iterative fit is the exact one to solver tolerance.
+    assert iterative.convergence_["probes"] == crossed["item"].nunique() + 10
+    np.testing.assert_allclose(iterative.theta_, exact.theta_, rtol=1e-5)
+    assert iterative.objective_ == pytest.approx(exact.objective_, rel=1e-9)
+
+
 def _relative_rmse(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)))
 
