@@ -28,8 +28,9 @@ benchmark: install
 bench-lmm: install
 	$(BIN)/python benchmarks/bench_lmm.py
 
-# Fit time, peak memory and accuracy of MixedLM's solvers from 100k to 10M crossed rows,
-# against the exact solver and lme4 where they still run (benchmarks/bench_scale.py).
+# Fit time, peak memory and accuracy of MixedLM's solvers on crossed and nested designs
+# from 100k to 10M rows, and of MixedGLM's PQL against Laplace, against the exact solver
+# and lme4 where they run (benchmarks/bench_scale.py).
 bench-scale: install
 	$(BIN)/python benchmarks/bench_scale.py
 

@@ -1,27 +1,39 @@
-"""Fit time, peak memory and accuracy of MixedLM's solvers from 100k to 10M crossed rows.
+"""Fit time, peak memory and accuracy of the mixed models' solvers from 100k to 10M
+rows: MixedLM on Gaussian outcomes with crossed and nested factors, MixedGLM on binary
+ones.
 
 Run from the repository root, ``make bench-scale`` or::
 
-    .venv/bin/python benchmarks/bench_scale.py [--sizes 100k,1m,3m,10m] [--no-lme4]
-        [--lme4-max-rows 1100000] [--exact-max-items 10000]
+    .venv/bin/python benchmarks/bench_scale.py
+        [--sizes 100k,1m,3m,10m,1m-nested,10m-nested,100k-bin,1m-bin,10m-bin]
+        [--no-lme4] [--lme4-max-rows 1100000] [--exact-max-items 10000]
+        [--laplace-max-rows 1100000] [--laplace-timeout 1200]
 
 The data are online-services events (``simulators.simulate("online_services")``, seed
-2016, two features), fitted by REML with ``y ~ x1 + x2 + (1 | user) + (1 | item)``:
+2016, two features). The crossed sizes are fitted with
+``y ~ x1 + x2 + (1 | user) + (1 | item)``; ``y`` is Gaussian (fitted by REML) at the
+plain sizes and 0/1 (``family="binomial"``) at the ``-bin`` sizes, which have the same
+users, items and rows. The ``-nested`` sizes fit the same Gaussian events with the days
+nested in users, ``y ~ x1 + x2 + (1 | user) + (1 | user:day)`` (``day`` is the
+simulator's day of the event; ~576k user-days at 1m-nested):
 
-=====  =======  ======  ===========  =========
-size   users    items   events/user  rows
-=====  =======  ======  ===========  =========
-100k    10,000     500           10  ~100k
-1m      50,000   1,000           20  ~1M
-3m     150,000  10,000           20  ~3M
-10m    500,000  50,000           20  ~10M
-=====  =======  ======  ===========  =========
+========================  =======  ======  ===========  =========
+size                      users    items   events/user  rows
+========================  =======  ======  ===========  =========
+100k, 100k-bin             10,000     500           10  ~100k
+1m, 1m-bin, 1m-nested      50,000   1,000           20  ~1M
+3m                        150,000  10,000           20  ~3M
+10m, 10m-bin, 10m-nested  500,000  50,000           20  ~10M
+========================  =======  ======  ===========  =========
 
-Per size, these fits run one after another:
+``--sizes`` takes any of them; by default all run, the crossed Gaussian ones first, then
+the nested ones, then the binary ones.
 
-* ours, ``solver="auto"`` (always) and ``solver="exact"`` where the items are at most
-  ``--exact-max-items`` and auto did not already choose it (never at 10m, whose dense
-  block of 50k items needs ~56 GB). Each fit runs in a fresh spawned process that
+Per crossed Gaussian size, these fits run one after another:
+
+* ours, ``MixedLM(solver="auto")`` (always) and ``solver="exact"`` where the items are
+  at most ``--exact-max-items`` and auto did not already choose it (never at 10m, whose
+  dense block of 50k items needs ~56 GB). Each fit runs in a fresh spawned process that
   simulates the data itself, so that its peak memory is its own and the parent does not
   grow; only ``fit`` is timed, once, with the BLAS threads as they are. Peak memory is
   the process's peak RSS (VmHWM) from the start of the fit, as is and minus its RSS
@@ -33,15 +45,38 @@ Per size, these fits run one after another:
   only. Peak memory is the maximum RSS of the R process from ``/usr/bin/time -v`` (else
   R's VmHWM at exit), as is and minus R's VmHWM after reading the data.
 
-Accuracy, against the exact solver and against lme4 where they ran: the variance
+Per nested size, the same fits and ``solver="iterative"`` too. Auto is expected to
+choose ``"sparse"``, which factors the users' block sparsely after the user-days (each
+user-day belongs to one user, so no two users are linked); the exact solver's dense
+block of the users would need ~56 GB at 1m-nested (~5.5 TB at 10m-nested) and is never
+attempted, its row giving the block and memory from the solvers' estimated costs. The
+iterative fit is measured against the sparse one.
+
+Accuracy, against the exact criterion and against lme4 where they ran: the variance
 components as the largest relative difference over the rows of ``varcorr_`` (matched
 by group and term), and the predictions on the training rows (lme4's ``fitted``) as a
 relative RMSE, ``sqrt(mean((a - b)^2)) / sqrt(mean(b^2))`` with ``b`` the reference.
+The exact criterion is the exact solver's fit at the crossed sizes and the sparse
+solver's at the nested ones (the same criterion, factored sparsely).
+
+Per binary size, ``MixedGLM(family="binomial")`` is fitted in spawned processes as
+above: by penalised quasi-likelihood with the iterative solver (``solver="iterative"``,
+always), then by the Laplace approximation with the exact factor (``solver="exact"``,
+glmer's fit) for at most ``--laplace-max-rows`` rows (never at 10m-bin). The Laplace fit
+runs PIRLS at every evaluation of the optimiser and takes minutes at 1M rows; its
+process (simulation and fit) is killed after ``--laplace-timeout`` seconds and the row
+then says so. PQL shrinks the variance components of binary outcomes with few rows per
+unit; it is measured against the Laplace fit: the ratio of the fitted standard
+deviations per term (``theta_``, the sds in this family), the largest difference of
+the fixed effects in the Laplace fit's standard errors, and the relative RMSE of the
+predicted probabilities on the training rows. The simulator's true sds are shown too;
+the formula leaves out its other terms (region, treatment, account age, weekday), which
+a user's intercept partly absorbs, so the fitted user sd is expected above its truth.
 
 On a machine shared with other work, OpenBLAS's threads can make the exact solver
 several times slower than on one thread (its dense factorisations are BLAS calls); the
 threads are left as they are, so its times there vary from run to run.
-The table goes to stdout and, as JSON, to ``benchmarks/results/bench_scale.json``.
+The tables go to stdout and, as JSON, to ``benchmarks/results/bench_scale.json``.
 """
 
 from __future__ import annotations
@@ -64,7 +99,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from _memory import MB, peak_rss_kb
 from _results import machine, write_results
 from _rscript import LMER_FIT_HELPERS, r_environment
@@ -77,8 +111,10 @@ from estimators.mixed._solvers import estimate_costs
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_scale.json"
 FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | item)"
-FACTORS = ("user", "item")
-CSV_COLUMNS = ("y", "x1", "x2", "user", "item")
+GROUPS = ("user", "item")
+NESTED_FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | user:day)"
+NESTED_GROUPS = ("user", "user:day")
+FIXED_EFFECTS = ("(Intercept)", "x1", "x2")
 
 TARGET_1M_SECONDS = 30.0
 TARGET_10M_SECONDS = 300.0
@@ -86,6 +122,8 @@ TARGET_10M_PEAK_GB = 8.0
 TARGET_LME4_OVER_OURS = 5.0
 LME4_TIMEOUT = 900.0  # seconds for the whole Rscript run of one size
 LME4_WARMUP_ROWS = 200_000  # a warm-up lmer fit only up to this many rows
+PQL_LABEL = "PQL (iterative)"
+LAPLACE_LABEL = "Laplace (exact)"
 
 
 @dataclass(frozen=True)
@@ -101,7 +139,19 @@ class Size:
     mean_events : float
         Mean events per user.
     exact_allowed : bool
-        Whether the exact solver may be attempted at all (its dense block of items).
+        Whether the exact solver (Laplace for binary outcomes) may be attempted at all
+        (its dense block of the factors after the largest).
+    family : {"gaussian", "binomial"}
+        The outcome: fitted by :class:`estimators.MixedLM` (REML) or
+        :class:`estimators.MixedGLM`.
+    formula : str
+        The model's formula, for ours and lme4.
+    groups : tuple of str
+        The formula's grouping factors, as ``varcorr_`` and ``n_levels_`` name them
+        (``"user:day"`` for an interaction), the users first.
+    fit_iterative : bool
+        Whether ``solver="iterative"`` is fitted too (Gaussian outcomes, unless auto
+        chose it), to measure it against the exact criterion.
     """
 
     name: str
@@ -109,6 +159,33 @@ class Size:
     n_items: int
     mean_events: float
     exact_allowed: bool = True
+    family: str = "gaussian"
+    formula: str = FORMULA
+    groups: tuple[str, ...] = GROUPS
+    fit_iterative: bool = False
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The data's columns that the groups are made of, read by R as factors."""
+        return tuple(dict.fromkeys(part for group in self.groups for part in group.split(":")))
+
+    @property
+    def csv_columns(self) -> tuple[str, ...]:
+        """The data's columns that lme4 needs."""
+        return ("y", "x1", "x2", *self.factors)
+
+
+def _nested(name: str, n_users: int, n_items: int) -> Size:
+    return Size(
+        name,
+        n_users,
+        n_items,
+        20.0,
+        exact_allowed=False,
+        formula=NESTED_FORMULA,
+        groups=NESTED_GROUPS,
+        fit_iterative=True,
+    )
 
 
 SIZES: tuple[Size, ...] = (
@@ -116,19 +193,32 @@ SIZES: tuple[Size, ...] = (
     Size("1m", 50_000, 1_000, 20.0),
     Size("3m", 150_000, 10_000, 20.0),
     Size("10m", 500_000, 50_000, 20.0, exact_allowed=False),
+    _nested("1m-nested", 50_000, 1_000),
+    _nested("10m-nested", 500_000, 50_000),
+    Size("100k-bin", 10_000, 500, 10.0, family="binomial"),
+    Size("1m-bin", 50_000, 1_000, 20.0, family="binomial"),
+    Size("10m-bin", 500_000, 50_000, 20.0, exact_allowed=False, family="binomial"),
 )
 
 
-def simulate_frame(size: Size) -> pd.DataFrame:
-    """The size's events, ~``n_users * mean_events`` rows."""
+def simulate_data(size: Size) -> simulators.Dataset:
+    """The size's events, ~``n_users * mean_events`` rows, and the truth behind them."""
     return simulators.simulate(
         "online_services",
         seed=2016,
         n_users=size.n_users,
         n_items=size.n_items,
         n_features=2,
+        family=size.family,
         events_per_user={"mean": size.mean_events},
-    ).frame
+    )
+
+
+def make_model(size: Size, solver: str) -> estimators.MixedLM | estimators.MixedGLM:
+    """The size's model with the given solver: REML for Gaussian outcomes."""
+    if size.family == "gaussian":
+        return estimators.MixedLM(size.formula, solver=solver)
+    return estimators.MixedGLM(size.formula, family=size.family, solver=solver)
 
 
 # ---------------------------------------------------------------------------
@@ -167,7 +257,15 @@ def _fit_child(
     csv_max_rows: int,
     conn: Connection,
 ) -> None:
-    frame = simulate_frame(size)
+    data = simulate_data(size)
+    frame = data.frame
+    # The simulator has no user-day effect: the truth covers the groups it draws.
+    true_sd = data.truth["sd"]
+    truth = {
+        "sd": {group: float(true_sd[group]) for group in size.groups if group in true_sd},
+        "fixed_effects": {name: float(data.truth["fixed_effects"][name]) for name in FIXED_EFFECTS},
+    }
+    del data
     gc.collect()
     simulate_peak = peak_rss_kb()
     data_rss = _vm_rss_kb()
@@ -176,11 +274,15 @@ def _fit_child(
         baseline, measure = data_rss, "VmHWM from the start of the fit; fit: minus VmRSS before"
     else:
         baseline, measure = simulate_peak, "VmHWM of the process; fit: minus VmHWM after simulating"
-    result: dict[str, Any] = {"rows": len(frame), "simulate_peak_mb": simulate_peak / MB}
+    result: dict[str, Any] = {
+        "rows": len(frame),
+        "simulate_peak_mb": simulate_peak / MB,
+        "truth": truth,
+    }
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = estimators.MixedLM(FORMULA, solver=solver)
+            model = make_model(size, solver)
             start = time.perf_counter()
             model.fit(frame)
             seconds = time.perf_counter() - start
@@ -202,44 +304,57 @@ def _fit_child(
             convergence=json.loads(json.dumps(model.convergence_, default=_plain)),
             varcorr=varcorr,
             theta=model.theta_.tolist(),
-            sigma=float(model.sigma_),
+            sd={row.grp: float(row.sdcor) for row in model.varcorr_.itertuples()},
+            coef={name: float(value) for name, value in model.coef_.items()},
+            coef_se={name: float(value) for name, value in model.coef_se_.items()},
             objective=float(model.objective_),
             levels={name: int(n) for name, n in model.n_levels_.items()},
-            costs=asdict(estimate_costs(model._objective)),
             predictions=prediction_path,
             warnings=sorted({str(w.message) for w in caught}),
         )
+        if size.family == "gaussian":
+            result.update(sigma=float(model.sigma_), costs=asdict(estimate_costs(model._objective)))
     except Exception as error:  # a refused or failed fit is a row of the table
         result.update(status="error", reason=f"{type(error).__name__}: {error}")
     if csv_path is not None and len(frame) <= csv_max_rows:
-        frame[list(CSV_COLUMNS)].to_csv(csv_path, index=False)
+        frame[list(size.csv_columns)].to_csv(csv_path, index=False)
     conn.send(result)
     conn.close()
 
 
 def fit_ours(
-    size: Size, solver: str, workdir: Path, csv_path: Path | None = None, csv_max_rows: int = 0
+    size: Size,
+    solver: str,
+    workdir: Path,
+    csv_path: Path | None = None,
+    csv_max_rows: int = 0,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Fit the size's data with ``MixedLM(solver=solver)`` in a fresh spawned process.
+    """Fit the size's data with its model (``make_model``) in a fresh spawned process.
 
     Parameters
     ----------
     size : Size
-    solver : {"auto", "exact", "iterative"}
+    solver : {"auto", "exact", "sparse", "iterative"}
     workdir : Path
         Where the predictions on the training rows are saved (``.npy``).
     csv_path : Path, optional
         Where the child also writes the data for R (after the fit), when it has at most
         ``csv_max_rows`` rows.
     csv_max_rows : int
+    timeout : float, optional
+        Seconds after which the process (simulation and fit) is killed.
 
     Returns
     -------
     dict
-        ``status`` ("ok" or "error" with a ``reason``), ``rows`` and, when ok, ``seconds``,
-        ``peak_mb``, ``above_data_mb``, ``solver``, ``solver_reason``, ``convergence``,
-        ``varcorr`` (rows of grp, var1, var2, vcov), ``theta``, ``sigma``, ``objective``,
-        ``levels``, the solvers' estimated ``costs`` and the ``predictions`` file.
+        ``status`` ("ok", "error" or "timeout", the last two with a ``reason``) and,
+        unless the process was killed, ``rows``, the data's ``truth`` (sds of the
+        factors, fixed effects) and, when ok, ``seconds``, ``peak_mb``,
+        ``above_data_mb``, ``solver``, ``solver_reason``, ``convergence``, ``varcorr``
+        (rows of grp, var1, var2, vcov), ``theta``, ``sd`` (by group), ``coef``,
+        ``coef_se``, ``objective``, ``levels`` and the ``predictions`` file; for
+        Gaussian outcomes also ``sigma`` and the solvers' estimated ``costs``.
     """
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
@@ -257,6 +372,10 @@ def fit_ours(
     )
     process.start()
     sender.close()
+    if not receiver.poll(timeout):
+        process.kill()
+        process.join()
+        return {"status": "timeout", "reason": f"not finished in {timeout:g} s"}
     try:
         result = receiver.recv()
     except EOFError:
@@ -342,13 +461,15 @@ def _run_rscript(command: list[str], timeout: float) -> dict[str, Any]:
     return {"status": "ok", "out": json.loads(lines[-1].removeprefix("BENCH_JSON "))}
 
 
-def run_lme4(csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
+def run_lme4(size: Size, csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
     """Fit the CSV's data with lme4's lmer in an Rscript process.
 
     Parameters
     ----------
+    size : Size
+        Its formula, and its factors' columns, which R reads as factors.
     csv : Path
-        The data, with the factors' columns read as factors.
+        The data (``size.csv_columns``).
     rows : int
         Its rows; a warm-up fit runs first up to ``LME4_WARMUP_ROWS``.
     workdir : Path
@@ -365,7 +486,8 @@ def run_lme4(csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
     script.write_text(LME4_SCALE_SCRIPT)
     fitted = workdir / f"{csv.stem}_lme4.f64"
     warmups = "1" if rows <= LME4_WARMUP_ROWS else "0"
-    command = ["Rscript", str(script), str(csv), FORMULA, ",".join(FACTORS), warmups, str(fitted)]
+    factors = ",".join(size.factors)
+    command = ["Rscript", str(script), str(csv), size.formula, factors, warmups, str(fitted)]
     report = workdir / "time.txt"
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", "-o", str(report), *command]
@@ -466,22 +588,33 @@ def _exact_not_run(size: Size, auto: dict[str, Any], exact_max_items: int) -> st
     """Why the exact solver is not attempted at this size, or None to attempt it."""
     if size.exact_allowed and size.n_items <= exact_max_items:
         return None
+    crossed = "item" in size.groups
     if "costs" in auto:
         dense, need = auto["costs"]["dense"], auto["costs"]["exact_bytes"]
-        amount = f"{need / 2**30:.0f} GB" if need >= 2**30 else f"{need / 2**20:.0f} MB"
+        amount = f"{need / 2**30:,.0f} GB" if need >= 2**30 else f"{need / 2**20:.0f} MB"
         why = f"dense {dense:,}-square block needs ~{amount}"
     else:
-        why = f"{size.n_items:,} items"
+        why = f"{size.n_items:,} items" if crossed else "no cost estimate (ours (auto) failed)"
     bound = (
         f"--exact-max-items {exact_max_items:,}"
-        if size.n_items > exact_max_items
+        if crossed and size.n_items > exact_max_items
         else f"never at {size.name}"
     )
     return f"not run: {why} ({bound})"
 
 
+def exact_criterion(fits: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fit the others' "vs exact" compares with: the exact solver's, else the sparse
+    solver's (the same criterion, factored sparsely); None when neither fitted."""
+    for solver in ("exact", "sparse"):
+        for fit in fits:
+            if fit.get("solver") == solver:
+                return fit
+    return None
+
+
 def run_size(size: Size, args: argparse.Namespace, workdir: Path, lme4_skip: str | None) -> dict:
-    """Fit one size with every solver that is attempted and compare them."""
+    """Fit one Gaussian size with every solver that is attempted and compare them."""
     csv = workdir / f"{size.name}.csv"
     want_csv = lme4_skip is None
     print(f"[{size.name}] ours (auto)", end="", flush=True)
@@ -489,10 +622,13 @@ def run_size(size: Size, args: argparse.Namespace, workdir: Path, lme4_skip: str
     auto["label"] = f"{auto.get('solver', '?')} (auto)"
     fits: list[dict[str, Any]] = [auto]
 
-    exact: dict[str, Any] | None = None
-    if auto.get("solver") == "exact":
-        exact = auto
-    else:
+    if size.fit_iterative and auto.get("solver") != "iterative":
+        print(", ours (iterative)", end="", flush=True)
+        iterative = fit_ours(size, "iterative", workdir)
+        iterative["label"] = "iterative"
+        fits.append(iterative)
+
+    if auto.get("solver") != "exact":
         reason = _exact_not_run(size, auto, args.exact_max_items)
         if reason is None:
             print(", ours (exact)", end="", flush=True)
@@ -516,14 +652,15 @@ def run_size(size: Size, args: argparse.Namespace, workdir: Path, lme4_skip: str
         lme4 = {"status": "error", "reason": "the data for R were not written"}
     else:
         print(", lme4", end="", flush=True)
-        lme4 = run_lme4(csv, rows, workdir)
+        lme4 = run_lme4(size, csv, rows, workdir)
     csv.unlink(missing_ok=True)
     lme4["label"] = "lme4"
     fits.append(lme4)
     print(" - done", flush=True)
 
+    criterion = exact_criterion(fits)
     for fit in fits:
-        for name, reference in (("exact", exact), ("lme4", lme4)):
+        for name, reference in (("exact", criterion), ("lme4", lme4)):
             if fit is reference:
                 fit[f"vs_{name}"] = "reference"
             elif fit.get("status") == "ok" and reference and reference.get("status") == "ok":
@@ -538,11 +675,104 @@ def run_size(size: Size, args: argparse.Namespace, workdir: Path, lme4_skip: str
     return {
         "size": asdict(size),
         "name": size.name,
-        "formula": FORMULA,
+        "formula": size.formula,
+        "groups": list(size.groups),
         "rows": rows,
         "levels": auto.get("levels", {}),
+        "exact_criterion": None if criterion is None else criterion["label"],
         "fits": fits,
         "lme4_over_auto_seconds": speed,
+    }
+
+
+# ---------------------------------------------------------------------------
+# One binary size: PQL against Laplace
+# ---------------------------------------------------------------------------
+
+
+def pql_against_laplace(
+    pql: dict[str, Any], laplace: dict[str, Any], groups: tuple[str, ...]
+) -> dict[str, Any]:
+    """PQL's departure from the Laplace fit (both fits that succeeded) on the ``groups``.
+
+    Returns
+    -------
+    dict
+        ``sd_ratio`` (PQL's sd over Laplace's, by factor), ``coef_difference`` (by name,
+        ``|beta_PQL - beta_Laplace|`` divided by Laplace's standard error where that is
+        finite and positive for every coefficient, else as is: ``coef_difference_unit``
+        says which), ``coef_max_difference`` and its ``coef_max_name``, and
+        ``predictions``, the probabilities' relative RMSE against Laplace's; or ``error``
+        with the reason a comparison failed.
+    """
+    try:
+        ratios = {}
+        for group in groups:
+            reference = laplace["sd"][group]
+            ratios[group] = pql["sd"][group] / reference if reference > 0 else float("inf")
+        names = list(laplace["coef"])
+        differences = {name: abs(pql["coef"][name] - laplace["coef"][name]) for name in names}
+        se = laplace["coef_se"]
+        scaled = all(np.isfinite(se[name]) and se[name] > 0 for name in names)
+        if scaled:
+            differences = {name: value / se[name] for name, value in differences.items()}
+        largest = max(differences, key=differences.__getitem__)
+        return {
+            "sd_ratio": ratios,
+            "coef_difference": differences,
+            "coef_difference_unit": "Laplace standard errors" if scaled else "absolute",
+            "coef_max_difference": differences[largest],
+            "coef_max_name": largest,
+            "predictions": relative_rmse(_load_predictions(pql), _load_predictions(laplace)),
+        }
+    except (KeyError, ValueError) as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _laplace_not_run(size: Size, rows: int | None, laplace_max_rows: int) -> str | None:
+    """Why the Laplace fit is not attempted at this size, or None to attempt it."""
+    if rows is None:
+        return f"not run: the number of rows is unknown ({PQL_LABEL} died)"
+    if rows > laplace_max_rows:
+        return f"not run: {rows:,} rows > --laplace-max-rows {laplace_max_rows:,}"
+    if not size.exact_allowed:
+        return f"not run: dense block of {size.n_items:,} items (never at {size.name})"
+    return None
+
+
+def run_binary_size(size: Size, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Fit one binary size by PQL and, where attempted, by Laplace, and compare them."""
+    print(f"[{size.name}] {PQL_LABEL}", end="", flush=True)
+    pql = fit_ours(size, "iterative", workdir)
+    pql["label"] = PQL_LABEL
+    rows = pql.get("rows")
+    reason = _laplace_not_run(size, rows, args.laplace_max_rows)
+    if reason is None:
+        print(f", {LAPLACE_LABEL}", end="", flush=True)
+        laplace = fit_ours(size, "exact", workdir, timeout=args.laplace_timeout)
+    else:
+        laplace = {"status": "not_run", "reason": reason}
+    laplace["label"] = LAPLACE_LABEL
+    print(" - done", flush=True)
+
+    comparison = None
+    if pql.get("status") == "ok" and laplace.get("status") == "ok":
+        comparison = pql_against_laplace(pql, laplace, size.groups)
+    fits = [pql, laplace]
+    for fit in fits:
+        if "predictions" in fit:
+            Path(fit.pop("predictions")).unlink(missing_ok=True)
+    return {
+        "size": asdict(size),
+        "name": size.name,
+        "formula": size.formula,
+        "groups": list(size.groups),
+        "family": size.family,
+        "rows": rows,
+        "levels": pql.get("levels") or laplace.get("levels") or {},
+        "truth": pql.get("truth") or laplace.get("truth"),
+        "fits": fits,
+        "pql_vs_laplace": comparison,
     }
 
 
@@ -554,7 +784,7 @@ COLUMNS = (
     "size",
     "rows",
     "users",
-    "items",
+    "other factor",
     "solver",
     "seconds",
     "peak MB (process / fit)",
@@ -575,6 +805,44 @@ def _accuracy(entry: Any, key: str) -> str:
     return f"{entry[key]:.1e}"
 
 
+def _head(record: dict[str, Any], fit: dict[str, Any]) -> list[str]:
+    """The cells naming a fit: size, rows, users, the other factor's levels (and its
+    name: item, or user:day at the nested sizes) and the fit's label."""
+    levels = record["levels"]
+    users, other = record["groups"]
+    return [
+        record["name"],
+        "-" if record["rows"] is None else f"{record['rows']:,}",
+        f"{levels[users]:,}" if users in levels else "-",
+        f"{levels[other]:,} ({other})" if other in levels else f"- ({other})",
+        fit["label"],
+    ]
+
+
+def _not_ok(fit: dict[str, Any]) -> str:
+    """What the table says of a fit that did not succeed."""
+    return fit["reason"] if fit["status"] in ("not_run", "timeout") else f"failed: {fit['reason']}"
+
+
+def _aligned(columns: tuple[str, ...], rows: list[tuple[list[str], str | None]]) -> str:
+    """Right-aligned columns; a row with a reason has only its head cells, then the reason."""
+    cells = [list(columns)] + [head for head, reason in rows if reason is None]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("-" * len(lines[0]))
+    for head, reason in rows:
+        if reason is None:
+            lines.append("  ".join(c.rjust(w) for c, w in zip(head, widths, strict=True)))
+        else:
+            padded = "  ".join(c.rjust(w) for c, w in zip(head, widths, strict=False))
+            lines.append(f"{padded}  {reason}")
+    return "\n".join(lines)
+
+
+def _peak(fit: dict[str, Any]) -> str:
+    return f"{fit['peak_mb']:,.0f} / {fit['above_data_mb']:,.0f}"
+
+
 def format_table(records: list[dict[str, Any]]) -> str:
     """One row per size and fit; a fit that did not run shows its reason after the solver.
 
@@ -589,44 +857,107 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """
     rows: list[tuple[list[str], str | None]] = []
     for record in records:
-        levels = record["levels"]
         for fit in record["fits"]:
-            head = [
-                record["name"],
-                "-" if record["rows"] is None else f"{record['rows']:,}",
-                f"{levels['user']:,}" if "user" in levels else "-",
-                f"{levels['item']:,}" if "item" in levels else "-",
-                fit["label"],
-            ]
             if fit["status"] != "ok":
-                reason = fit["reason"]
-                rows.append((head, reason if reason.startswith("not run") else f"failed: {reason}"))
+                rows.append((_head(record, fit), _not_ok(fit)))
                 continue
-            rows.append(
-                (
-                    head
-                    + [
-                        f"{fit['seconds']:.1f}",
-                        f"{fit['peak_mb']:,.0f} / {fit['above_data_mb']:,.0f}",
-                        _accuracy(fit.get("vs_exact"), "variance_components"),
-                        _accuracy(fit.get("vs_exact"), "predictions"),
-                        _accuracy(fit.get("vs_lme4"), "variance_components"),
-                        _accuracy(fit.get("vs_lme4"), "predictions"),
-                    ],
-                    None,
-                )
-            )
-    cells = [list(COLUMNS)] + [head for head, reason in rows if reason is None]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True))]
-    lines.append("-" * len(lines[0]))
-    for head, reason in rows:
-        if reason is None:
-            lines.append("  ".join(c.rjust(w) for c, w in zip(head, widths, strict=True)))
-        else:
-            padded = "  ".join(c.rjust(w) for c, w in zip(head, widths, strict=False))
-            lines.append(f"{padded}  {reason}")
-    return "\n".join(lines)
+            cells = [
+                f"{fit['seconds']:.1f}",
+                _peak(fit),
+                _accuracy(fit.get("vs_exact"), "variance_components"),
+                _accuracy(fit.get("vs_exact"), "predictions"),
+                _accuracy(fit.get("vs_lme4"), "variance_components"),
+                _accuracy(fit.get("vs_lme4"), "predictions"),
+            ]
+            rows.append((_head(record, fit) + cells, None))
+    return _aligned(COLUMNS, rows)
+
+
+BINARY_COLUMNS = (
+    "size",
+    "rows",
+    "users",
+    "other factor",
+    "method",
+    "seconds",
+    "peak MB (process / fit)",
+    "theta user / item",
+    "truth sd user / item",
+    "theta ratio PQL/Laplace",
+    "max |beta PQL - Laplace| / se",
+    "prob rel. RMSE vs Laplace",
+)
+
+
+def _pair(values: dict[str, float] | None, groups: list[str], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    return " / ".join(f"{values[group]:.{digits}f}" for group in groups)
+
+
+def _against_laplace(record: dict[str, Any], fit: dict[str, Any]) -> list[str]:
+    """The comparison cells: on the PQL row the measures, on the Laplace row "ref"."""
+    comparison = record["pql_vs_laplace"]
+    if comparison is None:
+        return ["-"] * 3
+    if fit["label"] == LAPLACE_LABEL:
+        return ["ref"] * 3
+    if "error" in comparison:
+        return ["error"] * 3
+    unit = " (abs)" if comparison["coef_difference_unit"] == "absolute" else ""
+    return [
+        _pair(comparison["sd_ratio"], record["groups"]),
+        f"{comparison['coef_max_difference']:.2f}{unit}",
+        f"{comparison['predictions']:.1e}",
+    ]
+
+
+def format_binary_table(records: list[dict[str, Any]]) -> str:
+    """One row per binary size and fit, as ``format_table``.
+
+    Parameters
+    ----------
+    records : list of dict
+        One per binary size, as written to the JSON file.
+
+    Returns
+    -------
+    str
+    """
+    rows: list[tuple[list[str], str | None]] = []
+    for record in records:
+        truth = _pair((record["truth"] or {}).get("sd"), record["groups"])
+        for fit in record["fits"]:
+            if fit["status"] != "ok":
+                rows.append((_head(record, fit), _not_ok(fit)))
+                continue
+            cells = [f"{fit['seconds']:.1f}", _peak(fit), _pair(fit["sd"], record["groups"]), truth]
+            rows.append((_head(record, fit) + cells + _against_laplace(record, fit), None))
+    return _aligned(BINARY_COLUMNS, rows)
+
+
+def bias_lines(records: list[dict[str, Any]]) -> list[str]:
+    """PQL's bias against Laplace, per binary size where both fitted."""
+    lines = []
+    for record in records:
+        comparison = record["pql_vs_laplace"]
+        if comparison is None:
+            continue
+        where = f"{record['name']}: PQL bias against Laplace"
+        if "error" in comparison:
+            lines.append(f"{where}: not compared ({comparison['error']})")
+            continue
+        ratios = ", ".join(
+            f"{group} {comparison['sd_ratio'][group]:.3f}" for group in record["groups"]
+        )
+        unit = "(absolute)" if comparison["coef_difference_unit"] == "absolute" else "se"
+        lines.append(
+            f"{where}: theta ratios {ratios}; fixed effects at most "
+            f"{comparison['coef_max_difference']:.2f} {unit} apart "
+            f"({comparison['coef_max_name']}); probabilities rel. RMSE "
+            f"{comparison['predictions']:.1e}"
+        )
+    return lines
 
 
 def speed_lines(records: list[dict[str, Any]]) -> list[str]:
@@ -693,7 +1024,8 @@ def format_targets(targets: dict[str, dict[str, Any]]) -> str:
 
 
 def footnotes(records: list[dict[str, Any]]) -> str:
-    """Why auto chose its solver, memory measures, and the fits' warnings."""
+    """The columns, which fit is the exact criterion, memory measures, why auto chose
+    its solver, and the fits' warnings."""
     notes = [
         "seconds: one fit (lme4: after one warm-up fit up to "
         f"{LME4_WARMUP_ROWS:,} rows); peak MB: process = peak RSS while fitting, fit = "
@@ -701,6 +1033,13 @@ def footnotes(records: list[dict[str, Any]]) -> str:
         "VC rel. diff: max |vcov - vcov_ref| / vcov_ref over the variance components; pred "
         "rel. RMSE: of the predictions (lme4: fitted values) on the training rows.",
     ]
+    references: dict[str, list[str]] = {}
+    for record in records:
+        references.setdefault(record["exact_criterion"] or "none fitted", []).append(record["name"])
+    where = "; ".join(f"{label} at {', '.join(names)}" for label, names in references.items())
+    if any(label.startswith("sparse") for label in references):
+        where += "; the sparse solver computes the exact solver's criterion, factored sparsely"
+    notes.append(f"vs exact: against the fit of the exact criterion (ref): {where}.")
     measures = sorted(
         {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
     )
@@ -717,6 +1056,49 @@ def footnotes(records: list[dict[str, Any]]) -> str:
     return "\n".join(f"* {note}" for note in notes)
 
 
+def _convergence_note(fit: dict[str, Any]) -> str:
+    """How a binary fit converged: PQL's outer iterations and CG products, or the Laplace
+    fit's two optimiser stages and PIRLS."""
+    info = fit["convergence"]
+    if fit["label"] == PQL_LABEL:
+        return (
+            f"{info.get('outer_iterations')} outer iterations, "
+            f"{info.get('cg_products', 0):,} CG products, "
+            f"{'converged' if info.get('converged') else 'NOT converged'}"
+        )
+    stages = [info.get(stage, {}) for stage in ("stage1", "stage2")]
+    converged = all(stage.get("converged") for stage in stages) and info.get("pirls_converged")
+    return (
+        f"stage 1 {stages[0].get('evaluations')} and stage 2 {stages[1].get('evaluations')} "
+        f"evaluations, {'converged' if converged else 'NOT converged'}, standard errors "
+        f"{info.get('standard_errors')}"
+    )
+
+
+def binary_footnotes(records: list[dict[str, Any]]) -> str:
+    """What the binary table's columns are, how each fit converged, and its warnings."""
+    notes = [
+        "seconds: one fit; peak MB: process = peak RSS while fitting, fit = that minus the "
+        "RSS with the data loaded.",
+        "theta: the fitted sds of the user and item intercepts; truth: the simulator's (the "
+        "formula leaves out its other terms); theta ratio: PQL's over Laplace's, user / item.",
+        "max |beta PQL - Laplace| / se: the largest difference of the fixed effects in the "
+        "Laplace fit's standard errors ((abs): as is); prob rel. RMSE: of the predicted "
+        "probabilities on the training rows against Laplace's.",
+    ]
+    measures = sorted(
+        {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
+    )
+    notes += [f"memory measured as: {measure}" for measure in measures]
+    for record in records:
+        for fit in record["fits"]:
+            where = f"{record['name']}, {fit['label']}"
+            if fit["status"] == "ok":
+                notes.append(f"{where}: {_convergence_note(fit)}")
+            notes += [f"{where}: {text}" for text in fit.get("warnings", [])]
+    return "\n".join(f"* {note}" for note in notes)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -724,7 +1106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         default=",".join(names),
-        help=f"comma-separated subset of {','.join(names)} (default: all)",
+        help=f"comma-separated subset of {','.join(names)} (default: all, in this order)",
     )
     parser.add_argument("--no-lme4", action="store_true", help="do not run lme4")
     parser.add_argument(
@@ -737,7 +1119,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--exact-max-items",
         type=int,
         default=10_000,
-        help="fit the exact solver up to this many items (default 10,000; never at 10m)",
+        help="fit the exact solver up to this many items (default 10,000; never at 10m "
+        "or the nested sizes)",
+    )
+    parser.add_argument(
+        "--laplace-max-rows",
+        type=int,
+        default=1_100_000,
+        help="binary sizes: fit by Laplace up to this many rows (default 1,100,000; "
+        "never at 10m-bin)",
+    )
+    parser.add_argument(
+        "--laplace-timeout",
+        type=float,
+        default=1200.0,
+        help="binary sizes: kill a Laplace fit after this many seconds (default 1200)",
     )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.sizes.split(",")) - set(names))
@@ -747,26 +1143,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the table and the targets and write the JSON file."""
+    """Run the benchmark, print the tables, the targets and PQL's bias against Laplace,
+    and write the JSON file."""
     args = parse_args(argv)
     started = time.perf_counter()
-    lme4_skip = "--no-lme4" if args.no_lme4 else lme4_unavailable()
-    if lme4_skip:
-        print(f"lme4 skipped: {lme4_skip}")
     chosen = set(args.sizes.split(","))
     sizes = [size for size in SIZES if size.name in chosen]
+    gaussian = [size for size in sizes if size.family == "gaussian"]
+    binary = [size for size in sizes if size.family != "gaussian"]
+    if not gaussian:
+        lme4_skip = "no Gaussian size"
+    else:
+        lme4_skip = "--no-lme4" if args.no_lme4 else lme4_unavailable()
+        if lme4_skip:
+            print(f"lme4 skipped: {lme4_skip}")
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
-        records = [run_size(size, args, Path(tmp), lme4_skip) for size in sizes]
+        records = [run_size(size, args, Path(tmp), lme4_skip) for size in gaussian]
+        binary_records = [run_binary_size(size, args, Path(tmp)) for size in binary]
     wall = time.perf_counter() - started
     targets = check_targets(records)
-    print()
-    print(format_table(records))
-    print()
-    print("\n".join(speed_lines(records)))
-    print()
-    print(format_targets(targets))
-    print()
-    print(footnotes(records))
+    if records:
+        print()
+        print(format_table(records))
+        print()
+        print("\n".join(speed_lines(records)))
+        print()
+        print(format_targets(targets))
+        print()
+        print(footnotes(records))
+    if binary_records:
+        print()
+        print(format_binary_table(binary_records))
+        print()
+        print("\n".join(bias_lines(binary_records)) or "PQL bias against Laplace: not measured")
+        print()
+        print(binary_footnotes(binary_records))
     print(f"\ntotal wall time {wall:.0f} s")
     document = {
         "benchmark": "bench_scale",
@@ -777,6 +1188,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "wall_seconds": wall,
         "sizes": records,
+        "binary_sizes": binary_records,
     }
     write_results(RESULTS, document, ROOT)
     return 0

@@ -207,10 +207,15 @@ def choose_solver(
     rivals = [exact_estimate if exact_fits else np.inf]
     rivals.append(costs.iterative_seconds if intercepts_only and iterative_fits else np.inf)
     if "sparse" in solvers and costs.sparse_bytes <= budget and sparse_estimate < min(rivals):
+        groups = (
+            "no two of its levels are linked"
+            if costs.largest_group <= max(objective.qs)
+            else f"its levels fall into linked groups of at most {costs.largest_group:,}"
+        )
         return SolverChoice(
             "sparse",
-            f"the exact solver's dense {block} block: {why}; its levels fall into groups "
-            f"of at most {costs.largest_group:,}, sparse estimated {sparse_estimate:.1f} s",
+            f"the exact solver's dense {block} block: {why}; {groups}, sparse estimated "
+            f"{sparse_estimate:.1f} s",
         )
     if intercepts_only and iterative_fits:
         return SolverChoice(
