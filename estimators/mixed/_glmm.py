@@ -545,13 +545,20 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         """A summary table in the layout of lme4's ``print(summary(fit))``."""
         check_is_fitted(self, "coef_")
         link = "logit" if self.family == "binomial" else "log"
-        method = (
-            "Laplace Approximation"
-            if self.n_agq == 1
-            else f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.n_agq})"
-        )
+        if self.solver_ == "iterative":
+            fitted_by = (
+                "penalized quasi-likelihood (logLik: the Laplace approximation at its "
+                "estimates; standard errors conditional)"
+            )
+        elif self.n_agq == 1:
+            fitted_by = "maximum likelihood (Laplace Approximation)"
+        else:
+            fitted_by = (
+                "maximum likelihood (Adaptive Gauss-Hermite Quadrature, "
+                f"nAGQ = {self.n_agq})"
+            )
         lines = [
-            f"Generalized linear mixed model fit by maximum likelihood ({method})",
+            f"Generalized linear mixed model fit by {fitted_by}",
             f" Family: {self.family}  ( {link} )",
             f"Formula: {self.formula}",
             f"     AIC: {self.aic_:.4f}    BIC: {self.bic_:.4f}    logLik: {self.loglik_:.4f}"

@@ -25,11 +25,12 @@ from estimators.mixed._sparse import connected_groups
 
 SOLVERS = ("auto", "exact", "sparse", "iterative")
 EXACT_SECONDS = 4.0
-# Seconds per unit of work, measured on one core of the reference machine: a pair of
-# nonzeros in the sparse product, a flop of the dense Cholesky, a nonzero times a
-# column in the iterative solver's block products; evaluations per fit, typical.
+# Seconds per unit of work on the reference machine (2 cores; make bench-scale): a pair
+# of nonzeros in the sparse product, a flop of the dense Cholesky (OpenBLAS), a nonzero
+# times a column in the iterative solver's block products; evaluations per fit, typical.
+# At 3M rows x 10k items they predict 212 s for the exact fit, measured 232 s.
 PAIR_SECONDS = 5e-9
-FLOP_SECONDS = 1e-10
+FLOP_SECONDS = 1.5e-11
 BLOCK_SECONDS = 6e-10
 SPARSE_FLOP_SECONDS = 2e-9  # SuperLU's supernodes are small: far from dense BLAS speed
 EXACT_EVALUATIONS = 40
@@ -69,9 +70,10 @@ def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
     columns = PROBES + c.p + 1
     nnz = c.ZrZ1.nnz
     iterative_seconds = ITERATIVE_PRODUCTS * columns * 2 * nnz * BLOCK_SECONDS
-    # The scaled copies of the sparse blocks, and seven blocks of vectors over the rest
+    # Five copies of the sparse blocks (threaded chunks of Zr'Z1 and its transpose, their
+    # squares both ways, the elimination's), seven blocks of vectors over the rest
     # (right-hand sides, solutions, residuals, directions, ...) and two over the first.
-    iterative_bytes = 3 * 12 * (nnz + c.ZrZr.nnz) + 8 * columns * (
+    iterative_bytes = 5 * 12 * (nnz + c.ZrZr.nnz) + 8 * columns * (
         7 * objective.n_rest + 2 * objective.levels[0]
     )
     return Costs(exact_seconds, 3 * 8 * dense**2, iterative_seconds, iterative_bytes, dense)

@@ -66,6 +66,7 @@ def test_auto_turns_to_pql_when_the_laplace_fit_would_be_slow(monkeypatch):
     assert "iterative estimated" in model.convergence_["solver_reason"]
     assert np.all(np.isnan(model.theta_se_))
     assert model.convergence_["standard_errors"] == "conditional"
+    assert "fit by penalized quasi-likelihood" in model.summary()
 
 
 def test_pql_refuses_quadrature_and_random_slopes():
