@@ -554,8 +554,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             fitted_by = "maximum likelihood (Laplace Approximation)"
         else:
             fitted_by = (
-                "maximum likelihood (Adaptive Gauss-Hermite Quadrature, "
-                f"nAGQ = {self.n_agq})"
+                f"maximum likelihood (Adaptive Gauss-Hermite Quadrature, nAGQ = {self.n_agq})"
             )
         lines = [
             f"Generalized linear mixed model fit by {fitted_by}",
