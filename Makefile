@@ -30,7 +30,7 @@ bench-lmm: install
 
 # Fit time, peak memory and accuracy of MixedLM's solvers on crossed and nested designs
 # from 100k to 10M rows, and of MixedGLM's PQL against Laplace, against the exact solver
-# and lme4 where they run (benchmarks/bench_scale.py).
+# and lme4 where they run (benchmarks/bench_scale.py; about 20 minutes on 2 cores).
 bench-scale: install
 	$(BIN)/python benchmarks/bench_scale.py
 

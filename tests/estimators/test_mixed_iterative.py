@@ -168,6 +168,8 @@ def test_a_design_no_solver_can_hold_is_refused_naming_both(crossed, monkeypatch
         MixedLM(CROSSED).fit(crossed)
     with pytest.raises(MemoryError, match="the iterative solver needs about"):
         MixedLM(CROSSED, solver="iterative").fit(crossed)
+    with pytest.raises(MemoryError, match="takes random intercepts only.*or the slopes"):
+        MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)").fit(crossed)
 
 
 def test_bad_solver_requests_are_refused(crossed):
