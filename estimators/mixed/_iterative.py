@@ -239,9 +239,8 @@ class IterativeDeviance:
                 "solver='iterative' takes random intercepts only, (1 | g) terms; this "
                 "model has a term with random slopes: use solver='exact'"
             )
-        n_rest = self.objective.n_rest
-        levels = self.objective.levels
-        self.rest_slices = np.split(np.arange(n_rest), np.cumsum(levels[1:])[:-1])
+        bounds = np.cumsum([0, *self.objective.levels[1:]])
+        self.rest_slices = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.probes, self.weights = self._probes()
         self.structure = CoupledStructure(self.objective)
 

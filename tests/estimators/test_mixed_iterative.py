@@ -98,6 +98,15 @@ def test_conditional_variances_are_a_close_lower_bound(crossed):
         assert np.median(ratio) > 0.95, group
 
 
+@pytest.mark.parametrize("solver", ["iterative", "sparse"])
+def test_one_factor_alone_is_exact_with_every_solver(crossed, solver):
+    exact = MixedLM("y ~ x1 + (1 | user)", solver="exact").fit(crossed)
+    other = MixedLM("y ~ x1 + (1 | user)", solver=solver).fit(crossed)
+    np.testing.assert_allclose(other.theta_, exact.theta_, rtol=1e-5)
+    assert other.objective_ == pytest.approx(exact.objective_, rel=1e-10)
+    np.testing.assert_allclose(other.ranef_var_["user"], exact.ranef_var_["user"], rtol=1e-6)
+
+
 def test_iterative_fit_is_deterministic(crossed):
     first = MixedLM(CROSSED, solver="iterative").fit(crossed)
     second = MixedLM(CROSSED, solver="iterative").fit(crossed)
