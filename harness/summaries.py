@@ -24,12 +24,14 @@ from harness.runner import build_estimator, skip_reason
 
 
 def _confint(model: Any) -> pd.DataFrame | None:
-    """The model's 95% intervals, profile-likelihood ones where it offers them."""
+    """The model's 95% intervals, profile-likelihood ones where it offers them (a fit
+    by a solver other than the exact one, at scale, gives Wald intervals instead)."""
     method = getattr(model, "confint", None)
     if method is None:
         return None
     if "method" in inspect.signature(method).parameters:
-        return method(method="profile")
+        exact = getattr(model, "solver_", "exact") == "exact"
+        return method(method="profile" if exact else "wald")
     return method()
 
 

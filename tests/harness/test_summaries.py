@@ -69,3 +69,17 @@ def test_the_bow_effect_is_clear_only_once_archers_are_accounted_for(sweep):
     width = {name: entry["high"] - entry["low"] for name, entry in bow.items()}
     assert width["fixed_effects"] < width["pooled_ols"] / 3
     assert width["fixed_effects"] == pytest.approx(width["mixed_lm"], rel=0.05)
+
+
+def test_fits_by_a_scalable_solver_get_wald_intervals():
+    import numpy as np
+
+    from estimators import MixedLM
+    from harness.summaries import _confint
+    from simulators import simulate
+
+    frame = simulate("online_services", seed=3, n_users=200, n_items=20).frame
+    model = MixedLM("y ~ x1 + (1 | user) + (1 | item)", solver="iterative").fit(frame)
+    intervals = _confint(model)  # a profile would refuse this fit
+    assert np.all(np.isfinite(intervals.loc[model.coef_.index].to_numpy()))
+    assert intervals.loc[".sig01"].isna().all()
