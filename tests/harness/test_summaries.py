@@ -2,12 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
+from estimators import MixedLM
 from harness.config import parse_config
 from harness.report import render_report
 from harness.runner import run_sweep
+from harness.summaries import _confint
+from simulators import simulate
 
 CONFIG = {
     "name": "archers",
@@ -72,12 +76,6 @@ def test_the_bow_effect_is_clear_only_once_archers_are_accounted_for(sweep):
 
 
 def test_fits_by_a_scalable_solver_get_wald_intervals():
-    import numpy as np
-
-    from estimators import MixedLM
-    from harness.summaries import _confint
-    from simulators import simulate
-
     frame = simulate("online_services", seed=3, n_users=200, n_items=20).frame
     model = MixedLM("y ~ x1 + (1 | user) + (1 | item)", solver="iterative").fit(frame)
     intervals = _confint(model)  # a profile would refuse this fit
