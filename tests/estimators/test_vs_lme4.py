@@ -8,6 +8,7 @@ computed by the code under test.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from estimators import MixedLM
 from estimators.mixed._deviance import ProfiledDeviance
+from estimators.mixed._sparse import SparseDeviance
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = sorted(path.stem for path in (FIXTURES / "lme4").glob("*.json"))
@@ -162,3 +164,52 @@ def test_profile_confidence_intervals(model):
     assert list(ours.index) == list(ref["confint_profile"])
     for name, bounds in ref["confint_profile"].items():
         np.testing.assert_allclose(ours.loc[name], bounds, rtol=5e-4, atol=1e-6, err_msg=name)
+
+
+# The scalable solvers against the same references: the sparse solver computes the same
+# criterion (to lme4's precision), the iterative one estimates it (variance components
+# within 1%, predictions within 1e-3).
+INTERCEPTS_ONLY = [
+    m
+    for m in MODELS
+    if all(lhs.strip() == "1" for lhs in re.findall(r"\(([^|()]*)\|", reference(m)["formula"]))
+]
+
+
+@cache
+def fitted_by(model: str, solver: str) -> MixedLM:
+    ref = reference(model)
+    return MixedLM(ref["formula"], reml=ref["reml"], solver=solver).fit(read(ref["data"], model))
+
+
+def _variance_ratios(fit: MixedLM, ref: dict) -> np.ndarray:
+    expected = pd.DataFrame(ref["varcorr"])
+    expected["grp"] = expected["grp"].str.replace(r"\.\d+$", "", regex=True)
+    merged = expected.merge(fit.varcorr_, on=["grp", "var1", "var2"], suffixes=("_lme4", ""))
+    variances = merged[merged["var2"].isna()]
+    return (variances["vcov"] / variances["vcov_lme4"]).to_numpy()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sparse_solver_matches_lme4(model):
+    ref = reference(model)
+    fit = fitted_by(model, "sparse")
+    assert fit.solver_ == "sparse"
+    sparse = SparseDeviance(fit._objective)
+    for point in ref["devfun_at"]:
+        assert sparse(np.array(point["theta"])) == pytest.approx(point["value"], rel=1e-9)
+    assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
+    assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-5)
+    np.testing.assert_allclose(_variance_ratios(fit, ref), 1.0, rtol=2e-3)
+
+
+@pytest.mark.parametrize("model", INTERCEPTS_ONLY)
+def test_iterative_solver_matches_lme4(model):
+    ref = reference(model)
+    fit = fitted_by(model, "iterative")
+    assert fit.solver_ == "iterative"
+    np.testing.assert_allclose(_variance_ratios(fit, ref), 1.0, rtol=1e-2)
+    new = read(ref["newdata"], model)
+    predictions = np.asarray(ref["predictions"])
+    error = np.sqrt(np.mean((fit.predict(new) - predictions) ** 2))
+    assert error <= 1e-3 * np.sqrt(np.mean(predictions**2))
