@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,10 @@ def r_environment() -> dict[str, str]:
 def run_r(command: list[str], timeout: float) -> dict[str, Any]:
     """Run ``command`` (an Rscript call) with ``r_environment()``.
 
+    The command runs in a session of its own, and a timeout kills the whole process
+    group: the command may be GNU time wrapping Rscript, and killing only the direct
+    child would leave R running on.
+
     Returns
     -------
     dict
@@ -62,14 +67,22 @@ def run_r(command: list[str], timeout: float) -> dict[str, Any]:
         ``"timeout"`` / ``"error"`` with a ``reason`` (the exit code and the last lines
         of R's error output).
     """
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=r_environment(),
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=r_environment(), timeout=timeout
-        )
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
         return {"status": "timeout", "reason": f"did not finish in {timeout:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
-    if done.returncode != 0 or not lines:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"status": "error", "reason": f"Rscript exited with {done.returncode}: {tail}"}
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if process.returncode != 0 or not lines:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        return {"status": "error", "reason": f"Rscript exited with {process.returncode}: {tail}"}
     return {"status": "ok", "out": json.loads(lines[-1].removeprefix("BENCH_JSON "))}

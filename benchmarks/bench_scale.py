@@ -85,10 +85,7 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
-import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,7 +98,7 @@ from typing import Any
 import numpy as np
 from _memory import MB, peak_rss_kb
 from _results import machine, write_results
-from _rscript import LMER_FIT_HELPERS, r_environment
+from _rscript import LMER_FIT_HELPERS, run_r
 from bench_lmm import GNU_TIME, lme4_unavailable
 
 import estimators
@@ -437,30 +434,6 @@ cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA, na = "null"), 
 )
 
 
-def _run_rscript(command: list[str], timeout: float) -> dict[str, Any]:
-    """Like ``_rscript.run_r``, but a timeout kills the whole process group: killing
-    only GNU time, the direct child, would leave R running on."""
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=r_environment(),
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        return {"status": "error", "reason": f"Rscript ran longer than {timeout:.0f} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
-    if process.returncode != 0 or not lines:
-        tail = " | ".join(stderr.strip().splitlines()[-3:])
-        return {"status": "error", "reason": f"Rscript exited with {process.returncode}: {tail}"}
-    return {"status": "ok", "out": json.loads(lines[-1].removeprefix("BENCH_JSON "))}
-
-
 def run_lme4(size: Size, csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
     """Fit the CSV's data with lme4's lmer in an Rscript process.
 
@@ -491,7 +464,9 @@ def run_lme4(size: Size, csv: Path, rows: int, workdir: Path) -> dict[str, Any]:
     report = workdir / "time.txt"
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", "-o", str(report), *command]
-    result = _run_rscript(command, LME4_TIMEOUT)
+    result = run_r(command, LME4_TIMEOUT)
+    if result["status"] == "timeout":
+        result = {"status": "error", "reason": f"Rscript ran longer than {LME4_TIMEOUT:.0f} s"}
     if result["status"] != "ok":
         return result
     out = result["out"]
