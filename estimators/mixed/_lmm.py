@@ -128,7 +128,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         Fixed-effect columns dropped for rank deficiency.
     convergence_ : dict
         Optimiser, evaluations, return code, whether it converged, singularity, the
-        solver and the reason it was chosen.
+        solver and the reason it was chosen, and ``solution_solver``: the solver of the
+        final estimates at the optimum (with ``solver="auto"``, the exact one wherever
+        one exact factorisation is cheap).
     solver_ : str
         The solver used, ``"exact"`` or ``"iterative"``.
 
@@ -189,22 +191,31 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             step = 0.1 * np.maximum(np.abs(start), 0.1)
         else:
             step = None
-        solution = None
+        solution, final = None, choice.solver
         if choice.solver == "iterative":
             iterative = IterativeDeviance(objective)
             state, info = iterative.fit(start)
-            theta, value = state.theta, iterative.criterion(state)
-            solution = iterative.solution(state)
+            theta = state.theta
+            final = solver_at_theta(self.solver, objective, fitted="iterative")
+            if final == "iterative":
+                value, solution = iterative.criterion(state), iterative.solution(state)
         elif choice.solver == "sparse":
             sparse = SparseDeviance(objective)
             theta, value, info = minimize_bobyqa(sparse, start, lower, initial_step=step)
-            # The exact solution where one dense factorisation is cheap (its conditional
-            # variances are exact), else the sparse one's.
-            solver = solver_at_theta("auto", objective, fitted="sparse")
-            value, solution = solution_at(objective, theta, solver)
+            final = solver_at_theta(self.solver, objective, fitted="sparse")
         else:
             theta, value, info = minimize_bobyqa(objective, start, lower, initial_step=step)
-        info.update(start=start.tolist(), solver=choice.solver, solver_reason=choice.reason)
+        if solution is None and choice.solver != "exact":
+            # With solver="auto", the estimates at the optimum come from one exact
+            # factorisation wherever that is cheap: the exact criterion and conditional
+            # variances rather than the scalable solver's estimate or approximation.
+            value, solution = solution_at(objective, theta, final)
+        info.update(
+            start=start.tolist(),
+            solver=choice.solver,
+            solver_reason=choice.reason,
+            solution_solver=final,
+        )
         if not np.isfinite(value):
             raise FloatingPointError("the objective is not finite at any theta tried")
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)

@@ -146,6 +146,16 @@ def test_auto_takes_exact_on_small_designs_and_iterative_when_exact_is_slow(cros
     slow = MixedLM(CROSSED).fit(crossed)
     assert slow.solver_ == "iterative"
     assert "iterative estimated" in slow.convergence_["solver_reason"]
+    assert slow.convergence_["solution_solver"] == "iterative"
+    # Where one exact factorisation is cheap (a fortieth of a fit under a quarter of the
+    # budget) but a fit is not, auto takes the final estimates from one factorisation.
+    fit_seconds = solvers.estimate_costs(small._objective).exact_seconds
+    monkeypatch.setattr(solvers, "EXACT_SECONDS", fit_seconds / 2)
+    final = MixedLM(CROSSED).fit(crossed)
+    assert final.solver_ == "iterative" and final.convergence_["solution_solver"] == "exact"
+    exact = MixedLM(CROSSED, solver="exact")._fit_at_theta(crossed, theta=final.theta_)
+    assert final.objective_ == pytest.approx(exact.objective_, rel=1e-12)
+    np.testing.assert_allclose(final.ranef_var_["item"], exact.ranef_var_["item"], rtol=1e-10)
     # Random slopes keep the exact solver, whatever its time.
     slopes = MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)").fit(crossed)
     assert slopes.solver_ == "exact"
