@@ -483,7 +483,7 @@ def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDev
     if term == 0:
         G, ZX, Zy = c.G1, c.Z1X, c.Z1y
     else:
-        start = int(sum(q * n for q, n in zip(qs[1:term], levels[1:term], strict=True)))
+        start = rest_offsets(qs, levels)[term - 1]
         q, n = qs[term], levels[term]
         # A term's own block of Zr'Zr is block-diagonal (one q x q block per level).
         G = diagonal_blocks(c.ZrZr, start, q, n)
@@ -540,39 +540,3 @@ def exact_memory_error(
         f"random effects after the largest factor ({rest}), about {need / 2**30:.1f} GB, but "
         f"{(available or 0) / 2**30:.1f} GB of memory is available. {instead}"
     )
-
-
-def check_memory(qs: list[int], levels: list[int], p: int, names: list[str], owner: str) -> None:
-    """Refuse, before any work, a fit whose dense block would not fit in memory.
-
-    The peak of one evaluation holds three matrices of the dense block's size (the
-    block, the product that fills it, its Cholesky factor).
-
-    Parameters
-    ----------
-    qs, levels : list of int
-        Columns and levels per random-effects term, largest factor first.
-    p : int
-        Fixed-effect columns.
-    names : list of str
-        The terms' grouping factors, in the same order.
-    owner : str
-        The estimator's name, for the message.
-
-    Raises
-    ------
-    MemoryError
-        Naming the size of the dense block, the factors that make it, the memory it
-        needs and the memory available, and what would fit instead.
-    """
-    available = available_memory_bytes()
-    size = dense_size(qs, levels, p)
-    need = 3 * size**2 * 8
-    if available is None or need <= 0.8 * available:
-        return
-    raise exact_memory_error(
-        owner, names, levels, size, need, available,
-        "The largest factor is handled without that cost, so the crossed factors after it "
-        "must have fewer levels (fewer items, say); fixed_effects and ridge_onehot solve "
-        "such designs sparsely.",
-    )  # fmt: skip

@@ -249,7 +249,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                 f"the terms {[term.spec.group for term in design.terms]}, got shape "
                 f"{theta.shape}"
             )
-        solver = solver_at_theta(self.solver, objective)
+        solver = solver_at_theta(self.solver, objective, fitted=choice.solver)
         value, solution = solution_at(objective, theta, solver)
         info = {
             "optimizer": "none (theta given)",

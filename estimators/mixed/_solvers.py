@@ -55,6 +55,7 @@ class Costs:
     iterative_seconds: float
     iterative_bytes: int
     dense: int
+    pairs: float  # pairs of nonzeros the first term's levels share with the rest
     sparse_seconds: float = np.inf
     sparse_bytes: float = np.inf
     largest_group: int = 0
@@ -76,7 +77,7 @@ def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
     iterative_bytes = 5 * 12 * (nnz + c.ZrZr.nnz) + 8 * columns * (
         7 * objective.n_rest + 2 * objective.levels[0]
     )
-    return Costs(exact_seconds, 3 * 8 * dense**2, iterative_seconds, iterative_bytes, dense)
+    return Costs(exact_seconds, 3 * 8 * dense**2, iterative_seconds, iterative_bytes, dense, pairs)
 
 
 def with_sparse_costs(objective: deviance.ProfiledDeviance, costs: Costs) -> Costs:
@@ -84,17 +85,15 @@ def with_sparse_costs(objective: deviance.ProfiledDeviance, costs: Costs) -> Cos
     groups = connected_groups(objective)
     if groups is None or not groups.size:
         return costs
-    c = objective.cross
-    shared = np.bincount(c.ZrZ1.indices, minlength=c.ZrZ1.shape[1]).astype(float)
-    pairs = float(np.sum(shared**2))
     fill = float(np.sum(groups.astype(float) ** 2))
     seconds = EXACT_EVALUATIONS * (
-        pairs * PAIR_SECONDS + float(np.sum(groups.astype(float) ** 3)) / 3 * SPARSE_FLOP_SECONDS
+        costs.pairs * PAIR_SECONDS
+        + float(np.sum(groups.astype(float) ** 3)) / 3 * SPARSE_FLOP_SECONDS
     )
     return replace(
         costs,
         sparse_seconds=seconds,
-        sparse_bytes=3 * 12 * (fill + pairs),
+        sparse_bytes=3 * 12 * (fill + costs.pairs),
         largest_group=int(groups.max()),
     )
 
@@ -232,16 +231,14 @@ def choose_solver(
     raise refuse_exact()
 
 
-def solver_at_theta(
-    requested: str, objective: deviance.ProfiledDeviance, fitted: str | None = None
-) -> str:
-    """The solver for one evaluation at a given theta (``update``, a fit at fixed theta).
+def solver_at_theta(requested: str, objective: deviance.ProfiledDeviance, fitted: str) -> str:
+    """The solver for one evaluation at a given theta (``update``, a fit at fixed theta,
+    the final estimates of a fit).
 
     One exact factorisation costs a fortieth of an exact fit, so with ``"auto"`` the
     exact solver is used wherever its block fits in memory and one evaluation is
-    estimated under ``EXACT_SECONDS / 4``; otherwise the solver the fit used
-    (``fitted``), or for a fit at a given theta the sparse or iterative solver as
-    ``choose_solver`` would take them.
+    estimated under ``EXACT_SECONDS / 4``; otherwise ``fitted``, the solver the fit used
+    (or that ``choose_solver`` takes for these data).
     """
     if requested != "auto":
         return requested
@@ -250,7 +247,4 @@ def solver_at_theta(
     fits = available is None or costs.exact_bytes <= MEMORY_SHARE * available
     if fits and costs.exact_seconds / EXACT_EVALUATIONS <= EXACT_SECONDS / 4:
         return "exact"
-    if fitted is not None:
-        return fitted
-    choice = choose_solver("auto", objective, [""] * len(objective.qs), "MixedLM")
-    return choice.solver
+    return fitted
