@@ -10,11 +10,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-# R code shared by the lmer benchmark scripts: the process's memory from /proc, reading
-# the CSV with its factor columns (``factors`` and the file in ``args[[1]]``), and
-# ``fit_once()``, one timed ``lmer(form, data)`` with its warnings and messages kept in
-# ``notes``.
-LMER_FIT_HELPERS = r"""status_kb <- function(field) {
+# R code shared by the lmer benchmark scripts, whose arguments start with the CSV file,
+# the formula, the factor columns (comma-separated) and the warm-up fits: lme4 and
+# jsonlite loaded, those arguments read (``form``, ``factors``, ``warmups``), the
+# process's memory from /proc, the CSV read with its factor columns, and ``fit_once()``,
+# one timed ``lmer(form, data)`` with its warnings and messages kept in ``notes``.
+LMER_FIT_HELPERS = r"""suppressPackageStartupMessages({
+  library(lme4)
+  library(jsonlite)
+})
+args <- commandArgs(trailingOnly = TRUE)
+form <- as.formula(args[[2]])
+factors <- strsplit(args[[3]], ",", fixed = TRUE)[[1]]
+warmups <- as.integer(args[[4]])
+
+status_kb <- function(field) {
   if (!file.exists("/proc/self/status")) return(NA_real_)
   line <- grep(paste0("^", field, ":"), readLines("/proc/self/status"), value = TRUE)
   as.numeric(gsub("[^0-9]", "", line))

@@ -305,19 +305,10 @@ LME4_SCRIPT = (
     r"""
 # Fits one lme4 model for bench_lmm.py; prints its results as one JSON line.
 # Arguments: CSV file, formula, factor columns (comma-separated), warm-up fits, timed fits.
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
-args <- commandArgs(trailingOnly = TRUE)
-form <- as.formula(args[[2]])
-factors <- strsplit(args[[3]], ",", fixed = TRUE)[[1]]
-warmups <- as.integer(args[[4]])
-repeats <- as.integer(args[[5]])
-
 """
     + LMER_FIT_HELPERS
     + r"""
+repeats <- as.integer(args[[5]])
 for (i in seq_len(warmups)) invisible(fit_once())
 runs <- lapply(seq_len(repeats), function(i) fit_once())
 fit <- runs[[length(runs)]]$fit

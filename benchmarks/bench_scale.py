@@ -393,15 +393,6 @@ LME4_SCALE_SCRIPT = (
 # Fits one lme4 model for bench_scale.py; prints its results as one JSON line and writes
 # the fitted values (little-endian doubles) to a file.
 # Arguments: CSV file, formula, factor columns (comma-separated), warm-up fits, fitted file.
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
-args <- commandArgs(trailingOnly = TRUE)
-form <- as.formula(args[[2]])
-factors <- strsplit(args[[3]], ",", fixed = TRUE)[[1]]
-warmups <- as.integer(args[[4]])
-
 """
     + LMER_FIT_HELPERS
     + r"""
@@ -1015,10 +1006,7 @@ def footnotes(records: list[dict[str, Any]]) -> str:
     if any(label.startswith("sparse") for label in references):
         where += "; the sparse solver computes the exact solver's criterion, factored sparsely"
     notes.append(f"vs exact: against the fit of the exact criterion (ref): {where}.")
-    measures = sorted(
-        {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
-    )
-    notes += [f"memory measured as: {measure}" for measure in measures]
+    notes += _memory_notes(records)
     for record in records:
         for fit in record["fits"]:
             where = f"{record['name']}, {fit['label']}"
@@ -1029,6 +1017,14 @@ def footnotes(records: list[dict[str, Any]]) -> str:
                     notes.append(f"{where}, {key}: {fit[key]['error']}")
             notes += [f"{where}: {text}" for text in fit.get("warnings", [])]
     return "\n".join(f"* {note}" for note in notes)
+
+
+def _memory_notes(records: list[dict[str, Any]]) -> list[str]:
+    """How the fits' peak memory was measured, once per way."""
+    measures = sorted(
+        {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
+    )
+    return [f"memory measured as: {measure}" for measure in measures]
 
 
 def _convergence_note(fit: dict[str, Any]) -> str:
@@ -1061,10 +1057,7 @@ def binary_footnotes(records: list[dict[str, Any]]) -> str:
         "Laplace fit's standard errors ((abs): as is); prob rel. RMSE: of the predicted "
         "probabilities on the training rows against Laplace's.",
     ]
-    measures = sorted(
-        {fit["memory_measure"] for r in records for fit in r["fits"] if "memory_measure" in fit}
-    )
-    notes += [f"memory measured as: {measure}" for measure in measures]
+    notes += _memory_notes(records)
     for record in records:
         for fit in record["fits"]:
             where = f"{record['name']}, {fit['label']}"
