@@ -196,6 +196,15 @@ def block_cg(
     return X, products
 
 
+def require_intercepts(qs: list[int]) -> None:
+    """Refuse random slopes, which the iterative solver does not take."""
+    if any(q != 1 for q in qs):
+        raise ValueError(
+            "solver='iterative' takes random intercepts only, (1 | g) terms; this "
+            "model has a term with random slopes: use solver='exact' or 'sparse'"
+        )
+
+
 @dataclass
 class IterativeState:
     """Everything the iterative solver computes at one theta."""
@@ -234,11 +243,7 @@ class IterativeDeviance:
     warm: np.ndarray | None = field(default=None, repr=False)  # last solutions, to start CG
 
     def __post_init__(self) -> None:
-        if any(q != 1 for q in self.objective.qs):
-            raise ValueError(
-                "solver='iterative' takes random intercepts only, (1 | g) terms; this "
-                "model has a term with random slopes: use solver='exact'"
-            )
+        require_intercepts(self.objective.qs)
         bounds = np.cumsum([0, *self.objective.levels[1:]])
         self.rest_slices = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.probes, self.weights = self._probes()

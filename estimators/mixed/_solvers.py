@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import estimators.mixed._deviance as deviance
-from estimators.mixed._iterative import PROBES
+from estimators.mixed._iterative import PROBES, require_intercepts
 from estimators.mixed._sparse import connected_groups
 
 SOLVERS = ("auto", "exact", "sparse", "iterative")
@@ -174,11 +174,7 @@ def choose_solver(
         )
 
     if requested == "iterative":
-        if not intercepts_only:
-            raise ValueError(
-                "solver='iterative' takes random intercepts only, (1 | g) terms; this "
-                "model has a term with random slopes: use solver='exact' or 'sparse'"
-            )
+        require_intercepts(objective.qs)
         if not iterative_fits:
             raise MemoryError(
                 f"{owner}: the iterative solver needs about {_gb(costs.iterative_bytes)} "
