@@ -8,6 +8,10 @@ Schema (every error names the path of the offending field)::
     n_jobs: 2                          # default 1; `mixbench run --n-jobs` overrides
     scenarios:                         # required, non-empty
       - simulator: online_services
+        label: sparse_users            # optional: names the regime everywhere (tables,
+                                       # plots, findings); unique in the config; default
+                                       # the simulator's name. Swept values are appended:
+                                       # sparse_users[events_per_user.mean=2]
         params: {n_users: 2000}        # nested mappings or dotted keys
         splits: [{scheme: fresh_draw}] # optional: this scenario's own split schemes
         estimators: [pooled_ols]       # optional: only these estimators (labels or names)
@@ -74,18 +78,25 @@ class Scenario:
     swept: dict[str, Any]
     splits: tuple[SplitSpec, ...] = ()
     estimators: tuple[str, ...] = ()
+    name: str | None = None
 
     def runs(self, spec: EstimatorSpec) -> bool:
         """Whether the estimator ``spec`` runs on this scenario."""
         return not self.estimators or spec.label in self.estimators or spec.name in self.estimators
 
     @property
+    def regime(self) -> str:
+        """The config entry's name (its ``label``, default the simulator's name), shared
+        by the points of its sweep."""
+        return self.name or self.simulator
+
+    @property
     def label(self) -> str:
-        """Printable name: the simulator and its swept values."""
+        """Printable name, unique in a config: the regime and its swept values."""
         if not self.swept:
-            return self.simulator
+            return self.regime
         inner = ", ".join(f"{key}={value}" for key, value in self.swept.items())
-        return f"{self.simulator}[{inner}]"
+        return f"{self.regime}[{inner}]"
 
 
 # The options each split scheme takes (besides ``scheme``).
@@ -389,11 +400,14 @@ def _grid(raw: Any, path: str) -> list[dict[str, Any]]:
 
 def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario, ...]:
     scenarios = []
+    regimes: dict[str, int] = {}  # each entry's name -> its index
     names = {spec.label for spec in specs} | {spec.name for spec in specs}
     for i, item in enumerate(items):
         path = f"scenarios[{i}]"
         item = _mapping(item, path)
-        _check_keys(item, ["simulator", "params", "sweep", "splits", "estimators"], f"{path}.")
+        _check_keys(
+            item, ["simulator", "label", "params", "sweep", "splits", "estimators"], f"{path}."
+        )
         own_splits = ()
         if item.get("splits") is not None:
             own_splits = tuple(
@@ -418,6 +432,22 @@ def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario,
             simulator = simulators.info(name)
         except KeyError as error:
             raise ConfigError(f"{path}.simulator: {error.args[0]}") from None
+        label = item.get("label")
+        if label is not None and (
+            not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label)
+        ):
+            raise ConfigError(
+                f"{path}.label: expected letters, digits, '-', '_' or '.' (it names the "
+                f"scenario in tables and plots), got {label!r}"
+            )
+        regime = label or name
+        if regime in regimes:
+            raise ConfigError(
+                f"{path}.label: scenarios[{regimes[regime]}] is already called {regime!r}; "
+                "two scenarios must not share a name (their results would be pooled): give "
+                "each its own 'label'"
+            )
+        regimes[regime] = i
         params = _mapping(item.get("params"), f"{path}.params")
         for point in _grid(item.get("sweep"), f"{path}.sweep"):
             try:
@@ -432,6 +462,7 @@ def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario,
                     swept=point,
                     splits=own_splits,
                     estimators=own_estimators,
+                    name=label,
                 )
             )
     return tuple(scenarios)

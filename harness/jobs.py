@@ -98,6 +98,7 @@ class Job:
     def job_id(self) -> str:
         return stable_hash(
             self.scenario.simulator,
+            self.scenario.label,
             self.scenario.params,
             self.dataset_seed,
             self.split.as_dict(),

@@ -8,6 +8,7 @@ test outcomes and predictions. What a metric needs is declared (``needs``):
 - ``std``: a Gaussian predictive standard deviation, from models whose ``predict``
   takes ``return_std=True``; for other models the metric is NaN (not applicable);
 - ``binary``: 0/1 outcomes with predicted probabilities;
+- ``count``: counts with a predicted positive mean;
 - ``truth``: the fitted model and the data set's known truth (variance components,
   unit effects), computed once per job, not on test rows.
 
@@ -127,6 +128,15 @@ def auc(scored: Scored) -> float:
     return float(roc_auc_score(scored.y, scored.mean))
 
 
+def poisson_deviance(scored: Scored) -> float:
+    """Mean Poisson deviance of counts under the predicted means (0 for a perfect fit);
+    predictions are floored at 1e-10, as a mean of zero has infinite deviance."""
+    mu = np.maximum(np.asarray(scored.mean, dtype=float), 1e-10)
+    y = scored.y
+    ratio = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    return float(np.mean(2.0 * (ratio - (y - mu))))
+
+
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: its function, what it needs and which way is better."""
@@ -220,6 +230,7 @@ _METRICS: MappingProxyType[str, Metric] = MappingProxyType(
             Metric("brier", brier, needs="binary"),
             Metric("weighted_mspe", brier, needs="binary"),
             Metric("auc", auc, needs="binary", higher_is_better=True),
+            Metric("poisson_deviance", poisson_deviance, needs="count"),
             Metric("vc_error", vc_error, needs="truth"),
             Metric("effect_corr", effect_corr, needs="truth", higher_is_better=True),
         ]
@@ -227,11 +238,21 @@ _METRICS: MappingProxyType[str, Metric] = MappingProxyType(
 )
 # What a config without a ``metrics`` field scores.
 DEFAULT: tuple[str, ...] = ("rmse", "mae", "r2")
+# The metric that ranks models on each outcome family: the one the family's likelihood
+# makes proper (squared error of 0/1 outcomes is the Brier score, which hides the
+# differences a log loss shows).
+PRIMARY: MappingProxyType[str, str] = MappingProxyType(
+    {"gaussian": "rmse", "binomial": "log_loss", "poisson": "poisson_deviance"}
+)
+# Outcome families a metric applies to, by what it needs (others: every family).
+FAMILY_OF_NEEDS: MappingProxyType[str, str] = MappingProxyType(
+    {"binary": "binomial", "count": "poisson"}
+)
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
     name for name, metric in _METRICS.items() if metric.higher_is_better
 )
 # Metrics reported separately for seen / unseen units and per unit-activity bucket.
-BY_GROUP_NEEDS: frozenset[str] = frozenset({"point", "std", "binary"})
+BY_GROUP_NEEDS: frozenset[str] = frozenset({"point", "std", "binary", "count"})
 # Buckets of a test row's unit's number of training rows: [low, high] inclusive.
 ACTIVITY_BUCKETS: tuple[tuple[int, float], ...] = (
     (0, 0),
@@ -260,6 +281,17 @@ def info(name: str) -> Metric:
     if name not in _METRICS:
         raise KeyError(f"unknown metric {name!r}; available metrics: {', '.join(_METRICS)}")
     return _METRICS[name]
+
+
+def applies(name: str, family: str) -> bool:
+    """Whether the metric called ``name`` is defined for outcomes of ``family``."""
+    needed = FAMILY_OF_NEEDS.get(info(name).needs)
+    return needed is None or needed == family
+
+
+def primary_metric(family: str) -> str:
+    """The metric that ranks models on outcomes of ``family`` (see ``PRIMARY``)."""
+    return PRIMARY[family]
 
 
 def get(name: str) -> Callable[..., float]:

@@ -98,6 +98,7 @@ def _base_row(job: Job, config_name: str) -> dict[str, Any]:
         "error_type": None,
         "error": None,
         "scenario": job.scenario.label,
+        "regime": job.scenario.regime,
         "simulator": job.scenario.simulator,
         **{f"sim.{key}": _encode(value) for key, value in flatten(job.scenario.params).items()},
         "repeat": job.repeat,
@@ -223,6 +224,7 @@ def run_job(
     test_source = dataset if test_data is None else test_data
     row |= {
         "dataset_hash": dataset.meta["hash"],
+        "family": dataset.family,
         "n_rows": dataset.n_rows,
         "n_train": int(fold.train.size),
         "n_test": int(fold.test.size),
@@ -278,15 +280,13 @@ def _scores(
     job: Job,
 ) -> dict[str, Any]:
     """Every requested metric: prediction metrics overall and by unit subset, metrics
-    of binary outcomes only for binomial data, truth metrics where the truth is known."""
-    binary = dataset.family == "binomial"
-    names = tuple(
-        name for name in metric_names if metric_registry.info(name).needs != "binary" or binary
-    )
+    of binary outcomes only for binomial data (of counts only for counts), truth metrics
+    where the truth is known."""
+    names = tuple(name for name in metric_names if metric_registry.applies(name, dataset.family))
     row: dict[str, Any] = metric_registry.score_rows(names, scored, fold.unit_train_rows)
     for name in metric_names:
         needs = metric_registry.info(name).needs
-        if needs == "binary" and not binary:
+        if name not in names:
             row[name] = float("nan")
         elif needs == "truth":
             function = metric_registry.get(name)

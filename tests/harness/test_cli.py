@@ -62,3 +62,11 @@ def test_config_errors_exit_2_with_the_path(tmp_path, tiny_config_text, capsys):
     config = _write(tmp_path, tiny_config_text, estimators=["pooled_ol"])
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "estimators[0].name: unknown estimator 'pooled_ol'" in capsys.readouterr().err
+
+
+def test_validate_refuses_two_scenarios_with_one_name(tmp_path, tiny_config_text, capsys):
+    scenarios = [{"simulator": "online_services"}, {"simulator": "online_services"}]
+    path = _write(tmp_path, tiny_config_text, scenarios=scenarios)
+    assert main(["validate", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "scenarios[1].label" in error and "already called 'online_services'" in error

@@ -215,6 +215,7 @@ def test_a_scenario_may_bring_its_own_splits_and_estimators(tiny_config_text):
                 {"simulator": "online_services", "params": {"n_users": 60}},
                 {
                     "simulator": "online_services",
+                    "label": "binary",
                     "params": {"n_users": 60, "family": "binomial"},
                     "splits": [{"scheme": "fresh_draw", "draws": 2}],
                     "estimators": ["fixed_effects", "hist_gbm"],
@@ -240,3 +241,38 @@ def test_a_scenario_may_bring_its_own_splits_and_estimators(tiny_config_text):
                 scenarios=[{"simulator": "online_services", "estimators": ["mixed_glm"]}],
             )
         )
+
+
+def test_scenarios_are_named_by_their_label_and_names_never_collide(tiny_config_text):
+    scenarios = [
+        {"simulator": "online_services", "label": "well_specified", "params": {"n_users": 60}},
+        {
+            "simulator": "online_services",
+            "label": "drift",
+            "params": {"n_users": 60, "time": {"drift_sd": 1.0}},
+            "sweep": {"sd.user": [0.2, 0.5]},
+        },
+    ]
+    config = parse_config(_with(tiny_config_text, scenarios=scenarios))
+    assert [scenario.label for scenario in config.scenarios] == [
+        "well_specified",
+        "drift[sd.user=0.2]",
+        "drift[sd.user=0.5]",
+    ]
+    assert [scenario.regime for scenario in config.scenarios] == [
+        "well_specified",
+        "drift",
+        "drift",
+    ]
+    # Two unlabelled scenarios of one simulator would share its name: refused.
+    unlabelled = [{"simulator": "online_services"}, {"simulator": "online_services"}]
+    with pytest.raises(
+        ConfigError, match=r"scenarios\[1\].label: scenarios\[0\] is already called"
+    ):
+        parse_config(_with(tiny_config_text, scenarios=unlabelled))
+    twice = [dict(scenarios[0]), dict(scenarios[0], params={"n_users": 80})]
+    with pytest.raises(ConfigError, match="'well_specified'"):
+        parse_config(_with(tiny_config_text, scenarios=twice))
+    # A label is text for tables and plots, never markup.
+    with pytest.raises(ConfigError, match=r"scenarios\[0\].label: expected letters"):
+        parse_config(_with(tiny_config_text, scenarios=[dict(scenarios[0], label="$x$")]))
