@@ -20,6 +20,9 @@ from harness import metrics as metric_registry
 
 # A fold of a data set, on which every estimator of a task was fitted.
 PAIR_KEYS = ["scenario", "repeat", "split", "fold"]
+# Cost of a job, summarised by the median over folds (a few slow outliers, a busy
+# machine say, should not move it).
+COST_COLUMNS = ["fit_seconds", "predict_seconds", "peak_memory_mb"]
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,13 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
         One row per (scenario, split, estimator) with ``n``, ``<metric>``,
         ``<metric>_low``, ``<metric>_high``, ``<metric>_diff`` (estimator minus
         baseline, paired by fold) with ``_diff_low``/``_diff_high``, ``mean_rank`` by
-        the first metric (1 is best; coverage ranks by distance to its nominal level)
-        and ``win_rate``: the share of folds on which the estimator beats the
-        baseline on the first metric (ties count half).
+        the first metric (1 is best; coverage ranks by distance to its nominal level),
+        ``win_rate``: the share of folds on which the estimator beats the
+        baseline on the first metric (ties count half), and the median over folds of
+        ``fit_seconds``, ``predict_seconds`` and ``peak_memory_mb``.
     """
     ok = table[table["status"] == "ok"].copy()
-    columns = ["scenario", "split", "estimator", "n", "mean_rank", "win_rate"]
+    columns = ["scenario", "split", "estimator", "n", "mean_rank", "win_rate", *COST_COLUMNS]
     for metric in metrics:
         columns += [metric, f"{metric}_low", f"{metric}_high"]
         columns += [f"{metric}_diff", f"{metric}_diff_low", f"{metric}_diff_high"]
@@ -164,6 +168,10 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
                 "estimator": estimator,
                 "n": len(rows),
                 "mean_rank": float(rows["rank"].mean()),
+            }
+            record |= {
+                column: float(rows[column].median()) if column in rows else float("nan")
+                for column in COST_COLUMNS
             }
             ratio = float(rows["ratio"].mean())
             paired = rows.set_index(PAIR_KEYS)
