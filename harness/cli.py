@@ -49,8 +49,8 @@ def _validate(args: argparse.Namespace) -> int:
     tasks = expand(config)
     print(
         f"{config.name}: {len(all_jobs(tasks))} jobs in {len(tasks)} tasks (a data set and a "
-        f"fold each) from {len(config.scenarios)} scenario(s) x {config.repeats} repeat(s), "
-        f"{len(config.estimators)} estimator(s)"
+        f"fold each) from {len(config.scenarios)} scenario(s) and {len(config.estimators)} "
+        "estimator(s)"
     )
     return 0
 

@@ -13,6 +13,7 @@ Schema (every error names the path of the offending field)::
                                        # the simulator's name. Swept values are appended:
                                        # sparse_users[events_per_user.mean=2]
         params: {n_users: 2000}        # nested mappings or dotted keys
+        repeats: 6                     # optional: this scenario's number of data sets
         splits: [{scheme: fresh_draw}] # optional: this scenario's own split schemes
         estimators: [pooled_ols]       # optional: only these estimators (labels or names)
         sweep:                         # grid over parameters: a list of values per key
@@ -79,10 +80,15 @@ class Scenario:
     splits: tuple[SplitSpec, ...] = ()
     estimators: tuple[str, ...] = ()
     name: str | None = None
+    repeats: int | None = None
 
     def runs(self, spec: EstimatorSpec) -> bool:
         """Whether the estimator ``spec`` runs on this scenario."""
         return not self.estimators or spec.label in self.estimators or spec.name in self.estimators
+
+    def n_repeats(self, default: int) -> int:
+        """Its number of data sets: its own ``repeats``, else the config's ``default``."""
+        return self.repeats or default
 
     @property
     def regime(self) -> str:
@@ -406,8 +412,13 @@ def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario,
         path = f"scenarios[{i}]"
         item = _mapping(item, path)
         _check_keys(
-            item, ["simulator", "label", "params", "sweep", "splits", "estimators"], f"{path}."
+            item,
+            ["simulator", "label", "params", "sweep", "splits", "estimators", "repeats"],
+            f"{path}.",
         )
+        repeats = item.get("repeats")
+        if repeats is not None:
+            repeats = _integer(repeats, f"{path}.repeats", minimum=1)
         own_splits = ()
         if item.get("splits") is not None:
             own_splits = tuple(
@@ -463,6 +474,7 @@ def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario,
                     splits=own_splits,
                     estimators=own_estimators,
                     name=label,
+                    repeats=repeats,
                 )
             )
     return tuple(scenarios)

@@ -133,7 +133,7 @@ def expand(config: Config) -> list[Task]:
     """Every task of the sweep, in a deterministic order."""
     tasks = []
     for scenario in config.scenarios:
-        for repeat in range(config.repeats):
+        for repeat in range(scenario.n_repeats(config.repeats)):
             dataset_seed = stable_seed(config.seed, scenario.simulator, scenario.params, repeat)
             for split in scenario.splits or config.splits:
                 split_seed = stable_seed(dataset_seed, split.as_dict())

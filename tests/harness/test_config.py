@@ -276,3 +276,18 @@ def test_scenarios_are_named_by_their_label_and_names_never_collide(tiny_config_
     # A label is text for tables and plots, never markup.
     with pytest.raises(ConfigError, match=r"scenarios\[0\].label: expected letters"):
         parse_config(_with(tiny_config_text, scenarios=[dict(scenarios[0], label="$x$")]))
+
+
+def test_a_scenario_may_set_its_own_number_of_data_sets(tiny_config_text):
+    scenarios = [
+        {"simulator": "online_services", "label": "few", "params": {"n_users": 60}},
+        {"simulator": "online_services", "label": "many", "params": {"n_users": 60}, "repeats": 5},
+    ]
+    config = parse_config(_with(tiny_config_text, repeats=2, scenarios=scenarios))
+    repeats = {
+        scenario.label: {task.repeat for task in expand(config) if task.scenario == scenario}
+        for scenario in config.scenarios
+    }
+    assert repeats == {"few": {0, 1}, "many": {0, 1, 2, 3, 4}}
+    with pytest.raises(ConfigError, match=r"scenarios\[0\].repeats: must be at least 1"):
+        parse_config(_with(tiny_config_text, scenarios=[dict(scenarios[0], repeats=0)]))
