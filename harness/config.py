@@ -83,8 +83,12 @@ class Scenario:
     repeats: int | None = None
 
     def runs(self, spec: EstimatorSpec) -> bool:
-        """Whether the estimator ``spec`` runs on this scenario."""
-        return not self.estimators or spec.label in self.estimators or spec.name in self.estimators
+        """Whether the estimator ``spec`` runs on this scenario: listed by its label, or
+        by its registry name when the config did not relabel it (``hist_gbm`` selects
+        ``hist_gbm[learning_rate=0.1]`` but not an entry labelled ``mixed_lm_slopes``)."""
+        if not self.estimators or spec.label in self.estimators:
+            return True
+        return spec.name in self.estimators and spec.label.split("[")[0] == spec.name
 
     def n_repeats(self, default: int) -> int:
         """Its number of data sets: its own ``repeats``, else the config's ``default``."""

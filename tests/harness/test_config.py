@@ -291,3 +291,17 @@ def test_a_scenario_may_set_its_own_number_of_data_sets(tiny_config_text):
     assert repeats == {"few": {0, 1}, "many": {0, 1, 2, 3, 4}}
     with pytest.raises(ConfigError, match=r"scenarios\[0\].repeats: must be at least 1"):
         parse_config(_with(tiny_config_text, scenarios=[dict(scenarios[0], repeats=0)]))
+
+
+def test_a_scenario_lists_relabelled_estimators_by_their_label(tiny_config_text):
+    estimators_ = [
+        "mixed_lm",
+        {"name": "mixed_lm", "label": "slopes", "params": {"reml": False}},
+        {"name": "hist_gbm", "grid": {"max_iter": [10, 20]}},
+    ]
+    scenarios = [{"simulator": "online_services", "estimators": ["mixed_lm", "hist_gbm"]}]
+    config = parse_config(
+        _with(tiny_config_text, scenarios=scenarios, estimators=estimators_, baseline="mixed_lm")
+    )
+    ran = {job.estimator.label for job in all_jobs(expand(config))}
+    assert ran == {"mixed_lm", "hist_gbm[max_iter=10]", "hist_gbm[max_iter=20]"}
