@@ -9,6 +9,7 @@ with ``J - 1`` degrees of freedom.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,29 @@ def fold_ranks(rows: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     return loss, rank
 
 
-def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.DataFrame:
+def primary_metrics(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
+    """The metric that ranks the models of each scenario: its outcome family's primary
+    metric (``metrics.PRIMARY``) when the sweep scored it, else the first of ``metrics``
+    with a value there (RMSE does not rank binary outcomes when log loss is at hand)."""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    chosen = {}
+    for scenario, rows in ok.groupby("scenario", sort=False):
+        family = rows["family"].iloc[0] if "family" in rows else None
+        preferred = metric_registry.PRIMARY.get(family) if isinstance(family, str) else None
+        scored = [m for m in metrics if m in rows and rows[m].notna().any()]
+        if preferred in scored:
+            chosen[str(scenario)] = preferred
+        elif scored or metrics:
+            chosen[str(scenario)] = (scored or metrics)[0]
+    return chosen
+
+
+def leaderboard(
+    table: pd.DataFrame,
+    metrics: list[str],
+    baseline: str,
+    primary: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Mean of each metric with its interval, difference to the baseline, mean rank and
     win rate.
 
@@ -133,39 +156,50 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
     table : pandas.DataFrame
         Result rows (the store's table); only rows with status ``ok`` are used.
     metrics : list of str
-        Metric columns; the first one ranks the estimators.
+        Metric columns.
     baseline : str
         Estimator label the paired differences are taken against.
+    primary : mapping, optional
+        Scenario -> the metric that ranks its estimators; default
+        :func:`primary_metrics`.
 
     Returns
     -------
     pandas.DataFrame
         One row per (scenario, split, estimator) with ``n``, ``<metric>``,
         ``<metric>_low``, ``<metric>_high``, ``<metric>_diff`` (estimator minus
-        baseline, paired by fold) with ``_diff_low``/``_diff_high``, ``mean_rank`` by
-        the first metric (1 is best; coverage ranks by distance to its nominal level),
-        ``win_rate``: the share of folds on which the estimator beats the
-        baseline on the first metric (ties count half), and the median over folds of
+        baseline, paired by fold) with ``_diff_low``/``_diff_high``, the same in % of
+        the baseline's mean (``<metric>_diff_pct``, ``_pct_low``, ``_pct_high``),
+        ``primary`` (the scenario's ranking metric), ``mean_rank`` by it (1 is best;
+        coverage ranks by distance to its nominal level), ``win_rate``: the share of
+        folds on which the estimator beats the baseline on it (ties count half), and
+        the median over folds of
         ``fit_seconds``, ``predict_seconds`` and ``peak_memory_mb``.
     """
     ok = table[table["status"] == "ok"].copy()
-    columns = ["scenario", "split", "estimator", "n", "mean_rank", "win_rate", *COST_COLUMNS]
+    columns = ["scenario", "split", "estimator", "primary", "n", "mean_rank", "win_rate"]
+    columns += COST_COLUMNS
     for metric in metrics:
         columns += [metric, f"{metric}_low", f"{metric}_high"]
         columns += [f"{metric}_diff", f"{metric}_diff_low", f"{metric}_diff_high"]
+        columns += [f"{metric}_diff_pct", f"{metric}_pct_low", f"{metric}_pct_high"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
-    primary = metrics[0]
-    ok["_loss"], ok["rank"] = fold_ranks(ok, primary)
+    primary = dict(primary or primary_metrics(ok, metrics))
     ok["ratio"] = fold_ratios(ok)
     records = []
     for (scenario, split), group in ok.groupby(["scenario", "split"], sort=False):
+        ranking = primary.get(str(scenario), metrics[0])
+        group = group.assign(
+            **dict(zip(["_loss", "rank"], fold_ranks(group, ranking), strict=True))
+        )
         reference = group[group["estimator"] == baseline].set_index(PAIR_KEYS)
         for estimator, rows in group.groupby("estimator", sort=False):
             record = {
                 "scenario": scenario,
                 "split": split,
                 "estimator": estimator,
+                "primary": ranking,
                 "n": len(rows),
                 "mean_rank": float(rows["rank"].mean()),
             }
@@ -197,16 +231,28 @@ def leaderboard(table: pd.DataFrame, metrics: list[str], baseline: str) -> pd.Da
                     f"{metric}_diff_low": diff.low,
                     f"{metric}_diff_high": diff.high,
                 }
+                # In % of the baseline's mean on the same folds, as the findings say it.
+                scale = abs(float(reference.loc[common, metric].mean())) if common.size else 0.0
+                scale = scale if scale > 0 else float("nan")
+                record |= {
+                    f"{metric}_diff_pct": 100 * diff.mean / scale,
+                    f"{metric}_pct_low": 100 * diff.low / scale,
+                    f"{metric}_pct_high": 100 * diff.high / scale,
+                }
             records.append(record)
     board = pd.DataFrame.from_records(records, columns=columns)
     return board.sort_values(["scenario", "split", "mean_rank"], kind="stable", ignore_index=True)
 
 
 def write_comparison(
-    table: pd.DataFrame, metrics: list[str], baseline: str, directory: str | Path
+    table: pd.DataFrame,
+    metrics: list[str],
+    baseline: str,
+    directory: str | Path,
+    primary: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Write the leaderboard to ``comparison.csv`` in ``directory`` (the table the report
     reads and users can take elsewhere) and return it."""
-    board = leaderboard(table, metrics, baseline)
+    board = leaderboard(table, metrics, baseline, primary)
     board.to_csv(Path(directory) / "comparison.csv", index=False)
     return board
