@@ -22,7 +22,7 @@ from harness import metrics as metric_registry
 from harness.compare import PAIR_KEYS, fold_ranks, fold_ratios, stratified_interval
 
 
-def _pct(value: float, signed: bool = False) -> str:
+def format_percent(value: float, signed: bool = False) -> str:
     """A percentage with as many decimals as its size needs (7%, 2.4%, 0.35%)."""
     size = abs(value)
     digits = 0 if size >= 10 else 1 if size >= 1 else 2
@@ -41,29 +41,28 @@ class Comparison:
     high: float
     n: int
 
+    def interval_text(self) -> str:
+        """The 95% interval of ``percent``, e.g. ``95% CI +6.3% to +8.7%``."""
+        low, high = format_percent(self.low, signed=True), format_percent(self.high, signed=True)
+        return f"95% CI {low} to {high}"
+
     def sentence(self, where: str) -> str:
         metric = self.column.split("@")[0]
+        size = format_percent(abs(self.percent))
         if not np.isfinite(self.low):
             return (
-                f"{where}, {self.a} does {_pct(abs(self.percent))} "
+                f"{where}, {self.a} does {size} "
                 f"{'better' if self.percent > 0 else 'worse'} than {self.b} by {metric} "
                 f"({self.n} fold(s), too few for an interval)."
             )
-        interval = (
-            f"95% CI {_pct(self.low, signed=True)} to {_pct(self.high, signed=True)}, "
-            f"{self.n} folds"
-        )
+        interval = f"{self.interval_text()}, {self.n} folds"
         if self.low > 0:
-            return (
-                f"{where}, {self.a} beats {self.b} by {_pct(self.percent)} {metric} ({interval})."
-            )
+            return f"{where}, {self.a} beats {self.b} by {size} {metric} ({interval})."
         if self.high < 0:
-            return (
-                f"{where}, {self.a} trails {self.b} by {_pct(-self.percent)} {metric} ({interval})."
-            )
+            return f"{where}, {self.a} trails {self.b} by {size} {metric} ({interval})."
         return (
             f"{where}, {self.a} and {self.b} are within noise of each other on {metric}: "
-            f"{_pct(self.percent, signed=True)} ({interval})."
+            f"{format_percent(self.percent, signed=True)} ({interval})."
         )
 
 
@@ -116,12 +115,20 @@ def _buckets(rows: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
 
 
 def findings(
-    table: pd.DataFrame, metric: str, baseline: str, split_order: list[str] | None = None
+    table: pd.DataFrame,
+    metric: str,
+    baseline: str,
+    split_order: list[str] | None = None,
+    *,
+    winners: bool = True,
+    failures: bool = True,
 ) -> list[str]:
     """Sentences on ``metric`` from a results table; empty when nothing succeeded.
 
     ``split_order`` lists split labels in the order to report them (the config's);
-    others follow in the table's order.
+    others follow in the table's order. ``winners=False`` leaves out who ranks first
+    overall (where the report's map of regimes says it already), ``failures=False``
+    the count of failed jobs.
     """
     if "status" not in table or metric not in table:
         return []
@@ -134,7 +141,9 @@ def findings(
         if not order:
             continue
         best = order[0]
-        if best == baseline:
+        if not winners:
+            pass
+        elif best == baseline:
             runner_up = order[1] if len(order) > 1 else None
             result = compare(rows, best, runner_up, metric) if runner_up else None
             if result is not None:
@@ -167,8 +176,16 @@ def findings(
                 result = compare(rows, unseen_order[0], baseline, unseen)
                 if result is not None:
                     sentences.append(result.sentence(f"On {split}, for unseen units"))
-    failed = table[table["status"] == "failed"]
-    if not failed.empty:
-        names = ", ".join(sorted(failed["estimator"].astype(str).unique()))
-        sentences.append(f"{len(failed)} of {len(table)} jobs failed ({names}); see Failures.")
+    failed = failure_sentence(table)
+    if failures and failed:
+        sentences.append(failed)
     return sentences
+
+
+def failure_sentence(table: pd.DataFrame) -> str:
+    """How many jobs failed and which estimators, or "" when none did."""
+    failed = table[table["status"] == "failed"] if "status" in table else table.iloc[0:0]
+    if failed.empty:
+        return ""
+    names = ", ".join(sorted(failed["estimator"].astype(str).unique()))
+    return f"{len(failed)} of {len(table)} jobs failed ({names}); see Failures."

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from harness import figures as plots
-from harness.compare import write_comparison
+from harness.compare import primary_metrics, write_comparison
 from harness.config import Config, parse_config
-from harness.findings import findings
+from harness.findings import failure_sentence, findings, format_percent
+from harness.jobs import expand
+from harness.regimes import losses, regime_map, summary_sentences
 
 PACKAGES = [
     "mixbench",
@@ -76,33 +78,143 @@ def _cell(record: dict[str, Any], column: str, signed: bool = False) -> dict[str
     return {"value": text, "interval": interval}
 
 
+def _percent_cell(record: dict[str, Any], metric: str) -> dict[str, str]:
+    """The paired difference to the baseline in % of its mean, with its interval."""
+    value = record[f"{metric}_diff_pct"]
+    if value is None or not np.isfinite(value):
+        return {"value": "–", "interval": ""}
+    low, high = record[f"{metric}_pct_low"], record[f"{metric}_pct_high"]
+    interval = (
+        f"[{format_percent(low, signed=True)}, {format_percent(high, signed=True)}]"
+        if np.isfinite(low)
+        else ""
+    )
+    return {"value": format_percent(value, signed=True), "interval": interval}
+
+
+def _cost(value: float, unit: str) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.3g} {unit}"
+
+
 def _tables(board: pd.DataFrame, metrics: list[str], baseline: str) -> list[dict[str, Any]]:
+    """A leaderboard per (scenario, split): the scenario's primary metric and the cost in
+    view, the other metrics behind a toggle."""
     tables = []
     for (scenario, split), rows in board.groupby(["scenario", "split"], sort=False):
-        # Metrics that apply here (binary metrics on gaussian data are NaN, say).
-        shown = [metric for metric in metrics if rows[metric].notna().any()]
+        primary = str(rows["primary"].iloc[0])
+        # Other metrics that apply here (binary metrics on gaussian data are NaN, say).
+        others = [m for m in metrics if m != primary and rows[m].notna().any()]
         body = []
         for record in rows.to_dict("records"):
-            cells = []
-            for metric in shown:
-                cells.append(_cell(record, metric))
-                cells.append(
-                    {"value": "baseline", "interval": ""}
-                    if record["estimator"] == baseline
-                    else _cell(record, f"{metric}_diff", signed=True)
-                )
+            is_baseline = record["estimator"] == baseline
             body.append(
                 {
                     "estimator": record["estimator"],
                     "n": record["n"],
                     "rank": f"{record['mean_rank']:.2f}",
-                    "wins": "" if record["estimator"] == baseline else _percent(record["win_rate"]),
-                    "cells": cells,
+                    "wins": "" if is_baseline else _percent(record["win_rate"]),
+                    "primary": _cell(record, primary),
+                    "diff": {"value": "baseline", "interval": ""}
+                    if is_baseline
+                    else _percent_cell(record, primary),
+                    "fit": _cost(record.get("fit_seconds"), "s"),
+                    "predict": _cost(record.get("predict_seconds"), "s"),
+                    "memory": _cost(record.get("peak_memory_mb"), "MB"),
+                    "others": [
+                        cell
+                        for metric in others
+                        for cell in (
+                            _cell(record, metric),
+                            {"value": "", "interval": ""}
+                            if is_baseline
+                            else _percent_cell(record, metric),
+                        )
+                    ],
                     "best": record["mean_rank"] == rows["mean_rank"].min(),
                 }
             )
-        tables.append({"scenario": scenario, "split": split, "metrics": shown, "rows": body})
+        tables.append(
+            {
+                "scenario": scenario,
+                "split": split,
+                "primary": primary,
+                "direction": plots.direction(primary),
+                # Fresh draws are independent data sets, not folds of one.
+                "units": "data sets" if str(split).startswith("fresh_draw") else "folds",
+                "others": others,
+                "rows": body,
+            }
+        )
     return tables
+
+
+def _overview(config: Config, table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per scenario: what it is and how many jobs it makes (the header's arithmetic)."""
+    tasks = expand(config)
+    families = table.groupby("scenario")["family"].first().to_dict() if "family" in table else {}
+    lines = []
+    for scenario in config.scenarios:
+        own = [task for task in tasks if task.scenario == scenario]
+        splits = scenario.splits or config.splits
+        lines.append(
+            {
+                "scenario": scenario.label,
+                "simulator": scenario.simulator,
+                "family": families.get(scenario.label, ""),
+                "data_sets": scenario.n_repeats(config.repeats),
+                "splits": ", ".join(
+                    f"{split.label} ({split.folds} fold{'s' if split.folds > 1 else ''})"
+                    for split in splits
+                ),
+                "estimators": len(own[0].jobs) if own else 0,
+                "jobs": sum(len(task.jobs) for task in own),
+            }
+        )
+    return lines
+
+
+def _regimes(
+    table: pd.DataFrame, board: pd.DataFrame, primary: dict[str, str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The map of regimes as table rows, and a sentence per winning model."""
+    cells = regime_map(table, board, primary)
+    rows = [
+        {
+            "scenario": cell.scenario,
+            "split": cell.split,
+            "family": cell.family,
+            "metric": cell.metric,
+            "winner": cell.winner,
+            "runner_up": cell.runner_up or "",
+            "lead": cell.lead_text(),
+            "clear": cell.clear,
+            "fit": _cost(cell.winner_fit_seconds, "s"),
+            "last": cell.ranking[-1] if len(cell.ranking) > 2 else "",
+        }
+        for cell in cells
+    ]
+    return rows, summary_sentences(cells, losses(table, cells))
+
+
+def _findings_by_regime(
+    table: pd.DataFrame, primary: dict[str, str], baseline: str, split_labels: list[str]
+) -> list[dict[str, Any]]:
+    """Where shrinkage shows, per regime (the scenarios of one config entry), on the
+    regime's primary metric: the least and most active seen units, and unseen ones."""
+    ok = table[table["status"] == "ok"]
+    if ok.empty:
+        return []
+    regime = ok["regime"] if "regime" in ok else ok["scenario"].str.split("[").str[0]
+    groups = []
+    for name in dict.fromkeys(regime):
+        rows = ok[regime == name]
+        metric = primary.get(str(rows["scenario"].iloc[0]))
+        if metric is None:
+            continue
+        sentences = findings(rows, metric, baseline, split_labels, winners=False, failures=False)
+        if sentences:
+            groups.append({"regime": name, "metric": metric, "sentences": sentences})
+    return groups
 
 
 def _figures(
@@ -308,8 +420,11 @@ def render_report(directory: str | Path) -> Path:
     config: Config = parse_config(config_path.read_text(), origin=str(config_path))
     table = pd.read_parquet(results_path)
     metrics = [metric for metric in config.metrics if metric in table.columns]
+    primary = primary_metrics(table, metrics) if metrics and "status" in table else {}
     board = (
-        write_comparison(table, metrics, config.baseline, directory) if metrics else pd.DataFrame()
+        write_comparison(table, metrics, config.baseline, directory, primary)
+        if metrics
+        else pd.DataFrame()
     )
     split_labels = list(
         dict.fromkeys(
@@ -336,6 +451,7 @@ def render_report(directory: str | Path) -> Path:
         )
     figures = _figures(table, board, metrics, config) if not board.empty else []
     problem_rows = _problems(table)
+    regimes, regime_sentences = _regimes(table, board, primary) if not board.empty else ([], [])
     run_info_path = directory / "run.json"
     run_info = json.loads(run_info_path.read_text()) if run_info_path.exists() else {}
     status_counts = table["status"].value_counts().to_dict() if "status" in table else {}
@@ -351,7 +467,13 @@ def render_report(directory: str | Path) -> Path:
         status_counts=status_counts,
         metrics=metrics,
         split_labels=split_labels,
-        findings=findings(table, metrics[0], config.baseline, split_labels) if metrics else [],
+        overview=_overview(config, table),
+        regimes=regimes,
+        regime_sentences=regime_sentences,
+        findings=_findings_by_regime(table, primary, config.baseline, split_labels)
+        if not board.empty
+        else [],
+        failed_sentence=failure_sentence(table),
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,
         problems=problem_rows,

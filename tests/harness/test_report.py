@@ -325,4 +325,11 @@ splits:""",
     assert "ctr_experiment[n_users=1000] · fresh_draw[draws=10]" in html
     assert "rmse against sim" not in html  # captions name the parameter, not the column
     assert "rmse against n_users" in html and "rmse against sd.user" in html
-    assert "On fresh_draw[draws=10], mixed_glm ranks first by rmse" in html
+    # The map of regimes names the winner per scenario and split, never pooled.
+    assert re.search(
+        r"<td>ctr_experiment\[n_users=1000\]</td><td>fresh_draw\[draws=10\]</td><td>rmse</td>"
+        r"\s*<td><strong>mixed_glm</strong>",
+        html,
+    )
+    # Fresh draws are independent data sets, and the table says so.
+    assert "<th>data sets</th>" in html and "<th>folds</th>" in html
