@@ -289,9 +289,9 @@ def test_report_loads_in_chromium_without_errors_and_shows_the_leaderboard(brows
     assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
 
 
-def test_scenarios_with_their_own_splits_and_estimators_render(tmp_path):
-    """A second study with its own split scheme, swept parameter and estimators (as in
-    the default config) sits beside the first in every figure and table."""
+def _two_studies() -> tuple[list[dict], str]:
+    """The stored rows plus a second study with its own split scheme, swept parameter
+    and estimators (as in the default config), and their config."""
     rows = _rows(gain=0.2)
     for users in (200, 1000):
         for repeat in range(2):
@@ -321,6 +321,12 @@ def test_scenarios_with_their_own_splits_and_estimators_render(tmp_path):
     estimators: [fixed_effects, mixed_glm]
 splits:""",
     ).replace("[fixed_effects, mixed_lm]", "[fixed_effects, mixed_lm, mixed_glm]")
+    return rows, config
+
+
+def test_scenarios_with_their_own_splits_and_estimators_render(tmp_path):
+    """A second study sits beside the first in every figure and table."""
+    rows, config = _two_studies()
     html = render_report(_store(tmp_path, rows, config)).read_text()
     assert "ctr_experiment[n_users=1000] · fresh_draw[draws=10]" in html
     assert "rmse against sim" not in html  # captions name the parameter, not the column
@@ -333,3 +339,39 @@ splits:""",
     )
     # Fresh draws are independent data sets, and the table says so.
     assert "<th>data sets</th>" in html and "<th>folds</th>" in html
+
+
+WIDTH = 1400
+
+
+def test_a_multi_regime_report_fits_1400_pixels_without_horizontal_scrolling(browser, tmp_path):
+    rows, config = _two_studies()
+    report = render_report(_store(tmp_path / "sweep", rows, config))
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        width=1400,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    browser.send("Page.enable")
+    browser.send("Page.navigate", url=report.resolve().as_uri())
+    browser.wait_for("Page.loadEventFired")
+    state = browser.send(
+        "Runtime.evaluate",
+        returnByValue=True,
+        expression="""(() => {
+            const page = document.documentElement;
+            const boxes = [...document.querySelectorAll('.scroll')];
+            return {
+                page: [page.scrollWidth, page.clientWidth],
+                tables: document.querySelectorAll('#leaderboard table.board').length,
+                overflowing: boxes.filter(b => b.scrollWidth > b.clientWidth + 1)
+                                  .map(b => b.querySelector('th') && b.parentElement.id),
+            };
+        })()""",
+    )["result"]["value"]
+    assert WIDTH - 20 <= state["page"][1] <= WIDTH  # the viewport, less any vertical scrollbar
+    assert state["page"][0] <= state["page"][1], "the page scrolls horizontally"
+    assert state["tables"] == 4  # two scenarios of each study, one split each
+    assert state["overflowing"] == [], "a table is wider than the page"
