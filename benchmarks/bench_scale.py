@@ -96,7 +96,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _memory import MB, peak_rss_kb
+from _memory import MB, peak_rss_kb, reset_peak_rss, vm_rss_kb
 from _results import machine, write_results
 from _rscript import LMER_FIT_HELPERS, run_r
 from bench_lmm import GNU_TIME, lme4_unavailable
@@ -223,24 +223,6 @@ def make_model(size: Size, solver: str) -> estimators.MixedLM | estimators.Mixed
 # ---------------------------------------------------------------------------
 
 
-def _vm_rss_kb() -> float | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^VmRSS:\s+(\d+)", text, flags=re.MULTILINE)
-    return float(found.group(1)) if found else None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False if refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays as Python numbers and lists, for JSON."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -265,9 +247,9 @@ def _fit_child(
     del data
     gc.collect()
     simulate_peak = peak_rss_kb()
-    data_rss = _vm_rss_kb()
+    data_rss = vm_rss_kb()
     # The simulator's own peak is not the fit's; without a reset, subtract it instead.
-    if data_rss is not None and _reset_peak_rss():
+    if data_rss is not None and reset_peak_rss():
         baseline, measure = data_rss, "VmHWM from the start of the fit; fit: minus VmRSS before"
     else:
         baseline, measure = simulate_peak, "VmHWM of the process; fit: minus VmHWM after simulating"

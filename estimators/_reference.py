@@ -297,6 +297,13 @@ seconds <- tryCatch(
     warning = keep("warning"), message = keep("message")),
   error = function(e) fail("lmer", conditionMessage(e)))
 
+# The R process's peak resident size (kB): the caller's own never includes it.
+status_kb <- function(field) {
+  if (!file.exists("/proc/self/status")) return(NA_real_)
+  line <- grep(paste0("^", field, ":"), readLines("/proc/self/status"), value = TRUE)
+  if (length(line) == 0) NA_real_ else as.numeric(gsub("[^0-9]", "", line))
+}
+
 number <- function(x) {
   x <- as.numeric(x)
   ifelse(is.finite(x), sprintf("%.17g", x), "null")
@@ -326,6 +333,7 @@ record <- list(
     values = json_array(t(as.matrix(block)))       # row by row
   )),
   fit_seconds = json_scalar(seconds),
+  peak_rss_kb = json_scalar(status_kb("VmHWM")),
   diagnostics = I(diagnostics),
   versions = list(R = as.character(getRversion()),
                   lme4 = as.character(packageVersion("lme4")))
@@ -387,6 +395,11 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         Elapsed seconds of the ``lmer`` call alone (R's ``system.time``), without
         starting R or moving the data.
     n_obs_ : int
+    subprocess_peak_memory_mb_ : float
+        Peak resident size of the ``Rscript`` process in MB (its VmHWM after the fit,
+        from ``/proc/self/status``: R, lme4, the data it read and the fit); NaN where
+        R cannot read it (not Linux). The memory of the calling Python process
+        does not include it; the harness adds it to the row's ``peak_memory_mb``.
     messages_ : list of str
         lme4's warnings and messages during the fit (e.g. singular fits); warnings are
         also raised as Python warnings.
@@ -530,6 +543,9 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         self.is_singular_ = bool(result["is_singular"])
         self.n_obs_ = int(result["n_obs"])
         self.fit_seconds_ = float(result["fit_seconds"])
+        # null where R could not read /proc (not Linux)
+        peak_kb = result.get("peak_rss_kb")
+        self.subprocess_peak_memory_mb_ = np.nan if peak_kb is None else float(peak_kb) / 1024.0
         vc = result["varcorr"]
         self.varcorr_ = pd.DataFrame(
             {

@@ -6,9 +6,9 @@ import ctypes
 import dataclasses
 import inspect
 import json
+import math
 import threading
 import time
-import tracemalloc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from harness import metrics as metric_registry
 from harness.config import Config, EstimatorSpec
 from harness.jobs import Job, Task, all_jobs, expand, stable_seed
 from harness.metrics import Scored
+from harness.resources import PeakMemory, watch_peak_memory
 from harness.splits import Fold, check_no_leakage, fresh_draw_fold, make_folds, split_factor
 from harness.store import ResultStore
 from simulators import Dataset, flatten
@@ -174,19 +175,42 @@ def _accepts_return_std(estimator: Any) -> bool:
 
 def _fit_and_predict(
     estimator: Any, X_train: Any, y_train: np.ndarray, X_test: Any, want_std: bool
-) -> tuple[np.ndarray, np.ndarray | None, float, float]:
-    """Fit and predict; returns (mean, std or None, fit seconds, predict seconds)."""
+) -> tuple[np.ndarray, np.ndarray | None, float, float, PeakMemory]:
+    """Fit and predict; returns (mean, std or None, fit seconds, predict seconds, memory).
+
+    Each call alone is timed by the wall clock; nothing traces it. The memory is the
+    process's peak resident size over fit and predict, which the kernel keeps at no
+    cost to them (see :mod:`harness.resources`).
+    """
+    with_std = want_std and _accepts_return_std(estimator)
+    watch = watch_peak_memory()
     started = time.perf_counter()
     estimator.fit(X_train, y_train)
     fitted = time.perf_counter()
     std = None
-    if want_std and _accepts_return_std(estimator):
+    if with_std:
         mean, std = estimator.predict(X_test, return_std=True)
-        std = np.asarray(std, dtype=float)
     else:
         mean = estimator.predict(X_test)
     predicted = time.perf_counter()
-    return np.asarray(mean, dtype=float), std, fitted - started, predicted - fitted
+    memory = watch.read()
+    if std is not None:
+        std = np.asarray(std, dtype=float)
+    return np.asarray(mean, dtype=float), std, fitted - started, predicted - fitted, memory
+
+
+def _memory_columns(memory: PeakMemory, estimator: Any) -> dict[str, Any]:
+    """The row's memory columns: the worker's increase plus the peak of a subprocess
+    the estimator waited on (its ``subprocess_peak_memory_mb_``, as ``Lme4`` has),
+    which the worker's own resident size never sees."""
+    subprocess_mb = float(getattr(estimator, "subprocess_peak_memory_mb_", math.nan))
+    counted = math.isfinite(subprocess_mb)
+    return {
+        "peak_memory_mb": memory.increase_mb + (subprocess_mb if counted else 0.0),
+        "peak_rss_mb": memory.peak_mb,
+        "subprocess_peak_memory_mb": subprocess_mb,
+        "memory_measure": memory.measure + ("+subprocess_vmhwm" if counted else ""),
+    }
 
 
 def run_job(
@@ -219,6 +243,14 @@ def run_job(
     dict
         The result row; an exception becomes a row with status ``failed`` and the
         error, an estimator that cannot apply to the data a row with status ``skipped``.
+        Its cost columns: ``fit_seconds`` and ``predict_seconds``, wall-clock time of
+        each call alone; ``peak_memory_mb``, the worker process's peak resident size
+        over fit and predict above its resident size just before (native allocations
+        included), plus ``subprocess_peak_memory_mb``, the peak of a subprocess the
+        estimator waited on (R for ``lme4``; NaN, counted as 0, for estimators without
+        one); ``peak_rss_mb``, the worker's absolute peak; ``memory_measure``, how the
+        worker's peak was taken (a key of :data:`harness.resources.MEASURES`, with
+        ``+subprocess_vmhwm`` when a subprocess's peak is added).
     """
     row = _base_row(job, config_name)
     test_source = dataset if test_data is None else test_data
@@ -241,25 +273,20 @@ def run_job(
         X, y = dataset.X, dataset.y.to_numpy()
         y_test = test_source.y.to_numpy()[fold.test]
         want_std = any(metric_registry.info(name).needs == "std" for name in metric_names)
-        tracemalloc.start()
-        try:
-            with time_limit(seconds):
-                mean, std, fit_seconds, predict_seconds = _fit_and_predict(
-                    estimator,
-                    X.iloc[fold.train],
-                    y[fold.train],
-                    test_source.X.iloc[fold.test],
-                    want_std,
-                )
-            peak_bytes = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        with time_limit(seconds):
+            mean, std, fit_seconds, predict_seconds, memory = _fit_and_predict(
+                estimator,
+                X.iloc[fold.train],
+                y[fold.train],
+                test_source.X.iloc[fold.test],
+                want_std,
+            )
         if mean.shape != (fold.test.size,):
             raise ValueError(f"predict returned shape {mean.shape} for {fold.test.size} test rows")
         row |= {
             "fit_seconds": fit_seconds,
             "predict_seconds": predict_seconds,
-            "peak_memory_mb": peak_bytes / 2**20,
+            **_memory_columns(memory, estimator),
             # Which solver a model with several chose for these data (solver="auto").
             "solver": str(getattr(estimator, "solver_", "")),
         }

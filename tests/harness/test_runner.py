@@ -49,7 +49,9 @@ def test_a_sweep_stores_one_complete_row_per_job(small_config, tmp_path):
     assert row["sim.sd.user"] == 1.0 and row["sim.n_users"] == 60
     assert json.loads(row["est.group_cols"]) == ["user", "item", "region"]
     assert json.loads(row["est.feature_cols"]) == ["x1", "x2", "x3", "account_age", "treat"]
-    assert row["fit_seconds"] > 0 and row["peak_memory_mb"] > 0
+    # A fit this small may reuse memory the worker already holds: an increase of 0 is real.
+    assert row["fit_seconds"] > 0 and row["peak_memory_mb"] >= 0
+    assert row["peak_rss_mb"] > row["peak_memory_mb"] and row["memory_measure"] == "vmhwm_reset"
     assert 0 < row["rmse"] < 5 and row["mae"] <= row["rmse"]
     gbm = table.filter(pl.col("estimator") == "hist_gbm")
     assert gbm["est.random_state"].null_count() == 0  # derived from the job, recorded
