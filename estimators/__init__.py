@@ -3,6 +3,7 @@
 from estimators._baselines import GroupMean, HistGBM
 from estimators._glm import HistGBMClassifier, LassoOneHot, LogisticFixedEffects, LogisticRidge
 from estimators._linear import FixedEffects, PooledOLS
+from estimators._poisson import HistGBMPoisson, PoissonFixedEffects, PoissonRidge
 from estimators._reference import Lme4, StatsmodelsMixedLM
 from estimators._registry import ROLES, EstimatorInfo, available, get, info, registered
 from estimators._shrinkage import EBShrinkage, RidgeOneHot
@@ -17,6 +18,7 @@ __all__ = [
     "GroupMean",
     "HistGBM",
     "HistGBMClassifier",
+    "HistGBMPoisson",
     "LassoOneHot",
     "Lme4",
     "LogisticFixedEffects",
@@ -24,6 +26,8 @@ __all__ = [
     "MixedBoosting",
     "MixedGLM",
     "MixedLM",
+    "PoissonFixedEffects",
+    "PoissonRidge",
     "PooledOLS",
     "RandomForest",
     "RidgeOneHot",

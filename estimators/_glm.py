@@ -64,8 +64,16 @@ def one_hot(
     return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(frame), 0))
 
 
-class _LogisticOnGroups(RegressorMixin, BaseEstimator):
-    """Logistic regression on features plus one indicator per group level."""
+class _GLMOnGroups(BaseEstimator):
+    """A GLM on standardised features plus one indicator per group level.
+
+    Subclasses name the outcome check (``_target``), fit a scikit-learn GLM on the
+    design ``_prepare`` returns, and hand it to ``_store``, which puts the coefficients
+    back on the features' scale and centres each factor's effects.
+    """
+
+    def _target(self, y: Any, n_rows: int) -> np.ndarray:
+        raise NotImplementedError
 
     def _design(self, frame: pd.DataFrame, fitting: bool) -> sp.csr_matrix:
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
@@ -82,28 +90,49 @@ class _LogisticOnGroups(RegressorMixin, BaseEstimator):
     def _prepare(self, X: Any, y: Any) -> tuple[sp.csr_matrix, np.ndarray]:
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=True)
-        target = binary_target(y, len(frame))
+        target = self._target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
         self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
         return self._design(frame, fitting=True), target
 
-    def _store(self, model: LogisticRegression | LogisticRegressionCV) -> None:
+    def _store(
+        self,
+        model: Any,
+        coef: np.ndarray | None = None,
+        average_over: dict[Hashable, np.ndarray] | None = None,
+    ) -> None:
+        """Keep ``model`` and its coefficients as ``intercept_``, ``coef_`` and
+        ``group_effects_``.
+
+        ``coef`` (default ``model.coef_``) holds the standardised features' coefficients,
+        then one per level of each factor. Each factor's effects are centred on the mean
+        over its levels marked in ``average_over`` (default: all levels).
+        """
         self.model_ = model
-        coef = model.coef_.ravel()
+        coef = np.ravel(model.coef_) if coef is None else coef
         k = len(self.feature_cols_)
         self.coef_ = pd.Series(coef[:k] / self.feature_scale_, index=pd.Index(self.feature_cols_))
-        intercept = float(model.intercept_[0]) - float(np.sum(self.coef_ * self.feature_mean_))
+        intercept = float(np.ravel(model.intercept_)[0])
+        intercept -= float(np.sum(self.coef_ * self.feature_mean_))
         self.group_effects_ = {}
         start = k
         for name, levels in self.levels_.items():
             effects = coef[start : start + len(levels)]
             start += len(levels)
-            # Centred on the logit scale: an unseen level is an average unit.
-            shift = effects.mean()
+            # Centred on the link scale: an unseen level is an average unit.
+            counted = np.ones(len(levels), bool) if average_over is None else average_over[name]
+            shift = effects[counted].mean()
             intercept += shift
             self.group_effects_[name] = pd.Series(effects - shift, index=levels.levels, name=name)
         self.intercept_ = intercept
+
+
+class _LogisticOnGroups(RegressorMixin, _GLMOnGroups):
+    """Logistic regression on features plus one indicator per group level."""
+
+    def _target(self, y: Any, n_rows: int) -> np.ndarray:
+        return binary_target(y, n_rows)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of 0 and 1 per row, shape (n, 2)."""

@@ -18,6 +18,7 @@ from estimators._glm import (
     LogisticRidge,
 )
 from estimators._linear import FixedEffects, PooledOLS
+from estimators._poisson import HistGBMPoisson, PoissonFixedEffects, PoissonRidge
 from estimators._reference import (
     Lme4,
     StatsmodelsMixedLM,
@@ -58,8 +59,8 @@ class EstimatorInfo:
         For an optional dependency: returns why it cannot be used here, or None.
     variants : mapping
         Family -> factory for families the model handles with another class (ridge on
-        one-hot groups is ``LogisticRidge`` for binary outcomes); ``factory`` serves the
-        first family.
+        one-hot groups is ``LogisticRidge`` for binary outcomes, ``PoissonRidge`` for
+        counts); ``factory`` serves the first family.
     """
 
     name: str
@@ -111,11 +112,11 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "fixed_effects",
                 FixedEffects,
                 "least squares with sparse dummies per group level (lm with factors); "
-                "logistic regression with them for binary outcomes (glm)",
-                families=("gaussian", "binomial"),
+                "logistic or Poisson regression with them for binary or count outcomes (glm)",
+                families=("gaussian", "binomial", "poisson"),
                 roles=("feature_cols", "group_cols"),
                 needs_groups=True,
-                variants={"binomial": LogisticFixedEffects},
+                variants={"binomial": LogisticFixedEffects, "poisson": PoissonFixedEffects},
             ),
             EstimatorInfo(
                 "group_mean",
@@ -169,19 +170,21 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "hist_gbm",
                 HistGBM,
                 "scikit-learn histogram gradient boosting on features and group codes "
-                "(the classifier for binary outcomes)",
-                families=("gaussian", "binomial"),
+                "(the classifier for binary outcomes, the Poisson loss for counts)",
+                families=("gaussian", "binomial", "poisson"),
                 roles=("feature_cols", "group_cols"),
-                variants={"binomial": HistGBMClassifier},
+                variants={"binomial": HistGBMClassifier, "poisson": HistGBMPoisson},
             ),
             EstimatorInfo(
                 "ridge_onehot",
                 RidgeOneHot,
                 "ridge on one-hot groups and features, penalty by exact leave-one-out; "
-                "L2 logistic regression, penalty by cross-validated log loss, for binary outcomes",
-                families=("gaussian", "binomial"),
+                "L2 logistic regression, penalty by cross-validated log loss, for binary "
+                "outcomes; L2 Poisson regression, penalty by cross-validated Poisson deviance, "
+                "for counts",
+                families=("gaussian", "binomial", "poisson"),
                 roles=("feature_cols", "group_cols"),
-                variants={"binomial": LogisticRidge},
+                variants={"binomial": LogisticRidge, "poisson": PoissonRidge},
             ),
             EstimatorInfo(
                 "eb_shrinkage",
@@ -230,6 +233,30 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 HistGBMClassifier,
                 "scikit-learn histogram gradient boosting classifier on features and group codes",
                 families=("binomial",),
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "poisson_fixed_effects",
+                PoissonFixedEffects,
+                "Poisson regression with dummies per group level (glm, poisson)",
+                families=("poisson",),
+                roles=("feature_cols", "group_cols"),
+                needs_groups=True,
+            ),
+            EstimatorInfo(
+                "poisson_ridge",
+                PoissonRidge,
+                "L2 Poisson regression on one-hot groups, penalty by cross-validated Poisson "
+                "deviance",
+                families=("poisson",),
+                roles=("feature_cols", "group_cols"),
+            ),
+            EstimatorInfo(
+                "hist_gbm_poisson",
+                HistGBMPoisson,
+                "scikit-learn histogram gradient boosting with the Poisson loss on features "
+                "and group codes",
+                families=("poisson",),
                 roles=("feature_cols", "group_cols"),
             ),
         ]
