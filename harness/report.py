@@ -220,41 +220,103 @@ def _findings_by_regime(
 def _figures(
     table: pd.DataFrame, board: pd.DataFrame, metrics: list[str], config: Config
 ) -> list[dict[str, str]]:
-    """Every figure the results support, with its caption, in reading order."""
-    metric = metrics[0]
+    """Every figure the results support, with its caption, in reading order. Each
+    scenario is drawn on its own primary metric (the one that ranks its leaderboard), so
+    the captions say which metric that is for which outcome family."""
+    primary = primary_metrics(table, metrics)
+    families = (
+        table.groupby("scenario", sort=False)["family"].first().to_dict()
+        if "family" in table
+        else {}
+    )
+
+    def which(scenarios: list[str] | None = None) -> str:
+        """The metric the panels show: its name, or each family's when they differ."""
+        chosen = {scenario: primary[scenario] for scenario in scenarios or primary}
+        names = list(dict.fromkeys(chosen.values()))
+        if len(names) == 1:
+            return names[0]
+        by_metric = {
+            name: sorted(
+                {str(families.get(s, s)) for s, metric in chosen.items() if metric == name}
+            )
+            for name in names
+        }
+        return (
+            "each scenario's primary metric ("
+            + "; ".join(f"{name} for {' and '.join(family)}" for name, family in by_metric.items())
+            + ")"
+        )
+
     swept = list(dict.fromkeys(key for scenario in config.scenarios for key in scenario.swept))
     candidates = [
         (
-            f"{metric} by estimator, per split scheme (mean and 95% corrected interval)",
-            plots.leaderboard_figure(board, metric),
-        )
+            f"Leaderboard: {which()} by estimator, mean over folds with its 95% corrected "
+            "interval, a panel per scenario, a colour per split scheme. A panel lists only "
+            "the estimators fitted on its scenario, best first; compare within a panel, "
+            "not across panels.",
+            plots.leaderboard_figure(board, primary),
+        ),
+        (
+            f"Accuracy against cost: {which()} (mean with 95% corrected interval) against "
+            "median fit seconds (log scale), a panel per scenario and split scheme. The "
+            "step line joins the estimators, ringed in black, that no other estimator "
+            "beats on both (at least as fast and at least as accurate): the best accuracy "
+            "a fit-time budget buys.",
+            plots.pareto_figure(board, primary),
+        ),
     ]
     for parameter in swept:
+        sweeping = [
+            scenario.label
+            for scenario in config.scenarios
+            if parameter in scenario.swept and scenario.label in primary
+        ]
         candidates.append(
             (
-                f"{metric} against {parameter} (mean and 95% corrected interval band; other "
-                "swept parameters averaged)",
-                plots.sweep_figure(table, metric, parameter),
+                f"{which(sweeping) if sweeping else metrics[0]} against {parameter}: a panel "
+                f"per regime and split scheme in which the regime sweeps {parameter}, a line "
+                "per estimator with its 95% corrected interval band; a regime's scenarios "
+                "at one value (other swept parameters) are averaged with equal weight.",
+                plots.sweep_figure(table, primary, parameter),
             )
         )
     candidates += [
         (
-            f"{metric} against the number of training rows of the test row's unit: where "
-            "shrinkage helps (few rows) and where it stops mattering (many)",
-            plots.activity_figure(table, metric),
+            f"Unit activity: {which()} against the number of training rows of the test "
+            "row's unit (mean over folds; 0 = units unseen in training), a panel per "
+            "scenario and split scheme with two or more activity levels: where shrinkage "
+            "helps (few rows) and where it stops mattering (many).",
+            plots.activity_figure(table, primary),
         ),
-        (f"{metric} on seen and on unseen units", plots.seen_unseen_figure(table, metric)),
         (
-            "Fit time against training rows (log-log); the slope is the empirical order of growth",
+            f"Seen and unseen units: {which()} on test rows of units seen in training "
+            "(circles) and of unseen units (diamonds), mean over folds, a panel per scenario "
+            "and split scheme whose test rows hold both. The axis spans the values, not "
+            "zero: read the gap within a row.",
+            plots.seen_unseen_figure(table, primary),
+        ),
+        (
+            "Fit time: fit seconds against training rows (log-log), a point per job. A line "
+            "is a least-squares fit over an estimator's jobs spanning ten times as many rows "
+            "or more; its slope b is called an order of growth (time ~ rows^b) only when "
+            "positive. Jobs of all scenarios share this axis: at one row count, time also "
+            "depends on the scenario's data.",
             plots.fit_time_figure(table),
         ),
         (
-            "Estimated against true standard deviations of the random effects and the noise "
-            "(dashed: estimate = truth)",
+            "Variance components: estimated over true standard deviation of each random "
+            "effect and of the noise, a panel per scenario, a point per fold, a colour per "
+            "estimator; the dashed line at 1 is the truth (below it: underestimated). True "
+            "values are under the components' names; components whose true sd is 0 are "
+            "left out.",
             plots.variance_components_figure(table),
         ),
         (
-            "Coverage of the Gaussian predictive intervals (dashed: nominal level)",
+            "Coverage: share of test outcomes inside the Gaussian 50% and 90% predictive "
+            "intervals (mean over folds), a panel per scenario and split scheme, for the "
+            "estimators that give intervals; dashed lines at the nominal levels (left of "
+            "them: intervals too narrow).",
             plots.coverage_figure(table),
         ),
     ]
