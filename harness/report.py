@@ -197,7 +197,11 @@ def _regimes(
 
 
 def _findings_by_regime(
-    table: pd.DataFrame, primary: dict[str, str], baseline: str, split_labels: list[str]
+    table: pd.DataFrame,
+    primary: dict[str, str],
+    baseline: str,
+    split_labels: list[str],
+    regime_order: list[str],
 ) -> list[dict[str, Any]]:
     """Where shrinkage shows, per regime (the scenarios of one config entry), on the
     regime's primary metric: the least and most active seen units, and unseen ones."""
@@ -206,7 +210,9 @@ def _findings_by_regime(
         return []
     regime = ok["regime"] if "regime" in ok else ok["scenario"].str.split("[").str[0]
     groups = []
-    for name in dict.fromkeys(regime):
+    for name in dict.fromkeys([*regime_order, *regime]):
+        if not (regime == name).any():
+            continue
         rows = ok[regime == name]
         metric = primary.get(str(rows["scenario"].iloc[0]))
         if metric is None:
@@ -532,7 +538,13 @@ def render_report(directory: str | Path) -> Path:
         overview=_overview(config, table),
         regimes=regimes,
         regime_sentences=regime_sentences,
-        findings=_findings_by_regime(table, primary, config.baseline, split_labels)
+        findings=_findings_by_regime(
+            table,
+            primary,
+            config.baseline,
+            split_labels,
+            [scenario.regime for scenario in config.scenarios],
+        )
         if not board.empty
         else [],
         failed_sentence=failure_sentence(table),
