@@ -310,3 +310,33 @@ def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(small_config,
     assert table["job_id"].n_unique() == table.height == 90
     assert set(table["status"]) == {"ok"}
     assert not list(rows.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_two_scenarios_of_one_simulator_get_two_leaderboards(tiny_config_text, tmp_path):
+    """Two unswept scenarios of one simulator used to be pooled under its name."""
+    scenarios = [
+        {"simulator": "online_services", "label": "linear", "params": {"n_users": 60}},
+        {
+            "simulator": "online_services",
+            "label": "nonlinear",
+            "params": {"n_users": 60, "nonlinear": {"strength": 1.0}},
+        },
+    ]
+    config = _config(
+        tiny_config_text,
+        repeats=1,
+        scenarios=scenarios,
+        splits=[{"scheme": "seen_units", "folds": 2}],
+        estimators=["pooled_ols", "group_mean"],
+    )
+    run_sweep(config, tmp_path, progress=False)
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    assert sorted(set(table["scenario"])) == ["linear", "nonlinear"]
+    assert set(table["regime"]) == {"linear", "nonlinear"} and set(table["family"]) == {"gaussian"}
+    html = render_report(tmp_path).read_text()
+    board = pl.read_csv(tmp_path / "comparison.csv")
+    # A leaderboard per scenario, each over its own 2 folds, not one over 4.
+    assert sorted(board["scenario"].unique()) == ["linear", "nonlinear"]
+    assert set(board["n"]) == {2}
+    assert html.count('<table class="board">') == 2
+    assert "<h3>linear · seen_units</h3>" in html and "<h3>nonlinear · seen_units</h3>" in html
