@@ -435,6 +435,14 @@ def _fits(directory: Path) -> list[dict[str, Any]]:
     return sections
 
 
+def _where(rows: pd.DataFrame) -> str:
+    """The scenarios (the first three) and splits of ``rows``, in one line."""
+    scenarios = list(dict.fromkeys(rows["scenario"].astype(str)))
+    splits = list(dict.fromkeys(rows["split"].astype(str)))
+    more = f" (+{len(scenarios) - 3} more)" if len(scenarios) > 3 else ""
+    return "; ".join(scenarios[:3]) + more + " · " + ", ".join(splits)
+
+
 def _problems(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Failed and skipped jobs, one line per (status, estimator, error) with how many
     jobs and where: a skipped pairing repeats on every fold, its reason once is enough."""
@@ -448,21 +456,45 @@ def _problems(table: pd.DataFrame) -> list[dict[str, Any]]:
     for (status, estimator, error_type, error), rows in problems.groupby(
         ["status", "estimator", "error_type", "error"], sort=False, dropna=False
     ):
-        scenarios = list(dict.fromkeys(rows["scenario"].astype(str)))
-        splits = list(dict.fromkeys(rows["split"].astype(str)))
         lines.append(
             {
                 "status": status,
                 "estimator": estimator,
                 "jobs": len(rows),
-                "where": "; ".join(scenarios[:3])
-                + (f" (+{len(scenarios) - 3} more)" if len(scenarios) > 3 else "")
-                + " · "
-                + ", ".join(splits),
+                "where": _where(rows),
                 "error": f"{error_type}: {error}" if error_type else error,
             }
         )
     return sorted(lines, key=lambda line: (line["status"] != "failed", line["estimator"]))
+
+
+def _warnings(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Warnings of successful jobs, one line per (estimator, warnings) with how many
+    jobs and where (a solver's fallback, say, that a reader of its numbers should know)."""
+    if "warnings" not in table.columns:
+        return []
+    warned = table[(table["status"] == "ok") & table["warnings"].notna()]
+    return [
+        {"estimator": estimator, "jobs": len(rows), "where": _where(rows), "warnings": text}
+        for (estimator, text), rows in warned.groupby(["estimator", "warnings"], sort=False)
+    ]
+
+
+def _in_order(frame: pd.DataFrame, order: dict[str, list[str]], keys: list[str]) -> pd.DataFrame:
+    """``frame`` sorted stably by ``keys``, those in ``order`` by their position there."""
+    keys = [key for key in keys if key in frame]
+    if not keys:
+        return frame
+    return frame.sort_values(
+        keys,
+        key=lambda column: (
+            column.map({v: i for i, v in enumerate(order[column.name])})
+            if column.name in order
+            else column
+        ),
+        kind="stable",
+        ignore_index=True,
+    )
 
 
 def render_report(directory: str | Path) -> Path:
@@ -486,14 +518,6 @@ def render_report(directory: str | Path) -> Path:
             f"{directory}: no results.parquet/config.yaml here; run `mixbench run CONFIG` first"
         )
     config: Config = parse_config(config_path.read_text(), origin=str(config_path))
-    table = pd.read_parquet(results_path)
-    metrics = [metric for metric in config.metrics if metric in table.columns]
-    primary = primary_metrics(table, metrics) if metrics and "status" in table else {}
-    board = (
-        write_comparison(table, metrics, config.baseline, directory, primary)
-        if metrics
-        else pd.DataFrame()
-    )
     split_labels = list(
         dict.fromkeys(
             split.label
@@ -501,22 +525,22 @@ def render_report(directory: str | Path) -> Path:
             for split in scenario.splits or config.splits
         )
     )
+    # Scenarios and splits in the config's order, not alphabetically, in every table,
+    # finding and figure.
+    order = {
+        "scenario": [scenario.label for scenario in config.scenarios],
+        "split": split_labels,
+    }
+    table = _in_order(pd.read_parquet(results_path), order, ["scenario", "split"])
+    metrics = [metric for metric in config.metrics if metric in table.columns]
+    primary = primary_metrics(table, metrics) if metrics and "status" in table else {}
+    board = (
+        write_comparison(table, metrics, config.baseline, directory, primary)
+        if metrics
+        else pd.DataFrame()
+    )
     if not board.empty:
-        # Show scenarios and splits in the config's order, not alphabetically.
-        order = {
-            "scenario": [scenario.label for scenario in config.scenarios],
-            "split": split_labels,
-        }
-        board = board.sort_values(
-            ["scenario", "split", "mean_rank"],
-            key=lambda column: (
-                column.map({v: i for i, v in enumerate(order[column.name])})
-                if column.name in order
-                else column
-            ),
-            kind="stable",
-            ignore_index=True,
-        )
+        board = _in_order(board, order, ["scenario", "split", "mean_rank"])
     figures = _figures(table, board, metrics, config) if not board.empty else []
     problem_rows = _problems(table)
     regimes, regime_sentences = _regimes(table, board, primary) if not board.empty else ([], [])
@@ -551,6 +575,7 @@ def render_report(directory: str | Path) -> Path:
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,
         problems=problem_rows,
+        warnings=_warnings(table),
         fits=_fits(directory),
         environment=environment,
         run_info=run_info,

@@ -9,6 +9,7 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,6 +200,15 @@ def _fit_and_predict(
     return np.asarray(mean, dtype=float), std, fitted - started, predicted - fitted, memory
 
 
+def _warning_text(caught: list[warnings.WarningMessage]) -> str | None:
+    """The distinct warnings of a job, each once with its category, within
+    ``MAX_ERROR_CHARS``; None when there were none."""
+    if not caught:
+        return None
+    distinct = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
+    return " | ".join(distinct)[:MAX_ERROR_CHARS]
+
+
 def _memory_columns(memory: PeakMemory, estimator: Any) -> dict[str, Any]:
     """The row's memory columns: the worker's increase plus the peak of a subprocess
     the estimator waited on (its ``subprocess_peak_memory_mb_``, as ``Lme4`` has),
@@ -250,7 +260,8 @@ def run_job(
         estimator waited on (R for ``lme4``; NaN, counted as 0, for estimators without
         one); ``peak_rss_mb``, the worker's absolute peak; ``memory_measure``, how the
         worker's peak was taken (a key of :data:`harness.resources.MEASURES`, with
-        ``+subprocess_vmhwm`` when a subprocess's peak is added).
+        ``+subprocess_vmhwm`` when a subprocess's peak is added). ``warnings`` holds
+        the distinct warnings of the fit and predict (None when there were none).
     """
     row = _base_row(job, config_name)
     test_source = dataset if test_data is None else test_data
@@ -273,7 +284,10 @@ def run_job(
         X, y = dataset.X, dataset.y.to_numpy()
         y_test = test_source.y.to_numpy()[fold.test]
         want_std = any(metric_registry.info(name).needs == "std" for name in metric_names)
-        with time_limit(seconds):
+        # An estimator's warnings (a solver that fell back, a fit that did not converge)
+        # belong to its row, not to the console between progress-bar updates.
+        with warnings.catch_warnings(record=True) as caught, time_limit(seconds):
+            warnings.simplefilter("always")
             mean, std, fit_seconds, predict_seconds, memory = _fit_and_predict(
                 estimator,
                 X.iloc[fold.train],
@@ -281,6 +295,7 @@ def run_job(
                 test_source.X.iloc[fold.test],
                 want_std,
             )
+        row["warnings"] = _warning_text(caught)
         if mean.shape != (fold.test.size,):
             raise ValueError(f"predict returned shape {mean.shape} for {fold.test.size} test rows")
         row |= {

@@ -84,7 +84,13 @@ def _store(directory, rows, config=CONFIG):
 
 def test_the_report_renders_every_section_from_a_stored_table(tmp_path):
     html = render_report(_store(tmp_path, _rows(gain=0.2))).read_text()
-    for section in ("Findings", "Leaderboard", "Plots", "Failures and skipped jobs"):
+    for section in (
+        "Regimes: who wins where",
+        "Findings",
+        "Leaderboard",
+        "Plots",
+        "Failures, skipped jobs and warnings",
+    ):
         assert f"<h2>{section}</h2>" in html
     assert "<h2>Reproducibility</h2>" in html and "stored" in html
     # Figures are embedded; nothing is fetched from elsewhere.

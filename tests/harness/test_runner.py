@@ -138,7 +138,12 @@ def test_report_renders_every_section_and_escapes_user_strings(tiny_config_text,
     )
     run_sweep(config, tmp_path, progress=False)
     html = render_report(tmp_path).read_text()
-    for section in ("Leaderboard", "Plots", "Failures and skipped jobs", "Reproducibility"):
+    for section in (
+        "Leaderboard",
+        "Plots",
+        "Failures, skipped jobs and warnings",
+        "Reproducibility",
+    ):
         assert f"<h2>{section}</h2>" in html
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -340,3 +345,24 @@ def test_two_scenarios_of_one_simulator_get_two_leaderboards(tiny_config_text, t
     assert set(board["n"]) == {2}
     assert html.count('<table class="board">') == 2
     assert "<h3>linear · seen_units</h3>" in html and "<h3>nonlinear · seen_units</h3>" in html
+
+
+def test_an_estimators_warnings_are_kept_in_its_row_and_shown(tiny_config_text, tmp_path):
+    config = _config(
+        tiny_config_text,
+        repeats=1,
+        scenarios=[{"simulator": "online_services", "params": {"n_users": 60}}],
+        splits=[{"scheme": "seen_units", "folds": 2}],
+        # One alternation cannot meet a 1e-12 tolerance: a ConvergenceWarning.
+        estimators=[
+            "pooled_ols",
+            {"name": "mixed_boosting", "params": {"max_em_iter": 1, "tol": 1e-12, "max_iter": 5}},
+        ],
+    )
+    run_sweep(config, tmp_path, progress=False)
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    warned = table.filter(pl.col("estimator") == "mixed_boosting")["warnings"].to_list()
+    assert all(text and "Warning: " in text for text in warned)
+    assert table.filter(pl.col("estimator") == "pooled_ols")["warnings"].null_count() == 2
+    html = render_report(tmp_path).read_text()
+    assert "Warnings of successful jobs" in html and html.count(warned[0][:40]) >= 1
