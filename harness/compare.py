@@ -125,15 +125,19 @@ def fold_ranks(rows: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     return loss, rank
 
 
-def primary_metrics(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
+def primary_metrics(
+    table: pd.DataFrame, metrics: list[str], overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The metric that ranks the models of each scenario: its outcome family's primary
-    metric (``metrics.PRIMARY``) when the sweep scored it, else the first of ``metrics``
-    with a value there (RMSE does not rank binary outcomes when log loss is at hand)."""
+    metric (``overrides`` by family, else ``metrics.PRIMARY``) when the sweep scored it,
+    else the first of ``metrics`` with a value there (RMSE does not rank binary outcomes
+    when log loss is at hand)."""
     ok = table[table["status"] == "ok"] if "status" in table else table
     chosen = {}
+    defaults = dict(metric_registry.PRIMARY) | dict(overrides or {})
     for scenario, rows in ok.groupby("scenario", sort=False):
         family = rows["family"].iloc[0] if "family" in rows else None
-        preferred = metric_registry.PRIMARY.get(family) if isinstance(family, str) else None
+        preferred = defaults.get(family) if isinstance(family, str) else None
         scored = [m for m in metrics if m in rows and rows[m].notna().any()]
         if preferred in scored:
             chosen[str(scenario)] = preferred

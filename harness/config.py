@@ -38,6 +38,11 @@ Schema (every error names the path of the offending field)::
                                        # local cluster
     summaries: true                    # also fit each model on each scenario's whole first
                                        # data set: coefficients, intervals, rankings
+    margin: 0.005                      # practical margin, relative (0.5% of the metric's
+                                       # mean): a difference inside it is "equivalent";
+                                       # or per metric: {default: 0.005, log_loss: 0.01}
+    primary: {binomial: brier}         # the metric that ranks models per outcome family;
+                                       # default rmse, log_loss, poisson_deviance
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ from harness import splits as split_registry
 from simulators._params import flatten, is_number, suggest
 
 BACKENDS: tuple[str, ...] = ("loky", "dask")
+# A difference under 0.5% of a metric's mean is practically nil, unless a config says
+# otherwise.
+DEFAULT_MARGIN = 0.005
 
 
 class ConfigError(ValueError):
@@ -194,7 +202,20 @@ class Config:
     backend: str = "loky"
     scheduler: str | None = None
     summaries: bool = False
+    margins: dict[str, float] = field(default_factory=lambda: {"default": DEFAULT_MARGIN})
+    primary: dict[str, str] = field(default_factory=dict)
     source: str = field(default="", compare=False)
+
+    def margin(self, metric: str) -> float:
+        """The practical margin of ``metric`` (a breakdown such as ``rmse@seen`` takes
+        its metric's), relative to the compared mean."""
+        name = metric.split("@")[0]
+        return self.margins.get(name, self.margins["default"])
+
+    def primary_metric(self, family: str) -> str:
+        """The metric that ranks models on ``family`` outcomes: the config's choice, or
+        the family's default (``metrics.PRIMARY``)."""
+        return self.primary.get(family) or metric_registry.primary_metric(family)
 
     @property
     def hash(self) -> str:
@@ -242,6 +263,8 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             "backend",
             "scheduler",
             "summaries",
+            "margin",
+            "primary",
             "description",
         ],
         "",
@@ -299,6 +322,8 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     if not isinstance(summaries, bool):
         raise ConfigError(f"summaries: expected true or false, got {summaries!r}")
     _check_fresh_draws(splits, scenarios)
+    margins = _margins(raw.get("margin", DEFAULT_MARGIN), metric_names)
+    primary = _primary(raw.get("primary"), metric_names)
     return Config(
         name=name,
         seed=seed,
@@ -313,8 +338,52 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         backend=backend,
         scheduler=scheduler,
         summaries=summaries,
+        margins=margins,
+        primary=primary,
         source=text,
     )
+
+
+def _margin_value(value: Any, path: str) -> float:
+    if not is_number(value) or not 0 <= value < 1:
+        raise ConfigError(
+            f"{path}: expected a relative margin in [0, 1), e.g. 0.005 for 0.5%, got {value!r}"
+        )
+    return float(value)
+
+
+def _margins(raw: Any, metric_names: tuple[str, ...]) -> dict[str, float]:
+    """``margin``: one relative margin, or a mapping of metrics (and ``default``) to one."""
+    if not isinstance(raw, dict):
+        return {"default": _margin_value(raw, "margin")}
+    margins = {"default": DEFAULT_MARGIN}
+    for key, value in raw.items():
+        if key != "default" and key not in metric_names:
+            raise ConfigError(
+                f"margin.{key}: not one of the config's metrics"
+                f"{suggest(str(key), list(metric_names))} Metrics: {', '.join(metric_names)}"
+            )
+        margins[str(key)] = _margin_value(value, f"margin.{key}")
+    return margins
+
+
+def _primary(raw: Any, metric_names: tuple[str, ...]) -> dict[str, str]:
+    """``primary``: outcome family -> the metric that ranks its models."""
+    primary = {}
+    for family, metric in _mapping(raw, "primary").items():
+        if family not in metric_registry.PRIMARY:
+            raise ConfigError(
+                f"primary.{family}: unknown outcome family"
+                f"{suggest(str(family), list(metric_registry.PRIMARY))} "
+                f"Families: {', '.join(metric_registry.PRIMARY)}"
+            )
+        if metric not in metric_names or not metric_registry.applies(metric, family):
+            raise ConfigError(
+                f"primary.{family}: {metric!r} is not one of the config's metrics that apply "
+                f"to {family} outcomes"
+            )
+        primary[str(family)] = str(metric)
+    return primary
 
 
 def _check_fresh_draws(splits: tuple[SplitSpec, ...], scenarios: tuple[Scenario, ...]) -> None:

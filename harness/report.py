@@ -224,12 +224,15 @@ def _findings_by_regime(
 
 
 def _figures(
-    table: pd.DataFrame, board: pd.DataFrame, metrics: list[str], config: Config
+    table: pd.DataFrame,
+    board: pd.DataFrame,
+    metrics: list[str],
+    config: Config,
+    primary: dict[str, str],
 ) -> list[dict[str, str]]:
     """Every figure the results support, with its caption, in reading order. Each
     scenario is drawn on its own primary metric (the one that ranks its leaderboard), so
     the captions say which metric that is for which outcome family."""
-    primary = primary_metrics(table, metrics)
     families = (
         table.groupby("scenario", sort=False)["family"].first().to_dict()
         if "family" in table
@@ -533,7 +536,9 @@ def render_report(directory: str | Path) -> Path:
     }
     table = _in_order(pd.read_parquet(results_path), order, ["scenario", "split"])
     metrics = [metric for metric in config.metrics if metric in table.columns]
-    primary = primary_metrics(table, metrics) if metrics and "status" in table else {}
+    primary = (
+        primary_metrics(table, metrics, config.primary) if metrics and "status" in table else {}
+    )
     board = (
         write_comparison(table, metrics, config.baseline, directory, primary)
         if metrics
@@ -541,7 +546,7 @@ def render_report(directory: str | Path) -> Path:
     )
     if not board.empty:
         board = _in_order(board, order, ["scenario", "split", "mean_rank"])
-    figures = _figures(table, board, metrics, config) if not board.empty else []
+    figures = _figures(table, board, metrics, config, primary) if not board.empty else []
     problem_rows = _problems(table)
     regimes, regime_sentences = _regimes(table, board, primary) if not board.empty else ([], [])
     run_info_path = directory / "run.json"
