@@ -28,12 +28,31 @@ COST_COLUMNS = ["fit_seconds", "predict_seconds", "peak_memory_mb"]
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its confidence interval."""
+    """A mean with its confidence interval, and the standard error and degrees of
+    freedom of the t interval it came from (to recompute it at another level)."""
 
     mean: float
     low: float
     high: float
     n: int
+    se: float = float("nan")
+    dof: float = float("nan")
+
+    def at(self, confidence: float) -> Interval:
+        """The same interval at another ``confidence`` level."""
+        if not (np.isfinite(self.se) and np.isfinite(self.dof)):
+            return self
+        half = float(stats.t.ppf(0.5 + confidence / 2, self.dof) * self.se)
+        return Interval(self.mean, self.mean - half, self.mean + half, self.n, self.se, self.dof)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of a mean of zero (NaN without an interval)."""
+        if not (np.isfinite(self.se) and np.isfinite(self.dof)):
+            return float("nan")
+        if self.se == 0:
+            return 0.0 if self.mean != 0 else 1.0
+        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.dof))
 
 
 def corrected_t_interval(
@@ -64,8 +83,9 @@ def corrected_t_interval(
     if n < 2:
         return Interval(mean, float("nan"), float("nan"), n)
     variance = (1.0 / n + test_train_ratio) * values.var(ddof=1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * np.sqrt(variance))
-    return Interval(mean, mean - half, mean + half, n)
+    se = float(np.sqrt(variance))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * se)
+    return Interval(mean, mean - half, mean + half, n, se, n - 1)
 
 
 def stratified_interval(
@@ -104,8 +124,9 @@ def stratified_interval(
     mean = float(np.mean(means))
     if dof < 1 or not np.all(np.isfinite(variances)):
         return Interval(mean, float("nan"), float("nan"), n)
-    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * np.sqrt(np.sum(variances)) / len(means))
-    return Interval(mean, mean - half, mean + half, n)
+    se = float(np.sqrt(np.sum(variances)) / len(means))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * se)
+    return Interval(mean, mean - half, mean + half, n, se, dof)
 
 
 def fold_ratios(rows: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,18 @@ import numpy as np
 import pandas as pd
 
 from harness import figures as plots
+from harness.across import across_sections
 from harness.compare import primary_metrics, write_comparison
 from harness.config import Config, parse_config
-from harness.findings import failure_sentence, findings, format_percent
+from harness.findings import Finding, adjust, failure_sentence, findings_of, format_percent
 from harness.jobs import expand
-from harness.regimes import losses, regime_map, summary_sentences
+from harness.regimes import (
+    comparisons_of,
+    losses,
+    regime_map,
+    summary_sentences,
+    with_comparisons,
+)
 
 PACKAGES = [
     "mixbench",
@@ -173,11 +181,55 @@ def _overview(config: Config, table: pd.DataFrame) -> list[dict[str, Any]]:
     return lines
 
 
-def _regimes(
-    table: pd.DataFrame, board: pd.DataFrame, primary: dict[str, str]
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """The map of regimes as table rows, and a sentence per winning model."""
-    cells = regime_map(table, board, primary)
+def _findings_by_regime(
+    table: pd.DataFrame, primary: dict[str, str], config: Config, split_labels: list[str]
+) -> list[tuple[str, str, list[Finding]]]:
+    """Where shrinkage shows, per regime (the scenarios of one config entry), on the
+    regime's primary metric: the least and most active seen units, and unseen ones."""
+    ok = table[table["status"] == "ok"]
+    if ok.empty:
+        return []
+    regime = ok["regime"] if "regime" in ok else ok["scenario"].str.split("[").str[0]
+    order = [scenario.regime for scenario in config.scenarios]
+    groups = []
+    for name in dict.fromkeys([*order, *regime]):
+        if not (regime == name).any():
+            continue
+        rows = ok[regime == name]
+        metric = primary.get(str(rows["scenario"].iloc[0]))
+        if metric is None:
+            continue
+        found = findings_of(
+            rows,
+            metric,
+            config.baseline,
+            split_labels,
+            winners=False,
+            margin=100 * config.margin(metric),
+        )
+        if found:
+            groups.append((str(name), metric, found))
+    return groups
+
+
+def _regimes_and_findings(
+    table: pd.DataFrame,
+    board: pd.DataFrame,
+    primary: dict[str, str],
+    config: Config,
+    split_labels: list[str],
+) -> dict[str, Any]:
+    """The map of regimes (table rows, a sentence per winner) and the findings per
+    regime, their comparisons adjusted together as one family (Holm)."""
+    margin = lambda metric: 100 * config.margin(metric)  # noqa: E731 - in %
+    cells = regime_map(table, board, primary, margin)
+    lost = losses(table, cells, margin)
+    groups = _findings_by_regime(table, primary, config, split_labels)
+    found = [finding for _, _, group in groups for finding in group]
+    family = comparisons_of(cells, lost) + [finding.comparison for finding in found]
+    adjusted = adjust(family)
+    cells, lost = with_comparisons(cells, lost, adjusted[: len(family) - len(found)])
+    remaining = iter(adjusted[len(family) - len(found) :])
     rows = [
         {
             "scenario": cell.scenario,
@@ -193,34 +245,25 @@ def _regimes(
         }
         for cell in cells
     ]
-    return rows, summary_sentences(cells, losses(table, cells))
-
-
-def _findings_by_regime(
-    table: pd.DataFrame,
-    primary: dict[str, str],
-    baseline: str,
-    split_labels: list[str],
-    regime_order: list[str],
-) -> list[dict[str, Any]]:
-    """Where shrinkage shows, per regime (the scenarios of one config entry), on the
-    regime's primary metric: the least and most active seen units, and unseen ones."""
-    ok = table[table["status"] == "ok"]
-    if ok.empty:
-        return []
-    regime = ok["regime"] if "regime" in ok else ok["scenario"].str.split("[").str[0]
-    groups = []
-    for name in dict.fromkeys([*regime_order, *regime]):
-        if not (regime == name).any():
-            continue
-        rows = ok[regime == name]
-        metric = primary.get(str(rows["scenario"].iloc[0]))
-        if metric is None:
-            continue
-        sentences = findings(rows, metric, baseline, split_labels, winners=False, failures=False)
-        if sentences:
-            groups.append({"regime": name, "metric": metric, "sentences": sentences})
-    return groups
+    return {
+        "regimes": rows,
+        "regime_sentences": summary_sentences(cells, lost),
+        "findings": [
+            {
+                "regime": name,
+                "metric": metric,
+                "sentences": [
+                    replace(finding, comparison=next(remaining)).sentence() for finding in group
+                ],
+            }
+            for name, metric, group in groups
+        ],
+        "family_size": len(family),
+        "margins": ", ".join(
+            f"{metric} ±{100 * config.margin(metric):g}%"
+            for metric in dict.fromkeys(primary.values())
+        ),
+    }
 
 
 def _figures(
@@ -548,7 +591,17 @@ def render_report(directory: str | Path) -> Path:
         board = _in_order(board, order, ["scenario", "split", "mean_rank"])
     figures = _figures(table, board, metrics, config, primary) if not board.empty else []
     problem_rows = _problems(table)
-    regimes, regime_sentences = _regimes(table, board, primary) if not board.empty else ([], [])
+    sections = (
+        _regimes_and_findings(table, board, primary, config, split_labels)
+        if not board.empty
+        else {
+            "regimes": [],
+            "regime_sentences": [],
+            "findings": [],
+            "family_size": 0,
+            "margins": "",
+        }
+    )
     run_info_path = directory / "run.json"
     run_info = json.loads(run_info_path.read_text()) if run_info_path.exists() else {}
     status_counts = table["status"].value_counts().to_dict() if "status" in table else {}
@@ -565,17 +618,8 @@ def render_report(directory: str | Path) -> Path:
         metrics=metrics,
         split_labels=split_labels,
         overview=_overview(config, table),
-        regimes=regimes,
-        regime_sentences=regime_sentences,
-        findings=_findings_by_regime(
-            table,
-            primary,
-            config.baseline,
-            split_labels,
-            [scenario.regime for scenario in config.scenarios],
-        )
-        if not board.empty
-        else [],
+        **sections,
+        across=across_sections(table, board, primary, config),
         failed_sentence=failure_sentence(table),
         tables=_tables(board, metrics, config.baseline) if not board.empty else [],
         figures=figures,

@@ -64,3 +64,21 @@ def test_margins_and_primary_metrics_come_from_the_config():
         parse_config(TEXT + "primary: {gaussian: log_loss}\n")
     with pytest.raises(ConfigError, match=r"primary.binary: unknown outcome family"):
         parse_config(TEXT + "primary: {binary: brier}\n")
+
+
+def test_a_family_is_adjusted_by_holm_with_wider_intervals():
+    from harness.compare import Interval
+    from harness.findings import Comparison, adjust
+
+    intervals = [Interval(2.0, 0, 0, 10, se=0.5, dof=9), Interval(1.0, 0, 0, 10, se=0.5, dof=9)]
+    intervals = [interval.at(0.95) for interval in intervals]
+    family = adjust([Comparison("a", "b", "rmse", interval) for interval in intervals])
+    p = [2 * stats.t.sf(4.0, 9), 2 * stats.t.sf(2.0, 9)]
+    # The stronger comparison is step 1 of 2 (level 1 - 0.05/2), the weaker step 2 (95%).
+    assert family[0].adjusted_p == pytest.approx(2 * p[0])
+    assert family[1].adjusted_p == pytest.approx(max(2 * p[0], p[1]))
+    half = stats.t.ppf(1 - 0.05 / 4, 9) * 0.5
+    assert (family[0].low, family[0].high) == pytest.approx((2.0 - half, 2.0 + half))
+    assert family[0].high - family[0].low > intervals[0].high - intervals[0].low
+    assert (family[1].low, family[1].high) == pytest.approx((intervals[1].low, intervals[1].high))
+    assert family[0].confidence == pytest.approx(0.975) and "97.5% CI" in family[0].interval_text()

@@ -75,11 +75,33 @@ def test_each_regime_has_its_winner_and_each_winner_its_losses():
     # mixed_lm's lead over boosting: 0.05 on 1.05, about 4.8%, clearly away from zero.
     assert abs(lead.percent - 100 * 0.05 / 1.05) < 0.5 and lead.low > 0 and cells["linear"].clear
     lost = losses(table, list(cells.values()))
-    assert [(loss.scenario, loss.by.a) for loss in lost["mixed_lm"]] == [("nonlinear", "boosting")]
-    assert [(loss.scenario, loss.by.a) for loss in lost["boosting"]] == [("linear", "mixed_lm")]
+    beaten = [
+        (loss.model, loss.scenario, loss.by.a) for loss in lost if loss.by.verdict == "better"
+    ]
+    assert sorted(beaten) == [
+        ("boosting", "linear", "mixed_lm"),
+        ("mixed_lm", "nonlinear", "boosting"),
+    ]
     sentences = " ".join(summary_sentences(list(cells.values()), lost))
-    assert "mixed_lm wins clearly in linear · seen_units" in sentences
+    assert "mixed_lm wins beyond the margin in linear · seen_units" in sentences
     assert "it loses in nonlinear · seen_units (boosting better by 17%" in sentences
+
+
+def test_a_lead_inside_the_margin_is_equivalent_even_when_it_excludes_zero():
+    table = _table()
+    linear = table["scenario"] == "linear"
+    # mixed_lm 0.1% better than boosting in every fold: beyond noise, inside a 0.5% margin.
+    boosting = linear & (table["estimator"] == "boosting")
+    mixed = linear & (table["estimator"] == "mixed_lm")
+    table.loc[mixed, "rmse"] = table.loc[boosting, "rmse"].to_numpy() * 0.999
+    primary = primary_metrics(table, ["rmse", "log_loss"])
+    board = leaderboard(table, ["rmse", "log_loss"], "fixed_effects", primary)
+    cells = regime_map(table, board, primary, margin=lambda metric: 0.5)
+    cell = next(c for c in cells if c.scenario == "linear")
+    assert cell.lead.low > 0 and cell.verdict == "equivalent" and not cell.clear
+    assert "equivalent: inside the margin" in cell.lead_text()
+    sentences = " ".join(summary_sentences(cells, losses(table, cells, lambda metric: 0.5)))
+    assert "mixed_lm is first, but not by a margin that counts, in linear" in sentences
 
 
 def test_a_lead_inside_the_noise_is_not_called_clear():
