@@ -133,17 +133,28 @@ class JobTimeout(BaseException):
     """
 
 
+@dataclass
+class Deadline:
+    """Whether a :func:`time_limit` fired (its exception was sent to the thread)."""
+
+    expired: bool = False
+
+
 @contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
+def time_limit(seconds: float | None) -> Iterator[Deadline]:
     """Raise :class:`JobTimeout` in this thread when the block runs over ``seconds``.
 
     The exception is delivered the next time the thread runs Python code, so a single
     long call into compiled code (one large matrix factorization) finishes first; fits
     made of many steps stop within one step. Works in any thread (joblib's worker
-    processes and Dask's worker threads alike), unlike ``signal.alarm``.
+    processes and Dask's worker threads alike), unlike ``signal.alarm``. Compiled code
+    that the exception interrupts may turn it into an error of its own (a buffer error
+    from Cython, say): the yielded :class:`Deadline` says whether the limit fired, so
+    the caller can tell such an error from a real one.
     """
+    deadline = Deadline()
     if seconds is None:
-        yield
+        yield deadline
         return
     thread = threading.get_ident()
     lock = threading.Lock()
@@ -152,6 +163,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     def expire() -> None:
         with lock:
             if not state["done"]:
+                deadline.expired = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(thread), ctypes.py_object(JobTimeout)
                 )
@@ -160,7 +172,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     timer.daemon = True
     timer.start()
     try:
-        yield
+        yield deadline
     finally:
         with lock:
             state["done"] = True
@@ -278,6 +290,7 @@ def run_job(
     reason = skip_reason(job.estimator, dataset)
     if reason is not None:
         return _failed(row, RuntimeError(reason), status="skipped")
+    deadline = Deadline()  # replaced by the time limit's own when the fit starts
     try:
         estimator, params = build_estimator(job.estimator, dataset, stable_seed(job.job_id))
         row |= {f"est.{key}": _encode(value) for key, value in sorted(params.items())}
@@ -286,7 +299,7 @@ def run_job(
         want_std = any(metric_registry.info(name).needs == "std" for name in metric_names)
         # An estimator's warnings (a solver that fell back, a fit that did not converge)
         # belong to its row, not to the console between progress-bar updates.
-        with warnings.catch_warnings(record=True) as caught, time_limit(seconds):
+        with warnings.catch_warnings(record=True) as caught, time_limit(seconds) as deadline:
             warnings.simplefilter("always")
             mean, std, fit_seconds, predict_seconds, memory = _fit_and_predict(
                 estimator,
@@ -309,6 +322,12 @@ def run_job(
     except JobTimeout:
         return _failed(row, JobTimeout(f"fit and predict ran over the time limit of {seconds:g} s"))
     except Exception as error:  # a failing job is data, not an abort
+        if deadline.expired:  # the timeout, reworded by the code it interrupted
+            timeout = JobTimeout(
+                f"fit and predict ran over the time limit of {seconds:g} s "
+                f"(interrupted: {type(error).__name__}: {error})"
+            )
+            return _failed(row, timeout)
         return _failed(row, error)
     return row
 

@@ -187,3 +187,40 @@ def test_the_r_process_of_lme4_counts_in_the_peak_memory(monkeypatch):
     assert row["subprocess_peak_memory_mb"] == r_peak
     assert r_peak <= row["peak_memory_mb"] < r_peak + 100
     assert row["memory_measure"] == "vmhwm_reset+subprocess_vmhwm"
+
+
+class _SwallowsInterrupts(BaseEstimator):
+    """Compiled code that turns an interruption into an error of its own, as a Cython
+    buffer does (seen with hist_gbm: 'not a valid PEP 3118 buffer format string')."""
+
+    def fit(self, X, y):
+        try:
+            while True:
+                time.sleep(0.001)
+        except BaseException as error:
+            raise ValueError("not a valid PEP 3118 buffer format string") from error
+
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def test_a_timeout_reworded_by_the_code_it_interrupted_is_still_a_timeout(monkeypatch):
+    job, dataset, fold, config = _job("pooled_ols")
+    monkeypatch.setattr(
+        runner, "build_estimator", lambda spec, data, seed: (_SwallowsInterrupts(), {})
+    )
+    row = runner.run_job(job, dataset, fold, config.metrics, config.name, seconds=0.2)
+    assert row["status"] == "failed" and row["error_type"] == "JobTimeout"
+    assert "time limit of 0.2 s (interrupted: ValueError: not a valid PEP 3118" in row["error"]
+    # Without a limit that fired, the same error is the estimator's own.
+    monkeypatch.setattr(runner, "build_estimator", lambda spec, data, seed: (_Broken(), {}))
+    row = runner.run_job(job, dataset, fold, config.metrics, config.name, seconds=30)
+    assert row["error_type"] == "ValueError"
+
+
+class _Broken(BaseEstimator):
+    def fit(self, X, y):
+        raise ValueError("broken")
+
+    def predict(self, X):
+        return np.zeros(len(X))
