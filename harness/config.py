@@ -47,10 +47,17 @@ Schema (every error names the path of the offending field)::
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import inspect
 import itertools
 import json
 import re
+import reprlib
+import types
+import typing
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +76,111 @@ BACKENDS: tuple[str, ...] = ("loky", "dask")
 DEFAULT_MARGIN = 0.005
 
 
+# A sweep config is a few kilobytes of YAML. These bounds keep a broken or hostile one (a
+# "billion laughs" of nested aliases, a runaway nesting) from hanging validation.
+MAX_CONFIG_CHARS = 1_000_000
+MAX_CONFIG_VALUES = 100_000  # scalars and collections, every alias expanded
+MAX_CONFIG_DEPTH = 64
+MAX_MESSAGE_CHARS = 1_000
+
+
 class ConfigError(ValueError):
-    """A config that cannot run; the message names the offending field's path."""
+    """A config that cannot run; the message names the offending field's path.
+
+    A message longer than ``MAX_MESSAGE_CHARS`` (a huge value quoted in it) is cut in
+    the middle, keeping the path at its start and the hint at its end.
+    """
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            cut = len(message) - MAX_MESSAGE_CHARS + 200
+            head, tail = message[: MAX_MESSAGE_CHARS - 400], message[-200:]
+            message = f"{head} ...[{cut:,} characters cut]... {tail}"
+        super().__init__(message)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+_REPR.maxlevel = 3
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened: a message quotes at most a few lines of a value."""
+    return _REPR.repr(value)
+
+
+class _Refused(Exception):
+    """YAML that parses but that a config must not be: its message says why."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated in one mapping: YAML itself keeps
+    the last one silently (``estimators:`` twice would drop the first list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; a key written out may override a merged one
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise _Refused(
+                        f"line {line}: key {_show(key)} appears twice in one mapping (first "
+                        f"at line {first_line[key]}); YAML would silently keep only the last"
+                    )
+                first_line[key] = line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], depth: int) -> int:
+    """Values in ``node`` with every alias expanded, counted without expanding them
+    (an aliased node is counted once and its size reused)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    line = node.start_mark.line + 1
+    if key in open_nodes:
+        raise _Refused(f"line {line}: an alias refers to a collection that contains it")
+    if depth > MAX_CONFIG_DEPTH:
+        raise _Refused(f"line {line}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    open_nodes.add(key)
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes, depth + 1) for child in children)
+    open_nodes.discard(key)
+    if size > MAX_CONFIG_VALUES:
+        raise _Refused(
+            f"line {line}: expands to more than {MAX_CONFIG_VALUES:,} values (each YAML "
+            "alias repeats what its anchor holds); a sweep config needs far fewer"
+        )
+    sizes[key] = size
+    return size
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document in ``text``, refusing duplicate keys and documents that
+    expand (through aliases) beyond ``MAX_CONFIG_VALUES`` values."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise _Refused(f"{len(text):,} characters; a sweep config is at most {MAX_CONFIG_CHARS:,}")
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set(), 0)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
 
 
 @dataclass(frozen=True)
@@ -233,16 +343,23 @@ def load_config(path: str | Path) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_CONFIG_CHARS + 1)  # a longer one is refused unread
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     return parse_config(text, origin=str(path))
 
 
 def parse_config(text: str, origin: str = "<config>") -> Config:
     """Validate a config given as YAML text; see the module docstring for the schema."""
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
+    except _Refused as error:
+        raise ConfigError(f"{origin}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{origin}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
@@ -273,7 +390,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(
             f"name: expected letters, digits, '-', '_' or '.' (it names the report folder), "
-            f"got {name!r}"
+            f"got {_show(name)}"
         )
     seed = _integer(raw.get("seed", 0), "seed", minimum=0)
     repeats = _integer(raw.get("repeats", 1), "repeats", minimum=1)
@@ -305,7 +422,9 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         )
     time_limit = raw.get("time_limit")
     if time_limit is not None and (not is_number(time_limit) or time_limit <= 0):
-        raise ConfigError(f"time_limit: expected a positive number of seconds, got {time_limit!r}")
+        raise ConfigError(
+            f"time_limit: expected a positive number of seconds, got {_show(time_limit)}"
+        )
     backend = raw.get("backend", "loky")
     if backend not in BACKENDS:
         raise ConfigError(
@@ -316,11 +435,11 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     if scheduler is not None and (backend != "dask" or not isinstance(scheduler, str)):
         raise ConfigError(
             f"scheduler: expected the address of a dask scheduler (with backend: dask), "
-            f"got {scheduler!r}"
+            f"got {_show(scheduler)}"
         )
     summaries = raw.get("summaries", False)
     if not isinstance(summaries, bool):
-        raise ConfigError(f"summaries: expected true or false, got {summaries!r}")
+        raise ConfigError(f"summaries: expected true or false, got {_show(summaries)}")
     _check_fresh_draws(splits, scenarios)
     margins = _margins(raw.get("margin", DEFAULT_MARGIN), metric_names)
     primary = _primary(raw.get("primary"), metric_names)
@@ -347,7 +466,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
 def _margin_value(value: Any, path: str) -> float:
     if not is_number(value) or not 0 <= value < 1:
         raise ConfigError(
-            f"{path}: expected a relative margin in [0, 1), e.g. 0.005 for 0.5%, got {value!r}"
+            f"{path}: expected a relative margin in [0, 1), e.g. 0.005 for 0.5%, got {_show(value)}"
         )
     return float(value)
 
@@ -416,7 +535,7 @@ def _check_keys(raw: dict, valid: list[str], path: str) -> None:
 
 def _list(value: Any, path: str) -> list:
     if not isinstance(value, list):
-        raise ConfigError(f"{path}: expected a list, got {value!r}")
+        raise ConfigError(f"{path}: expected a list, got {_show(value)}")
     if not value:
         raise ConfigError(f"{path}: must not be empty")
     return value
@@ -426,19 +545,19 @@ def _mapping(value: Any, path: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{path}: expected a mapping, got {_show(value)}")
     return value
 
 
 def _string(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{path}: expected a name, got {value!r}")
+        raise ConfigError(f"{path}: expected a name, got {_show(value)}")
     return value
 
 
 def _integer(value: Any, path: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
     if value < minimum:
         raise ConfigError(f"{path}: must be at least {minimum}, got {value}")
     return value
@@ -455,7 +574,9 @@ def _grid(raw: Any, path: str) -> list[dict[str, Any]]:
     axes = []
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}.{key}: expected a non-empty list of values, got {values!r}")
+            raise ConfigError(
+                f"{path}.{key}: expected a non-empty list of values, got {_show(values)}"
+            )
         names = [name.strip() for name in str(key).split(",")]
         if len(names) == 1:
             axes.append([{names[0]: value} for value in values])
@@ -467,7 +588,7 @@ def _grid(raw: Any, path: str) -> list[dict[str, Any]]:
             if not isinstance(value, list) or len(value) != len(names):
                 raise ConfigError(
                     f"{path}.{key}[{k}]: expected a list of {len(names)} values, one for each "
-                    f"of {names}, got {value!r}"
+                    f"of {names}, got {_show(value)}"
                 )
             points.append(dict(zip(names, value, strict=True)))
         axes.append(points)
@@ -522,7 +643,7 @@ def _scenarios(items: list, specs: tuple[EstimatorSpec, ...]) -> tuple[Scenario,
         ):
             raise ConfigError(
                 f"{path}.label: expected letters, digits, '-', '_' or '.' (it names the "
-                f"scenario in tables and plots), got {label!r}"
+                f"scenario in tables and plots), got {_show(label)}"
             )
         regime = label or name
         if regime in regimes:
@@ -573,10 +694,10 @@ def _split(item: Any, path: str) -> SplitSpec:
             )
     by = item.get("by")
     if by is not None and not isinstance(by, str):
-        raise ConfigError(f"{path}.by: expected a grouping column name, got {by!r}")
+        raise ConfigError(f"{path}.by: expected a grouping column name, got {_show(by)}")
     shuffle = item.get("shuffle", True)
     if not isinstance(shuffle, bool):
-        raise ConfigError(f"{path}.shuffle: expected true or false, got {shuffle!r}")
+        raise ConfigError(f"{path}.shuffle: expected true or false, got {_show(shuffle)}")
     if scheme == "temporal":
         cuts = item.get("cut", 0.8)
         cuts = cuts if isinstance(cuts, list) else [cuts]
@@ -584,11 +705,11 @@ def _split(item: Any, path: str) -> SplitSpec:
             if not is_number(value) or not 0 < value < 1:
                 raise ConfigError(
                     f"{path}.cut: expected a fraction of the rows in (0, 1) or a list of them, "
-                    f"got {cuts[k]!r}"
+                    f"got {_show(cuts[k])}"
                 )
         gap = item.get("gap", 0)
         if not is_number(gap) or gap < 0:
-            raise ConfigError(f"{path}.gap: expected a time span >= 0, got {gap!r}")
+            raise ConfigError(f"{path}.gap: expected a time span >= 0, got {_show(gap)}")
         cut = tuple(float(value) for value in cuts)
         return SplitSpec(scheme=scheme, folds=len(cut), by=by, cut=cut, gap=float(gap))
     if scheme == "fresh_draw":
@@ -596,6 +717,124 @@ def _split(item: Any, path: str) -> SplitSpec:
         return SplitSpec(scheme=scheme, folds=1, by=by, draws=draws)
     folds = _integer(item.get("folds", 5), f"{path}.folds", minimum=2)
     return SplitSpec(scheme=scheme, folds=folds, by=by, shuffle=shuffle)
+
+
+def _estimator_classes(entry: estimators.EstimatorInfo) -> list[type]:
+    """The classes behind an estimator's factories (its family variants included)."""
+    factories = [entry.factory, *entry.variants.values()]
+    return [getattr(factory, "func", factory) for factory in factories]  # partial -> class
+
+
+@functools.cache
+def _parameter_hints(cls: type) -> dict[str, Any]:
+    """``cls.__init__``'s parameter annotations, resolved; empty if they cannot be."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: leave checks to fit
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+@functools.cache
+def _documented_choices(cls: type) -> dict[str, tuple]:
+    """Parameters whose numpydoc type is a set of values (``solver : {"auto", "exact"}``),
+    from the Parameters section of ``cls`` and its bases' docstrings."""
+    choices: dict[str, tuple] = {}
+    for klass in reversed(cls.__mro__):
+        section = re.search(
+            r"^Parameters\n-+\n(.*?)(?:^\S[^\n]*\n-+\n|\Z)",
+            inspect.cleandoc(klass.__doc__ or ""),
+            flags=re.MULTILINE | re.DOTALL,
+        )
+        if section is None:
+            continue
+        for names, values in re.findall(
+            r"^([A-Za-z_][\w, ]*?)\s*:\s*(\{[^}\n]*\})\s*$", section.group(1), re.MULTILINE
+        ):
+            try:  # as a list, to keep the documented order
+                allowed = tuple(ast.literal_eval(f"[{values[1:-1]}]"))
+            except (ValueError, SyntaxError, TypeError):
+                continue
+            for name in names.split(","):
+                choices[name.strip()] = allowed
+    return choices
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type annotation; True for annotations not judged."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is Hashable:  # a column name; None where the harness fills it in
+        return value is None or isinstance(value, str | int) and not isinstance(value, bool)
+    if origin in (Sequence, list, tuple):
+        item = args[0] if args else Any
+        if item is Hashable and value is not None and _conforms(value, item):
+            return True  # one column name for a list of them: estimators accept both
+        return isinstance(value, list | tuple) and all(_conforms(v, item) for v in value)
+    if origin in (Mapping, dict):
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """An annotation in words, as a config's author would write the value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in args))
+    if origin in (Sequence, list, tuple):
+        plurals = {Hashable: "column names", float: "numbers", int: "integers", str: "texts"}
+        return f"a list of {plurals.get(args[0], 'values') if args else 'values'}"
+    words = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "text",
+        Hashable: "a column name",
+        type(None): "null",
+    }
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_parameter(entry: estimators.EstimatorInfo, key: str, value: Any, path: str) -> None:
+    """Refuse a value of the wrong type (by the constructor's annotations) or outside
+    its documented choices, for every class of the estimator that takes ``key``: it
+    would fail each of its jobs, or worse, be read wrongly (``"false"`` is true)."""
+    for cls in _estimator_classes(entry):
+        hint = _parameter_hints(cls).get(key)
+        allowed = _documented_choices(cls).get(key)
+        if allowed is not None and not any(
+            value == choice and type(value) is type(choice) for choice in allowed
+        ):
+            listed = ", ".join(repr(choice) for choice in allowed)
+            hint_text = suggest(value, [str(c) for c in allowed]) if isinstance(value, str) else ""
+            raise ConfigError(
+                f"{path}: expected one of {listed} ({cls.__name__}'s {key}), got "
+                f"{_show(value)}{hint_text}"
+            )
+        if hint is not None and not _conforms(value, hint):
+            quoted = ""
+            if isinstance(value, str) and value.lower() in ("true", "false", "null"):
+                quoted = f" (text: write {value.lower()} without quotes)"
+            raise ConfigError(
+                f"{path}: expected {_describe(hint)} ({cls.__name__}'s {key}), got "
+                f"{_show(value)}{quoted}"
+            )
 
 
 def _estimators(items: list) -> tuple[EstimatorSpec, ...]:
@@ -621,9 +860,17 @@ def _estimators(items: list) -> tuple[EstimatorSpec, ...]:
                     f"{path}.{where}.{key}: {name} has no parameter {key!r}{suggest(key, valid)} "
                     f"Valid parameters: {', '.join(valid)}"
                 )
+        for key, value in params.items():
+            _check_parameter(entry, key, value, f"{path}.params.{key}")
+        checked = set()
+        for point in points:
+            for key, value in point.items():
+                if (key, _short(value)) not in checked:
+                    _check_parameter(entry, key, value, f"{path}.grid.{key}")
+                    checked.add((key, _short(value)))
         base = item.get("label", name)
         if not isinstance(base, str) or not base:
-            raise ConfigError(f"{path}.label: expected a non-empty string, got {base!r}")
+            raise ConfigError(f"{path}.label: expected a non-empty string, got {_show(base)}")
         for point in points:
             label = base
             if point:
