@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from estimators._process import run_in_session
 
 # R code shared by the lmer benchmark scripts, whose arguments start with the CSV file,
 # the formula, the factor columns (comma-separated) and the warm-up fits: lme4 and
@@ -77,22 +78,12 @@ def run_r(command: list[str], timeout: float) -> dict[str, Any]:
         ``"timeout"`` / ``"error"`` with a ``reason`` (the exit code and the last lines
         of R's error output).
     """
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=r_environment(),
-        start_new_session=True,
-    )
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        run = run_in_session(command, timeout=timeout, env=r_environment())
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
         return {"status": "timeout", "reason": f"did not finish in {timeout:.0f} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
-    if process.returncode != 0 or not lines:
-        tail = " | ".join(stderr.strip().splitlines()[-3:])
-        return {"status": "error", "reason": f"Rscript exited with {process.returncode}: {tail}"}
+    lines = [line for line in run.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if run.returncode != 0 or not lines:
+        tail = " | ".join(run.stderr.strip().splitlines()[-3:])
+        return {"status": "error", "reason": f"Rscript exited with {run.returncode}: {tail}"}
     return {"status": "ok", "out": json.loads(lines[-1].removeprefix("BENCH_JSON "))}

@@ -35,6 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import as_target, check_policy, unseen_levels_error, validated_frame
+from estimators._process import run_in_session
 from estimators.mixed._design import (
     Design,
     RandomTerm,
@@ -88,13 +89,7 @@ def lme4_missing_reason(rscript: str = "Rscript") -> str | None:
     if shutil.which(rscript) is None:
         return f"Rscript not found ({rscript!r}); install R with the lme4 and jsonlite packages"
     try:
-        check = subprocess.run(
-            [rscript, "-e", LOAD_CHECK],
-            capture_output=True,
-            text=True,
-            timeout=R_CHECK_TIMEOUT,
-            check=False,
-        )
+        check = run_in_session([rscript, "-e", LOAD_CHECK], timeout=R_CHECK_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"Rscript ({rscript!r}) could not be run: {error}"
     if check.returncode != 0:
@@ -505,13 +500,10 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         return columns, pd.DataFrame(table, index=frame.index)
 
     def _run(self, folder: Path) -> None:
+        # In a session of its own, waited on in a loop: a job's time limit (an exception
+        # sent to this thread) or Ctrl-C kills R and anything it started.
         try:
-            run = subprocess.run(
-                [self.rscript, str(folder / "fit.R"), str(folder / "spec.json")],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            run = run_in_session([self.rscript, str(folder / "fit.R"), str(folder / "spec.json")])
         except OSError as error:
             raise ReferenceFitError(
                 f"Lme4: cannot run Rscript ({self.rscript!r}): {error}"

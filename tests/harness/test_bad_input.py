@@ -1,7 +1,9 @@
 """Bad input and faults: refused with one line naming the field, never a traceback, a
 silent wrong answer or a hang."""
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -178,3 +180,36 @@ def test_a_message_quotes_at_most_a_bounded_part_of_a_value(tiny_config_text):
     message = str(caught.value)
     assert message.startswith("scenarios[0].params.n_users: expected a positive integer")
     assert len(message) < 1100
+
+
+# --- subprocesses honour the job's time limit ------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child not yet reaped by its parent is a zombie: dead for our purpose.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_the_time_limit_kills_an_lme4_fit_and_everything_it_started(tmp_path, small_data):
+    from estimators import Lme4
+    from harness.runner import JobTimeout, time_limit
+
+    # A stand-in for Rscript that starts a child of its own and never finishes.
+    pids = tmp_path / "pids"
+    fake = tmp_path / "Rscript"
+    fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $$ $! > {pids}\nsleep 60\n")
+    fake.chmod(0o755)
+    model = Lme4("y ~ x1 + (1 | user)", rscript=str(fake))
+    started = time.perf_counter()
+    with pytest.raises(JobTimeout), time_limit(1.0):
+        model.fit(small_data.X, small_data.y)
+    assert time.perf_counter() - started < 3.0
+    deadline = time.monotonic() + 2.0
+    while any(_alive(int(pid)) for pid in pids.read_text().split()):
+        assert time.monotonic() < deadline, "Rscript's process group outlived the time limit"
+        time.sleep(0.05)
