@@ -40,7 +40,8 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
 
     ``feature_cols`` gets the data set's features, ``group_cols`` its grouping factors,
     ``group_col`` its first grouping factor, ``formula`` the features as fixed effects
-    and a random intercept per grouping factor (``y ~ x1 + x2 + (1 | user) + (1 | item)``).
+    and a random intercept per grouping factor (``y ~ x1 + x2 + (1 | user) + (1 | item)``),
+    a column whose name is not a bare identifier in backticks (``(1 | `user id`)``).
     """
     params = dict(spec.params)
     for role in estimators.info(spec.name).roles:
@@ -55,9 +56,12 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
                 raise ValueError(f"{spec.label}: needs a grouping factor and the data has none")
             params[role] = dataset.groups[0]
         elif role == "formula":
-            fixed = " + ".join(dataset.features) or "1"
-            random = " + ".join(f"(1 | {group})" for group in dataset.groups)
-            params[role] = f"{dataset.target} ~ {fixed}" + (f" + {random}" if random else "")
+            # A file's columns may be named "user id" or "user-id": quoted, as R quotes them.
+            quote = estimators.mixed.quote_name
+            fixed = " + ".join(quote(feature) for feature in dataset.features) or "1"
+            random = " + ".join(f"(1 | {quote(group)})" for group in dataset.groups)
+            target = quote(dataset.target)
+            params[role] = f"{target} ~ {fixed}" + (f" + {random}" if random else "")
     return params
 
 

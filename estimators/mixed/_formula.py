@@ -3,13 +3,20 @@
 The fixed part is handed to formulaic (treatment contrasts, interactions); this module
 only finds the parenthesised random-effects terms ``(expr | group)`` and expands the
 shorthands lme4 accepts: nested ``(1 | a/b)`` is ``(1 | a) + (1 | b:a)``, and the
-uncorrelated ``(1 + x || g)`` is ``(1 | g) + (0 + x | g)``.
+uncorrelated ``(1 + x || g)`` is ``(1 | g) + (0 + x | g)``. A column whose name is not a
+bare identifier ("user id", "user-id") is named in backticks, as in R: ``(1 | `user id`)``.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
+
+# A grouping column named without backticks: letters (any alphabet), digits, '_' and
+# '.' (R's syntactic names may hold dots), not starting with a digit.
+_BARE_GROUP = re.compile(r"(?!\d)[\w.]+")
+_QUOTED = re.compile(r"`([^`]+)`")
 
 
 class FormulaError(ValueError):
@@ -25,7 +32,9 @@ class RandomTermSpec:
     expr : str
         The left-hand side, e.g. ``"1 + Days"`` or ``"0 + x"``.
     group : str
-        The grouping factor as lme4 names it, e.g. ``"Subject"`` or ``"cask:batch"``.
+        The grouping factor as lme4 names it, e.g. ``"Subject"``, ``"cask:batch"`` or
+        ``"user id"`` (a single column by its bare name; columns of an interaction in
+        backticks where they need them, as R prints them).
     group_cols : tuple of str
         The data columns whose combination forms the factor.
     """
@@ -44,12 +53,48 @@ class ParsedFormula:
     random: tuple[RandomTermSpec, ...]
 
 
+def quote_name(name: str) -> str:
+    """A column name as a formula names it: bare when it is an identifier that both
+    formulaic and lme4 read as one column, otherwise in backticks.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> quote_name("user"), quote_name("user id"), quote_name("user.id")
+    ('user', '`user id`', '`user.id`')
+    """
+    name = str(name)
+    if "`" in name:
+        raise FormulaError(f"column name {name!r} holds a backtick and cannot be quoted")
+    if name.isidentifier() and not keyword.iskeyword(name):
+        return name
+    return f"`{name}`"
+
+
+def _skip_quoted(text: str, i: int) -> int:
+    """The index after the quoted span (backticks or a string literal) starting at i."""
+    end = text.find(text[i], i + 1)
+    if end < 0:
+        raise FormulaError(f"unclosed {text[i]} in {text!r}")
+    return end + 1
+
+
 def _split_top_level(text: str, separator: str) -> list[str]:
-    """Split on ``separator`` outside parentheses."""
-    parts, depth, current = [], 0, []
+    """Split on ``separator`` outside parentheses and outside backticks or quotes."""
+    parts, depth, start = [], 0, 0
     i = 0
     while i < len(text):
         char = text[i]
+        if char in "`'\"":
+            i = _skip_quoted(text, i)
+            continue
         if char == "(":
             depth += 1
         elif char == ")":
@@ -57,24 +102,41 @@ def _split_top_level(text: str, separator: str) -> list[str]:
             if depth < 0:
                 raise FormulaError(f"unbalanced ')' in {text!r}")
         if depth == 0 and text.startswith(separator, i):
-            parts.append("".join(current))
-            current = []
+            parts.append(text[start:i])
             i += len(separator)
+            start = i
             continue
-        current.append(char)
         i += 1
     if depth != 0:
         raise FormulaError(f"unbalanced '(' in {text!r}")
-    parts.append("".join(current))
+    parts.append(text[start:])
     return parts
 
 
-def _group_columns(group: str) -> tuple[str, ...]:
-    columns = tuple(part.strip() for part in group.split(":"))
-    for column in columns:
-        if not re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", column):
-            raise FormulaError(f"grouping factor {group!r}: {column!r} is not a column name")
-    return columns
+def _unquote(text: str) -> str:
+    """A name without its backticks, if it has them."""
+    text = text.strip()
+    quoted = _QUOTED.fullmatch(text)
+    return quoted.group(1) if quoted else text
+
+
+def _column_name(text: str, group: str) -> str:
+    """One column of a grouping factor: a bare name or a name in backticks."""
+    text = text.strip()
+    if _QUOTED.fullmatch(text) or _BARE_GROUP.fullmatch(text):
+        return _unquote(text)
+    quoted = re.fullmatch(r"Q\(\s*(['\"])(.+)\1\s*\)", text)  # patsy's quoting
+    name = quoted.group(2) if quoted else text
+    hint = f"; write it in backticks: `{name}`" if name and "`" not in name else ""
+    raise FormulaError(f"grouping factor {group!r}: {text!r} is not a column name{hint}")
+
+
+def _factor_name(columns: tuple[str, ...]) -> str:
+    """lme4's name of a grouping factor: a column's bare name, or the columns of an
+    interaction joined with ':', each in backticks where R's deparse puts them."""
+    if len(columns) == 1:
+        return columns[0]
+    return ":".join(c if _BARE_GROUP.fullmatch(c) else f"`{c}`" for c in columns)
 
 
 def _expand_term(expr: str, group: str, uncorrelated: bool) -> list[RandomTermSpec]:
@@ -85,16 +147,24 @@ def _expand_term(expr: str, group: str, uncorrelated: bool) -> list[RandomTermSp
     if not group:
         raise FormulaError(f"random-effects term '({expr} | )' has no grouping factor")
     # Nesting a/b/c means a, b within a, c within b within a (lme4 names them c:b:a).
-    nested = [part.strip() for part in group.split("/")]
-    groups = [":".join(reversed(nested[: k + 1])) for k in range(len(nested))]
+    nested = [
+        [_column_name(part, group) for part in _split_top_level(level, ":")]
+        for level in _split_top_level(group, "/")
+    ]
+    groups = [
+        tuple(column for level in reversed(nested[: k + 1]) for column in level)
+        for k in range(len(nested))
+    ]
     exprs = [expr]
     if uncorrelated:
-        pieces = [piece.strip() for piece in expr.split("+")]
+        pieces = [piece.strip() for piece in _split_top_level(expr, "+")]
         no_intercept = any(piece == "0" or piece == "-1" for piece in pieces)
         variables = [piece for piece in pieces if piece not in ("0", "1", "-1")]
         exprs = ([] if no_intercept else ["1"]) + [f"0 + {v}" for v in variables]
     return [
-        RandomTermSpec(expr=e, group=g, group_cols=_group_columns(g)) for g in groups for e in exprs
+        RandomTermSpec(expr=e, group=_factor_name(columns), group_cols=columns)
+        for columns in groups
+        for e in exprs
     ]
 
 
@@ -104,7 +174,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     Parameters
     ----------
     formula : str
-        e.g. ``"Reaction ~ Days + (Days | Subject)"``; the response is optional.
+        e.g. ``"Reaction ~ Days + (Days | Subject)"``; the response is optional. Names
+        that are not bare identifiers go in backticks, as in R: ``(1 | `user id`)``.
 
     Returns
     -------
@@ -115,13 +186,15 @@ def parse_formula(formula: str) -> ParsedFormula:
     >>> parsed = parse_formula("y ~ x + (1 | batch/cask)")
     >>> parsed.fixed, [t.group for t in parsed.random]
     ('1 + x', ['batch', 'cask:batch'])
+    >>> parse_formula("`click rate` ~ `user-x` + (1 | `user id`)").random[0].group_cols
+    ('user id',)
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError(f"formula: expected a string like 'y ~ x + (1 | g)', got {formula!r}")
     sides = _split_top_level(formula, "~")
     if len(sides) > 2:
         raise FormulaError(f"formula {formula!r} has more than one '~'")
-    response = sides[0].strip() if len(sides) == 2 else None
+    response = _unquote(sides[0]) if len(sides) == 2 else None
     if response == "":
         response = None
     fixed_parts: list[str] = []
