@@ -208,20 +208,107 @@ class LevelCodes:
     def encode(self, values: Any, new_levels: str = "population") -> np.ndarray:
         """Codes of ``values``; a level not seen in training gets -1.
 
+        Ids are matched by value across numbers and text (see ``matched_ids``).
+
         Raises
         ------
         ValueError
             When ``new_levels="error"`` and some level was not seen in training.
         """
-        codes = self.levels.get_indexer(pd.Series(values))
+        codes = self.levels.get_indexer(matched_ids(pd.Series(values), self.levels))
         if new_levels == "error" and (codes < 0).any():
             raise unseen_levels_error(self.name, pd.Series(values)[codes < 0])
         return codes
 
 
+def _id_kind(ids: pd.Index) -> str:
+    """What the ids of a column are, for matching them by value: "number", "text" or
+    "other" (booleans, dates, mixed types: matched as they are)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        ids = pd.Index(ids.categories)
+    if pd.api.types.is_bool_dtype(ids):
+        return "other"
+    if pd.api.types.is_numeric_dtype(ids):
+        return "number"
+    inferred = pd.api.types.infer_dtype(ids, skipna=True)
+    if inferred == "string":
+        return "text"
+    if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
+        return "number"
+    return "other"
+
+
+def _as_number(value: Any) -> Any:
+    """A text id as the number it spells (int where it is one), or unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value.strip())
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _as_text(value: Any) -> Any:
+    """A number id as text the way a CSV writes it: 3 and 3.0 as '3'."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        return value
+    if float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def matched_ids(values: Any, levels: pd.Index) -> pd.Index:
+    """``values`` written as the ids of ``levels`` are, so that equal ids match by value.
+
+    Ids fitted as numbers and given as text (read back from a CSV file) are read as
+    numbers; ids fitted as text and given as numbers are written as text ('3' for 3
+    and 3.0). Values that do not convert, and ids of the same kind as the levels, are
+    returned as they are (a value still not among the levels is an unseen level). For
+    a MultiIndex (an interaction), each column is matched with its own levels.
+
+    Parameters
+    ----------
+    values : array-like or pandas.Index
+        The ids of new rows.
+    levels : pandas.Index
+        The levels seen in fitting.
+
+    Returns
+    -------
+    pandas.Index
+
+    Examples
+    --------
+    >>> levels = pd.Index([1, 2, 3])
+    >>> levels.get_indexer(matched_ids(["3", "1", "nobody"], levels)).tolist()
+    [2, 0, -1]
+    """
+    values = values if isinstance(values, pd.Index) else pd.Index(values)
+    if isinstance(levels, pd.MultiIndex) and isinstance(values, pd.MultiIndex):
+        return pd.MultiIndex.from_arrays(
+            [
+                matched_ids(values.get_level_values(k), levels.levels[k])
+                for k in range(levels.nlevels)
+            ],
+            names=values.names,
+        )
+    target, given = _id_kind(levels), _id_kind(values)
+    if target == given or {target, given} != {"number", "text"}:
+        return values
+    convert = _as_number if target == "number" else _as_text
+    # Convert each distinct id once; a million rows rarely hold a million ids.
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    converted = pd.Index([convert(value) for value in uniques])
+    return converted.take(codes)
+
+
 def unseen_levels_error(name: Hashable, unseen_values: Any) -> ValueError:
     """The error for levels not seen in training under ``new_levels="error"``."""
-    unseen = pd.unique(pd.Series(unseen_values))
+    unseen = pd.Index(unseen_values).unique()
     return ValueError(
         f"group column {name!r}: {len(unseen)} level(s) not seen in training, "
         f"e.g. {list(unseen[:5])}; use new_levels='population' to predict them "

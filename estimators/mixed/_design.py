@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from estimators._columns import matched_ids
 from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpec
 
 
@@ -53,13 +54,44 @@ def check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def factor_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """The grouping factor's value per row; an interaction joins the values with ':'."""
+    """The grouping factor's label per row, as R prints it; an interaction joins the
+    values with ':'. A label, not an identity: ``factor_keys`` tells levels apart."""
     if len(columns) == 1:
         return frame[columns[0]]
     joined = frame[columns[0]].astype(str)
     for column in columns[1:]:
         joined = joined + ":" + frame[column].astype(str)
     return joined
+
+
+def factor_keys(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Index:
+    """The grouping factor's level per row: the column's values, or for an interaction
+    the combination of the columns' values (a MultiIndex named by the columns).
+
+    Levels of an interaction are told apart by every column's value, never by text
+    joined with ':', which would make a='1:2', b='3' and a='1', b='2:3' one level.
+    """
+    if len(columns) == 1:
+        return pd.Index(frame[columns[0]], name=columns[0])
+    return pd.MultiIndex.from_arrays([frame[column] for column in columns], names=list(columns))
+
+
+def factor_levels(keys: pd.Index, columns: tuple[str, ...]) -> pd.Index:
+    """The distinct levels of a grouping factor, sorted (a level's code is its place)."""
+    levels = keys.unique()
+    try:
+        return levels.sort_values()
+    except TypeError:
+        # Only a column holding several types of value gets here (1 and '1' would be
+        # two levels): say which, rather than pandas' comparison error.
+        for column in columns:
+            kinds = sorted({type(value).__name__ for value in keys.get_level_values(column)})
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"group column {column!r} holds values of several types ({kinds}); "
+                    "convert it to one type, e.g. X[column].astype(str)"
+                ) from None
+        raise
 
 
 @dataclass
@@ -79,11 +111,10 @@ class RandomTerm:
     def n_theta(self) -> int:
         return self.q * (self.q + 1) // 2
 
-    def matrices(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the level code (-1 for an unseen level) and the term's covariates."""
-        codes = self.levels.get_indexer(factor_values(frame, self.spec.group_cols))
-        values = np.asarray(self.model_spec.get_model_matrix(frame), dtype=float)
-        return codes, values
+    def codes(self, keys: pd.Index) -> np.ndarray:
+        """The level code of each key (``factor_keys``), -1 for a level not seen in
+        fitting; ids are matched by value across numbers and text (``matched_ids``)."""
+        return self.levels.get_indexer(matched_ids(keys, self.levels))
 
 
 @dataclass
@@ -149,8 +180,8 @@ def build_design(
     terms, codes, values = [], [], []
     for spec in parsed.random:
         matrix = formulaic.model_matrix(spec.expr, frame, na_action="raise")
-        group = factor_values(frame, spec.group_cols)
-        levels = pd.Index(pd.unique(group)).sort_values()
+        group = factor_keys(frame, spec.group_cols)
+        levels = factor_levels(group, spec.group_cols)
         if len(levels) < 2:
             raise ValueError(
                 f"grouping factor {spec.group!r} has {len(levels)} level(s); a random effect "
@@ -344,6 +375,18 @@ def cross_products(design: Design) -> CrossProducts:
     return weighted_cross_products(design_matrices(design), design.y)
 
 
+def level_labels(levels: pd.Index) -> pd.Index:
+    """Levels as lme4 labels them: an interaction's as its values joined with ':'.
+
+    Only labels: two levels of an interaction may share one (a='1:2', b='3' and a='1',
+    b='2:3' are both '1:2:3'); they stay two rows, since levels are told apart by
+    their values (``factor_keys``), not by their labels.
+    """
+    if not isinstance(levels, pd.MultiIndex):
+        return levels
+    return pd.Index([":".join(str(value) for value in level) for level in levels], dtype=object)
+
+
 def effects_by_factor(
     terms: Sequence[Any], term_b: Sequence[np.ndarray], term_cov: Sequence[np.ndarray]
 ) -> tuple[dict, dict, dict, dict]:
@@ -364,13 +407,14 @@ def effects_by_factor(
     Returns
     -------
     ranef, ranef_var, ranef_cov, n_levels : dict
-        Keyed by factor: DataFrames of modes and variances indexed by level, the
-        covariance blocks, and the number of levels.
+        Keyed by factor: DataFrames of modes and variances indexed by level (labelled
+        as lme4 labels them, ``level_labels``), the covariance blocks, and the number
+        of levels.
     """
     ranef, ranef_var, ranef_cov, n_levels = {}, {}, {}, {}
     for group in dict.fromkeys(term.spec.group for term in terms):
         members = [k for k, term in enumerate(terms) if term.spec.group == group]
-        levels = terms[members[0]].levels
+        levels = level_labels(terms[members[0]].levels)
         columns = [c for k in members for c in terms[k].columns]
         ranef[group] = pd.DataFrame(
             np.hstack([term_b[k] for k in members]), index=levels, columns=columns

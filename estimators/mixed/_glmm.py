@@ -27,7 +27,7 @@ from estimators.mixed._design import (
     build_design,
     design_matrices,
     effects_by_factor,
-    factor_values,
+    factor_keys,
     resolve_response,
     warn_dropped,
     weighted_cross_products,
@@ -109,7 +109,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     offset : str, optional
         Column of X added to the linear predictor (log exposure for counts).
     new_levels : {"population", "error"}
-        At predict time, a level not seen in fitting gets random effect 0 or raises.
+        At predict time, a level not seen in fitting gets random effect 0 or raises. Ids
+        are matched by value across numbers and text.
     solver : {"auto", "exact", "iterative"}
         ``"exact"``: the Laplace approximation (or quadrature) with the exact factor,
         as glmer. ``"iterative"`` (random intercepts only): penalised quasi-likelihood
@@ -510,8 +511,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         eta += self._column(frame, self.offset, "offset", 0.0)
         selected = self._included_factors(include_random)
         for term, b in zip(self._design_terms, self._term_b, strict=True):
-            group = factor_values(frame, term.spec.group_cols)
-            codes = term.levels.get_indexer(group)
+            group = factor_keys(frame, term.spec.group_cols)
+            codes = term.codes(group)
             unseen = codes < 0
             if unseen.any() and self.new_levels == "error":
                 raise unseen_levels_error(term.spec.group, group[unseen])

@@ -20,7 +20,7 @@ from estimators.mixed._design import (
     check_finite,
     cross_products,
     effects_by_factor,
-    factor_values,
+    factor_keys,
     required_columns,
     resolve_response,
     warn_dropped,
@@ -71,7 +71,8 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     new_levels : {"population", "error"}
         At predict time, a level not seen in fitting gets random effect 0 (the population
         prediction, also partially: a known user with a new item keeps the user's
-        effect) or raises.
+        effect) or raises. Ids are matched by value, so ids fitted as numbers may be
+        given as text (read back from a CSV file).
     na_action : {"raise", "drop"}
         Rows with missing or infinite values in a used column: raise an error naming the
         column, or drop them with a warning saying how many.
@@ -342,10 +343,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         rows = NewRows(
             X=encoded(self._fixed_spec, frame, "update")[:, self._fixed_kept],
             y=target,
-            codes=[
-                term.levels.get_indexer(factor_values(frame, term.spec.group_cols))
-                for term in terms
-            ],
+            codes=[term.codes(factor_keys(frame, term.spec.group_cols)) for term in terms],
             values=[encoded(term.model_spec, frame, "update") for term in terms],
         )
         order = largest_first(terms, self._formula_index)
@@ -515,8 +513,8 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         for term, T, b, cov in zip(
             self._design_terms, templates, self._term_b, self._term_cov, strict=True
         ):
-            group = factor_values(frame, term.spec.group_cols)
-            codes = term.levels.get_indexer(group)
+            group = factor_keys(frame, term.spec.group_cols)
+            codes = term.codes(group)
             values = np.asarray(term.model_spec.get_model_matrix(frame), dtype=float)
             unseen = codes < 0
             if unseen.any() and self.new_levels == "error":

@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from estimators.mixed._design import CrossProducts, RandomTerm, factor_values, term_matrix
+from estimators._columns import matched_ids
+from estimators.mixed._design import (
+    CrossProducts,
+    RandomTerm,
+    factor_keys,
+    factor_levels,
+    term_matrix,
+)
 
 
 def check_known_categories(model_spec: Any, frame: pd.DataFrame, role: str) -> None:
@@ -60,15 +67,16 @@ def encoded(model_spec: Any, frame: pd.DataFrame, role: str) -> np.ndarray:
 
 
 def extended_terms(terms: list[RandomTerm], frame: pd.DataFrame) -> list[RandomTerm]:
-    """The terms with the levels of ``frame`` not seen before appended (sorted) to theirs."""
+    """The terms with the levels of ``frame`` not seen before appended (sorted) to theirs;
+    ids are written as the fitted ones (``matched_ids``) so the levels keep one type."""
     grown = []
     for term in terms:
-        group = factor_values(frame, term.spec.group_cols)
+        group = matched_ids(factor_keys(frame, term.spec.group_cols), term.levels)
         unseen = group[term.levels.get_indexer(group) < 0]
         if len(unseen) == 0:
             grown.append(term)
             continue
-        new_levels = pd.Index(pd.unique(unseen)).sort_values()
+        new_levels = factor_levels(unseen, term.spec.group_cols)
         grown.append(replace(term, levels=term.levels.append(new_levels)))
     return grown
 

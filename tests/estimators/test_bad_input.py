@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from estimators import MixedLM
+from estimators import GroupMean, MixedGLM, MixedLM
 from harness.config import EstimatorSpec
 from harness.runner import build_estimator
 from simulators import Dataset
@@ -23,6 +23,63 @@ def grouped(n_groups: int = 20, per_group: int = 10, seed: int = 0) -> pd.DataFr
     shift = data["c"].map({"a": 0.0, "b": 1.0, "c": -2.0})
     data["y"] = 1 + data["x"] + shift + rng.normal(size=n_groups)[g] + rng.normal(size=n)
     return data
+
+
+# -- 5: interaction levels are told apart by value, not by text joined with ':' -------
+def test_interaction_levels_come_from_the_values_not_joined_text():
+    rng = np.random.default_rng(5)
+    n = 400
+    data = pd.DataFrame(
+        {
+            "a": np.where(np.arange(n) % 2 == 0, "1:2", "1"),
+            "b": np.where(np.arange(n) % 2 == 0, "3", "2:3"),
+            "h": np.arange(n) % 8,
+            "x": rng.normal(size=n),
+        }
+    )
+    # The two combinations (joined, both '1:2:3') differ by 3.
+    data["y"] = 3.0 * (np.arange(n) % 2) + rng.normal(size=8)[data["h"]] + rng.normal(size=n)
+    data = pd.concat([data, data.assign(a="0", b="0", y=data["y"] + 1.5)], ignore_index=True)
+    model = MixedLM("y ~ x + (1 | a:b) + (1 | h)").fit(data)
+    assert model.n_levels_["a:b"] == 3
+    modes = model.ranef_["a:b"]["(Intercept)"]
+    assert list(modes.index).count("1:2:3") == 2  # lme4's label, two levels
+    # The same model as with ids whose joined text is unambiguous.
+    relabelled = data.assign(a=data["a"].replace({"1:2": "p"}), b=data["b"].replace({"2:3": "q"}))
+    reference = MixedLM("y ~ x + (1 | a:b) + (1 | h)").fit(relabelled)
+    assert model.objective_ == pytest.approx(reference.objective_, rel=1e-9)
+    np.testing.assert_allclose(model.predict(data), reference.predict(relabelled), rtol=1e-6)
+    first, second = model.predict(data.iloc[[0, 1]])
+    assert second > first + 0.5
+
+
+# -- 6: ids matched by value across numbers and text -----------------------------------
+def test_ids_fitted_as_numbers_match_when_given_as_text():
+    data = grouped()
+    as_text = data.assign(g=data["g"].astype(str))
+    model = MixedLM("y ~ x + (1 | g)", new_levels="error").fit(data)
+    np.testing.assert_allclose(model.predict(as_text), model.predict(data))
+    # ... and the other way round, with ids written by a CSV file as '3' or 3.0.
+    text_model = MixedLM("y ~ x + (1 | g)", new_levels="error").fit(as_text)
+    np.testing.assert_allclose(text_model.predict(data), text_model.predict(as_text))
+    floats = data.assign(g=data["g"].astype(float))
+    np.testing.assert_allclose(text_model.predict(floats), text_model.predict(as_text))
+    # An id that is no fitted level is still unseen.
+    unseen = as_text.head(2).assign(g="nobody")
+    with pytest.raises(ValueError, match="group column 'g': 1 level"):
+        model.predict(unseen)
+
+    clicks = data.assign(click=(data["y"] > data["y"].median()).astype(int))
+    glm = MixedGLM("click ~ x + (1 | g)").fit(clicks)
+    np.testing.assert_allclose(glm.predict(as_text), glm.predict(data))
+    # update: text ids join the fitted integer levels, and new ones are added as numbers.
+    later = as_text.assign(g=(data["g"] + 15).astype(str))  # 15..19 seen, 20..34 new
+    updated = MixedLM("y ~ x + (1 | g)").fit(data).update(later)
+    assert updated.n_levels_ == {"g": 35}
+    assert pd.api.types.is_integer_dtype(updated.ranef_["g"].index)
+
+    means = GroupMean(group_col="g").fit(data, data["y"])
+    np.testing.assert_allclose(means.predict(as_text), means.predict(data))
 
 
 # -- 10: column names that are not bare identifiers ------------------------------------
@@ -45,3 +102,12 @@ def test_roles_filled_from_a_file_quote_such_names():
     assert params["formula"] == "`click rate` ~ `user-x` + (1 | `user id`)"
     estimator.fit(frame)
     assert estimator.n_levels_ == {"user id": 20}
+
+
+# -- and no traceback from deep inside pandas or numpy -----------------------------------
+def test_a_group_column_of_mixed_types_is_refused_naming_it():
+    data = grouped()
+    data["g"] = data["g"].astype(object)
+    data.loc[data["g"] == 3, "g"] = "3"  # 3 and '3' would be two levels
+    with pytest.raises(ValueError, match=r"group column 'g' holds values of several types"):
+        MixedLM("y ~ x + (1 | g)").fit(data)
