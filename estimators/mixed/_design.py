@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,8 @@ def build_design(
     X = np.asarray(fixed, dtype=float)
     kept = _independent_columns(X)
     dropped = [names[k] for k in range(len(names)) if k not in set(kept.tolist())]
+    if len(kept) >= len(frame):
+        raise saturated_error(fixed.model_spec, frame, len(kept))
 
     terms, codes, values = [], [], []
     for spec in parsed.random:
@@ -211,6 +213,66 @@ def build_design(
         y=y,
     )
     return design, dropped
+
+
+def saturated_error(model_spec: Any, frame: pd.DataFrame, rank: int) -> ValueError:
+    """The error for a fixed part with as many independent columns as there are rows.
+
+    It reproduces every row exactly, so the residual has no degrees of freedom (the
+    REML criterion divides by n - p = 0) and the variance components are not defined.
+    The usual cause is a column of numbers read as text, one level per row: name it.
+    """
+    causes = []
+    for _, column, _ in categorical_factors(model_spec, frame.columns):
+        values = frame[column]
+        n_levels = values.nunique()
+        if n_levels * 2 > len(frame):
+            numbers = pd.to_numeric(values, errors="coerce").notna().all()
+            hint = " (numbers stored as text? convert it with pandas.to_numeric)" if numbers else ""
+            causes.append(f"column {column!r} is categorical with {n_levels} levels{hint}")
+    because = "; " + "; ".join(causes) if causes else ""
+    return ValueError(
+        f"fixed-effects part: {rank} independent column(s) for {len(frame)} row(s), so it "
+        "fits every row exactly and leaves nothing to estimate the random effects and the "
+        f"residual from{because}"
+    )
+
+
+def categorical_factors(model_spec: Any, columns: Any) -> list[tuple[str, Hashable, list]]:
+    """The categorical factors of a formulaic model spec that read one column of the
+    data: (factor as written, e.g. ``C(g)``; the column; its categories in fitting)."""
+    found = []
+    for name, (kind, state) in model_spec.encoder_state.items():
+        if getattr(kind, "value", kind) != "categorical":
+            continue
+        if name in columns:
+            column = name
+        else:  # an expression such as C(g) or `user id`: the one column it reads
+            read = list(formulaic.Formula(name).required_variables)
+            if len(read) != 1 or read[0] not in columns:
+                continue
+            column = read[0]
+        found.append((name, column, list(state.get("categories", []))))
+    return found
+
+
+def check_levels_below_rows(design: Design) -> None:
+    """Refuse a grouping factor with as many levels as rows, as lmer does.
+
+    With one row per level, a level's random effect and its row's residual cannot be
+    told apart: the data fix only their sum of variances, and any split of it fits
+    equally well. lme4 stops with this message (``check.nobs.vs.nlev``); glmer allows
+    it, since a binomial or Poisson model has no residual variance to confuse it with.
+    """
+    n = len(design.y)
+    problems = {term.spec.group: len(term.levels) for term in design.terms if len(term.levels) >= n}
+    if problems:
+        detail = ", ".join(f"{group!r} has {count}" for group, count in problems.items())
+        raise ValueError(
+            "number of levels of each grouping factor must be < number of observations "
+            f"(problems: {', '.join(problems)}): {detail} level(s) for {n} row(s), so its "
+            "variance cannot be told apart from the residual variance"
+        )
 
 
 def _independent_columns(X: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:

@@ -3,6 +3,7 @@ beta) by PIRLS -> optimise in two stages -> fitted state."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
@@ -267,8 +268,20 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         qs = deviance.qs
         lower = theta_lower_bounds(qs)
         # Stage 1 (glmer's nAGQ = 0): theta alone, beta inside PIRLS.
-        theta, _, first = minimize_bobyqa(deviance.profiled, theta_start(qs), lower)
-        stage1 = deviance.modes(theta)
+        theta, value, first = minimize_bobyqa(deviance.profiled, theta_start(qs), lower)
+        stage1 = None
+        if np.isfinite(value):
+            with contextlib.suppress(np.linalg.LinAlgError, FloatingPointError):
+                stage1 = deviance.modes(theta)
+        if stage1 is None:
+            # A numerical error deep in the factorisation would not say what is wrong
+            # with the data; this does.
+            raise FloatingPointError(
+                "MixedGLM: the penalised least-squares system is singular at every theta "
+                "tried, so no conditional modes exist; the outcome is probably separated "
+                "(every row of some level or covariate pattern 0, or every one 1) or the "
+                "weights leave too few rows"
+            )
         beta = stage1.beta
         beta_se = np.sqrt(np.diag(solve(stage1.objective, theta, sigma=1.0).beta_cov))
         # Stage 2: (theta, beta) jointly from there, with a first trust region on the
@@ -334,6 +347,19 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         if np.any(weights < 0):
             raise ValueError(
                 f"weights: column {self.weights!r} has {int(np.sum(weights < 0))} negative value(s)"
+            )
+        if not np.any(weights > 0):
+            raise ValueError(
+                f"weights: column {self.weights!r} is 0 in every row; there is nothing to fit"
+            )
+        observed = np.unique(y[weights > 0])
+        if observed.size == 1:
+            # The fixed effects' estimates are infinite (every probability 0 or 1, every
+            # rate 0) and PIRLS has no finite mode; glmer stops: "Response is constant".
+            raise ValueError(
+                f"{name} is constant (every value {observed[0]:g}"
+                f"{' where weights > 0' if self.weights else ''}): no variation to model "
+                f"with family={self.family!r}; glmer refuses it too (Response is constant)"
             )
         if self.family == "binomial":
             if self.weights is None and not np.all((y == 0) | (y == 1)):

@@ -18,6 +18,7 @@ from estimators.mixed._design import (
     Design,
     build_design,
     check_finite,
+    check_levels_below_rows,
     cross_products,
     effects_by_factor,
     factor_keys,
@@ -269,11 +270,19 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
         parsed = parse_formula(self.formula)
         frame = validated_frame(self, X, reset=True)
+        name = "y" if y is not None else f"response column {parsed.response!r}"
         y = resolve_response(parsed, frame, y)
         if self.na_action == "drop":
             frame, y = self._drop_missing(parsed, frame, y)
         target = as_target(y, len(frame))
+        if len(target) and np.ptp(target) == 0:
+            # Every criterion is -inf (no residual at all); lmer "converges" to sigma = 0.
+            raise ValueError(
+                f"{name} is constant (every value {target[0]:g}): there is no variation for "
+                "the random effects and the residual to explain"
+            )
         design, dropped = build_design(parsed, frame, target)
+        check_levels_below_rows(design)
         warn_dropped(dropped, stacklevel=3)
         objective = ProfiledDeviance(
             cross_products(design),

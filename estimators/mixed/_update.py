@@ -14,7 +14,6 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
-import formulaic
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -23,6 +22,7 @@ from estimators._columns import matched_ids
 from estimators.mixed._design import (
     CrossProducts,
     RandomTerm,
+    categorical_factors,
     factor_keys,
     factor_levels,
     term_matrix,
@@ -35,17 +35,7 @@ def check_known_categories(model_spec: Any, frame: pd.DataFrame, role: str) -> N
     formulaic encodes such a value as all zeros with only a warning, which would
     silently move those rows onto the reference level.
     """
-    for name, (kind, state) in model_spec.encoder_state.items():
-        if getattr(kind, "value", kind) != "categorical":
-            continue
-        known = state.get("categories", [])
-        if name in frame.columns:
-            column = name
-        else:  # an expression such as C(g): check the one column it reads
-            read = list(formulaic.Formula(name).required_variables)
-            if len(read) != 1 or read[0] not in frame.columns:
-                continue
-            column = read[0]
+    for _, column, known in categorical_factors(model_spec, frame.columns):
         values = frame[column]
         unseen = pd.unique(values[~values.isin(known)])
         if len(unseen):

@@ -25,6 +25,20 @@ def grouped(n_groups: int = 20, per_group: int = 10, seed: int = 0) -> pd.DataFr
     return data
 
 
+# -- 3: a grouping factor with one row per level ------------------------------------
+def test_one_row_per_level_is_refused_as_lmer_refuses_it():
+    data = grouped(n_groups=200, per_group=1)
+    with pytest.raises(
+        ValueError,
+        match=r"number of levels of each grouping factor must be < number of observations "
+        r"\(problems: g\)",
+    ):
+        MixedLM("y ~ x + (1 | g)").fit(data)
+    # glmer allows it (no residual variance to confuse it with); so does MixedGLM.
+    clicks = data.assign(click=(data["y"] > 0).astype(int))
+    assert MixedGLM("click ~ x + (1 | g)").fit(clicks).n_levels_ == {"g": 200}
+
+
 # -- 5: interaction levels are told apart by value, not by text joined with ':' -------
 def test_interaction_levels_come_from_the_values_not_joined_text():
     rng = np.random.default_rng(5)
@@ -80,6 +94,29 @@ def test_ids_fitted_as_numbers_match_when_given_as_text():
 
     means = GroupMean(group_col="g").fit(data, data["y"])
     np.testing.assert_allclose(means.predict(as_text), means.predict(data))
+
+
+# -- 8: a fixed part that saturates the data ---------------------------------------------
+def test_a_fixed_part_with_a_column_per_row_is_refused_naming_the_column():
+    data = grouped()
+    data["rid"] = np.arange(len(data)).astype(str)  # a numeric column read as text
+    for model in (MixedLM("y ~ rid + (1 | g)"), MixedLM("y ~ rid + (1 | g)", reml=False)):
+        with pytest.raises(ValueError, match=r"column 'rid' is categorical with 200 levels"):
+            model.fit(data)
+    with pytest.raises(ValueError, match="response column 'y' is constant"):
+        MixedLM("y ~ x + (1 | g)").fit(data.assign(y=5.0))
+
+
+# -- 9: a binary outcome with no events, or weights all 0 ---------------------------------
+def test_mixed_glm_refuses_a_constant_outcome_or_zero_weights_clearly():
+    data = grouped().assign(click=0, w=0.0)
+    with pytest.raises(ValueError, match="response column 'click' is constant"):
+        MixedGLM("click ~ x + (1 | g)").fit(data)
+    with pytest.raises(ValueError, match="response column 'click' is constant"):
+        MixedGLM("click ~ x + (1 | g)", family="poisson").fit(data)
+    events = data.assign(click=np.arange(len(data)) % 2)
+    with pytest.raises(ValueError, match="weights: column 'w' is 0 in every row"):
+        MixedGLM("click ~ x + (1 | g)", weights="w").fit(events)
 
 
 # -- 10: column names that are not bare identifiers ------------------------------------
