@@ -129,6 +129,9 @@ class Design:
     codes: list[np.ndarray]
     values: list[np.ndarray]
     y: np.ndarray
+    # Rows per combination of the fixed part's categorical columns, for predicting a
+    # level not seen in fitting (``_categories``); None without categorical columns.
+    category_rows: pd.Series | None = None
 
 
 def resolve_response(parsed: ParsedFormula, frame: pd.DataFrame, y: Any) -> Any:
@@ -211,6 +214,7 @@ def build_design(
         codes=[codes[k] for k in order],
         values=[values[k] for k in order],
         y=y,
+        category_rows=category_rows(fixed.model_spec, frame),
     )
     return design, dropped
 
@@ -254,6 +258,17 @@ def categorical_factors(model_spec: Any, columns: Any) -> list[tuple[str, Hashab
             column = read[0]
         found.append((name, column, list(state.get("categories", []))))
     return found
+
+
+def category_rows(model_spec: Any, frame: pd.DataFrame) -> pd.Series | None:
+    """Rows per combination of the levels of the fixed part's categorical columns (a
+    Series on a MultiIndex named by the columns), or None if it has none."""
+    factors = categorical_factors(model_spec, frame.columns)
+    columns = list(dict.fromkeys(column for _, column, _ in factors))
+    if not columns:
+        return None
+    counts = frame[columns].value_counts(sort=False)
+    return counts[counts > 0]  # unused categories of a pandas Categorical have no rows
 
 
 def check_levels_below_rows(design: Design) -> None:

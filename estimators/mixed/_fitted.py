@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from estimators.mixed._categories import fixed_matrix
 from estimators.mixed._design import check_finite, required_columns
 
 VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
@@ -44,8 +45,8 @@ def varcorr_rows(terms: Sequence[Any], templates: Sequence[np.ndarray], scale: f
 
 class FittedMixedModel:
     """Shared methods of MixedLM and MixedGLM once fitted (they set ``_parsed``,
-    ``_design_terms``, ``_fixed_spec``, ``_fixed_kept``, ``varcorr_``, ``n_levels_``
-    and ``n_obs_``)."""
+    ``_design_terms``, ``_fixed_spec``, ``_fixed_kept``, ``_category_rows``,
+    ``varcorr_``, ``n_levels_`` and ``n_obs_``)."""
 
     def _used_columns(self) -> set:
         """Columns of X the formula reads, apart from the response."""
@@ -56,15 +57,18 @@ class FittedMixedModel:
 
     def _fixed_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The fitted fixed-effects columns for new rows, after checking that every
-        column the formula uses is there and finite."""
+        column the formula uses is there and finite. A categorical level not seen in
+        fitting follows ``new_levels``: an error, or the fixed part averaged over the
+        fitted levels (``_categories``)."""
         used = self._used_columns()
         missing = [c for c in sorted(used) if c not in frame.columns]
         if missing:
             raise ValueError(f"predict: column(s) {missing} not found in X")
         check_finite(frame, sorted(used))
-        return np.asarray(self._fixed_spec.get_model_matrix(frame), dtype=float)[
-            :, self._fixed_kept
-        ]
+        matrix = fixed_matrix(
+            self._fixed_spec, self._category_rows, frame, self.new_levels, type(self).__name__
+        )
+        return matrix[:, self._fixed_kept]
 
     def _included_factors(self, include_random: bool | Sequence[str]) -> set:
         """The grouping factors whose random effects a prediction includes."""

@@ -110,8 +110,11 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     offset : str, optional
         Column of X added to the linear predictor (log exposure for counts).
     new_levels : {"population", "error"}
-        At predict time, a level not seen in fitting gets random effect 0 or raises. Ids
-        are matched by value across numbers and text.
+        At predict time, a level not seen in fitting gets random effect 0 or raises; a
+        level of a fixed-effect categorical column not seen in fitting raises, or gets
+        the linear predictor's fixed part averaged over the levels seen in fitting,
+        weighted by their rows (with a warning). Ids are matched by value across
+        numbers and text.
     solver : {"auto", "exact", "iterative"}
         ``"exact"``: the Laplace approximation (or quadrature) with the exact factor,
         as glmer. ``"iterative"`` (random intercepts only): penalised quasi-likelihood
@@ -433,6 +436,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self._design_terms = design.terms
         self._fixed_spec = design.fixed_spec
         self._fixed_kept = design.kept
+        self._category_rows = design.category_rows
         self._templates = deviance.templates(theta)
         self.theta_ = theta
         self.theta_se_ = theta_se

@@ -17,6 +17,7 @@ from estimators._columns import as_target, check_policy, unseen_levels_error, va
 from estimators.mixed._design import (
     Design,
     build_design,
+    category_rows,
     check_finite,
     check_levels_below_rows,
     cross_products,
@@ -72,8 +73,10 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     new_levels : {"population", "error"}
         At predict time, a level not seen in fitting gets random effect 0 (the population
         prediction, also partially: a known user with a new item keeps the user's
-        effect) or raises. Ids are matched by value, so ids fitted as numbers may be
-        given as text (read back from a CSV file).
+        effect) or raises. A level of a fixed-effect categorical column not seen in
+        fitting likewise raises, or gets the fixed part averaged over the levels seen in
+        fitting, weighted by their rows (with a warning). Ids are matched by value, so
+        ids fitted as numbers may be given as text (read back from a CSV file).
     na_action : {"raise", "drop"}
         Rows with missing or infinite values in a used column: raise an error naming the
         column, or drop them with a warning saying how many.
@@ -370,6 +373,10 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         solver = solver_at_theta(self.solver, objective, fitted=self.solver_)
         value, solution = solution_at(objective, theta, solver)
         self._formula_index = [self._formula_index[k] for k in order]
+        if self._category_rows is not None:
+            # The new rows join the population an unseen categorical level is averaged over.
+            grown = category_rows(self._fixed_spec, frame)
+            self._category_rows = self._category_rows.add(grown, fill_value=0)
         self._set_solution(terms, objective, theta, solution=solution)
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
@@ -425,6 +432,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self._parsed = parsed
         self._fixed_spec = design.fixed_spec
         self._fixed_kept = design.kept
+        self._category_rows = design.category_rows
         # Each term's place in the formula, to order terms as build_design does after
         # an update changes their numbers of levels.
         self._formula_index = [

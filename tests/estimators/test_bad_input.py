@@ -25,6 +25,35 @@ def grouped(n_groups: int = 20, per_group: int = 10, seed: int = 0) -> pd.DataFr
     return data
 
 
+# -- 2: an unseen level of a fixed-effect categorical column -------------------------
+def test_unseen_fixed_effect_level_follows_new_levels():
+    data = grouped()
+    new = data.head(4).assign(c="zzz")
+    strict = MixedLM("y ~ x + c + (1 | g)", new_levels="error").fit(data)
+    with pytest.raises(ValueError, match=r"column 'c' has 1 level\(s\) not seen in fitting"):
+        strict.predict(new)
+
+    model = MixedLM("y ~ x + c + (1 | g)").fit(data)
+    with pytest.warns(UserWarning, match="column 'c'.*averaged over the levels seen"):
+        prediction, std = model.predict(new, return_std=True)
+    # The documented population rule: the average over the fitted levels, weighted by
+    # their rows, never the reference level.
+    shares = data["c"].value_counts(normalize=True)
+    expected = sum(share * model.predict(new.assign(c=level)) for level, share in shares.items())
+    np.testing.assert_allclose(prediction, expected)
+    assert np.all(np.abs(prediction - model.predict(new.assign(c="a"))) > 1e-3)
+    assert np.all(np.isfinite(std))
+    # Rows with seen levels are untouched by a neighbour's unseen one.
+    mixed = pd.concat([data.head(3), new.head(1)])
+    with pytest.warns(UserWarning):
+        np.testing.assert_allclose(model.predict(mixed)[:3], model.predict(data.head(3)))
+
+    glm_data = data.assign(click=(data["y"] > data["y"].median()).astype(int))
+    glm = MixedGLM("click ~ x + c + (1 | g)", new_levels="error").fit(glm_data)
+    with pytest.raises(ValueError, match="column 'c'"):
+        glm.predict(new)
+
+
 # -- 3: a grouping factor with one row per level ------------------------------------
 def test_one_row_per_level_is_refused_as_lmer_refuses_it():
     data = grouped(n_groups=200, per_group=1)
