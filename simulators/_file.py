@@ -133,6 +133,15 @@ def read_file(seed: int, params: dict[str, Any]) -> Dataset:
     frame = table.select(
         list(dict.fromkeys([target, *groups, *features] + ([time] if time else [])))
     )
+    if time in (target, *groups, *features):
+        # A column that is the time and also a feature (years since sign-up, say): the
+        # data set's X holds each role's columns side by side, so the time role gets a
+        # copy under a name of its own rather than a second column of the same name.
+        copy = f"{time} (time)"
+        while copy in frame.columns:
+            copy += "_"
+        frame = frame.with_columns(pl.col(time).alias(copy))
+        time = copy
     return Dataset(
         frame=frame.to_pandas(),
         target=target,

@@ -1,10 +1,14 @@
 """Bad input and faults: refused with one line naming the field, never a traceback, a
 silent wrong answer or a hang."""
 
+import json
 import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import polars as pl
 import pytest
 import yaml
 
@@ -213,3 +217,44 @@ def test_the_time_limit_kills_an_lme4_fit_and_everything_it_started(tmp_path, sm
     while any(_alive(int(pid)) for pid in pids.read_text().split()):
         assert time.monotonic() < deadline, "Rscript's process group outlived the time limit"
         time.sleep(0.05)
+
+
+# --- data files: roles that share a column ------------------------------------------
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "user": rng.integers(0, 20, 200).astype(str),
+            "years": rng.uniform(0, 10, 200).round(2),
+            "x": rng.normal(size=200),
+        }
+    )
+    frame["y"] = frame["x"] + 0.1 * frame["years"] + rng.normal(size=200)
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_time_column_that_is_also_a_feature_works(tmp_path, tiny_config_text, data_file):
+    from harness.runner import run_sweep
+
+    params = {"path": str(data_file), "target": "y", "groups": ["user"]}
+    params |= {"features": ["x", "years"], "time": "years"}
+    config = parse_config(
+        _with(
+            tiny_config_text,
+            repeats=1,
+            scenarios=[{"simulator": "file", "params": params}],
+            splits=[{"scheme": "temporal", "cut": 0.8}, {"scheme": "random", "folds": 2}],
+            estimators=["pooled_ols", "mixed_lm", "hist_gbm"],
+        )
+    )
+    result = run_sweep(config, tmp_path, progress=False)
+    assert (result.n_run, result.n_failed) == (9, 0)
+    table = pl.read_parquet(tmp_path / "results.parquet")
+    assert all(
+        json.loads(cols) == ["x", "years"] for cols in table["est.feature_cols"].drop_nulls()
+    )
