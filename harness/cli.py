@@ -10,10 +10,11 @@ import estimators
 import simulators
 from harness import metrics, splits
 from harness.calibrate import DEFAULT_REPLICATIONS, calibrate
-from harness.config import BACKENDS, ConfigError, load_config
+from harness.config import BACKENDS, Config, ConfigError, load_config
 from harness.jobs import all_jobs, expand
 from harness.report import render_report, write_run_info
-from harness.runner import run_sweep
+from harness.runner import DATA_CHECK_SECONDS, SweepInterrupted, check_data, run_sweep
+from harness.store import StoreError, check_writable
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -21,6 +22,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.scheduler and (args.backend or config.backend) != "dask":
         raise ConfigError("--scheduler: a Dask scheduler address needs --backend dask")
     directory = Path(args.out) if args.out else Path("reports") / config.name
+    try:
+        check_writable(directory)
+    except StoreError as error:
+        raise ConfigError(f"{'--out: ' if args.out else ''}{error}") from None
+    _warn_if_large(config, len(all_jobs(expand(config))))
+    check_data(config)
     result = run_sweep(
         config,
         directory,
@@ -66,14 +73,34 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_large(config: Config, n_jobs: int) -> None:
+    if n_jobs > config.warn_jobs:
+        print(
+            f"mixbench: warning: {n_jobs:,} jobs, more than warn_jobs ({config.warn_jobs:,}): "
+            "a fit and a row file each; narrow the grid, or raise warn_jobs in the config",
+            file=sys.stderr,
+        )
+
+
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     tasks = expand(config)
+    n_jobs = len(all_jobs(tasks))
+    _warn_if_large(config, n_jobs)
+    checked = check_data(config)
     print(
-        f"{config.name}: {len(all_jobs(tasks))} jobs in {len(tasks)} tasks (a data set and a "
+        f"{config.name}: {n_jobs} jobs in {len(tasks)} tasks (a data set and a "
         f"fold each) from {len(config.scenarios)} scenario(s) and {len(config.estimators)} "
         "estimator(s)"
     )
+    if checked.n_checked < checked.n_scenarios:
+        print(
+            f"Data: the first data set of {checked.n_checked} of {checked.n_scenarios} "
+            f"scenarios builds and splits as configured; the others took over "
+            f"{DATA_CHECK_SECONDS:g} s to build (their errors will show as failed jobs)"
+        )
+    else:
+        print("Data: the first data set of each scenario builds and splits as configured")
     return 0
 
 
@@ -153,13 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mixbench`` console script."""
+    """Entry point of the ``mixbench`` console script.
+
+    Exit status: 0 done; 1 some jobs failed, or a file could not be written (a full
+    disk); 2 an invalid config or command line; 130 interrupted (Ctrl-C). Every error
+    is one line on standard error, never a traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (ConfigError, FileNotFoundError) as error:
         print(f"mixbench: error: {error}", file=sys.stderr)
         return 2
+    except SweepInterrupted as interrupted:
+        print(f"mixbench: {interrupted}; rerun to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("mixbench: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:  # the store's own errors name their path already
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        print(f"mixbench: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ Schema (every error names the path of the offending field)::
     metrics: [rmse, mae, r2]           # default: rmse, mae, r2
     baseline: pooled_ols               # an estimator label; default the first estimator
     time_limit: 600                    # seconds per job; a job over it fails; default none
+    warn_jobs: 10000                   # validate and run warn of a sweep with more jobs
     backend: loky                      # loky (joblib, this machine) or dask (a cluster)
     scheduler: tcp://10.0.0.1:8786     # dask only: the scheduler's address; default a
                                        # local cluster
@@ -74,6 +75,9 @@ BACKENDS: tuple[str, ...] = ("loky", "dask")
 # A difference under 0.5% of a metric's mean is practically nil, unless a config says
 # otherwise.
 DEFAULT_MARGIN = 0.005
+# A sweep of more jobs than this (the default study has under a thousand) is probably a
+# grid larger than meant: validate and run say so, unless the config raises the bound.
+DEFAULT_WARN_JOBS = 10_000
 
 
 # A sweep config is a few kilobytes of YAML. These bounds keep a broken or hostile one (a
@@ -312,6 +316,7 @@ class Config:
     backend: str = "loky"
     scheduler: str | None = None
     summaries: bool = False
+    warn_jobs: int = DEFAULT_WARN_JOBS
     margins: dict[str, float] = field(default_factory=lambda: {"default": DEFAULT_MARGIN})
     primary: dict[str, str] = field(default_factory=dict)
     source: str = field(default="", compare=False)
@@ -380,6 +385,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             "backend",
             "scheduler",
             "summaries",
+            "warn_jobs",
             "margin",
             "primary",
             "description",
@@ -440,6 +446,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     summaries = raw.get("summaries", False)
     if not isinstance(summaries, bool):
         raise ConfigError(f"summaries: expected true or false, got {_show(summaries)}")
+    warn_jobs = _integer(raw.get("warn_jobs", DEFAULT_WARN_JOBS), "warn_jobs", minimum=1)
     _check_fresh_draws(splits, scenarios)
     margins = _margins(raw.get("margin", DEFAULT_MARGIN), metric_names)
     primary = _primary(raw.get("primary"), metric_names)
@@ -457,6 +464,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         backend=backend,
         scheduler=scheduler,
         summaries=summaries,
+        warn_jobs=warn_jobs,
         margins=margins,
         primary=primary,
         source=text,

@@ -7,6 +7,8 @@ import dataclasses
 import inspect
 import json
 import math
+import os
+import signal
 import threading
 import time
 import warnings
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 import estimators
 import simulators
 from harness import metrics as metric_registry
-from harness.config import Config, EstimatorSpec
+from harness.config import Config, ConfigError, EstimatorSpec
 from harness.jobs import Job, Task, all_jobs, expand, stable_seed
 from harness.metrics import Scored
 from harness.resources import PeakMemory, watch_peak_memory
@@ -120,6 +122,16 @@ def _base_row(job: Job, config_name: str) -> dict[str, Any]:
         "code_version": job.code_version,
     }
     return row
+
+
+class NotApplicable(RuntimeError):
+    """The estimator does not apply to the data (its family, no grouping factor): a
+    skipped row, as final as a result until the code changes."""
+
+
+class MissingDependency(RuntimeError):
+    """The estimator's optional dependency is missing here: a skipped row that a rerun
+    retries (the dependency may be installed by then)."""
 
 
 def _failed(row: dict[str, Any], error: BaseException, status: str = "failed") -> dict[str, Any]:
@@ -293,7 +305,9 @@ def run_job(
     }
     reason = skip_reason(job.estimator, dataset)
     if reason is not None:
-        return _failed(row, RuntimeError(reason), status="skipped")
+        missing = estimators.info(job.estimator.name).missing_reason() is not None
+        kind = MissingDependency if missing else NotApplicable
+        return _failed(row, kind(reason), status="skipped")
     deadline = Deadline()  # replaced by the time limit's own when the fit starts
     try:
         estimator, params = build_estimator(job.estimator, dataset, stable_seed(job.job_id))
@@ -387,6 +401,21 @@ def _stacked(draws: list[Dataset]) -> Dataset:
     return dataclasses.replace(draws[0], frame=frame)
 
 
+def _folds(task: Task, dataset: Dataset) -> list[Fold]:
+    """Every fold of the task's split of ``dataset`` (any scheme but ``fresh_draw``)."""
+    split = task.split
+    return make_folds(
+        dataset,
+        split.scheme,
+        split.folds,
+        split.by,
+        task.split_seed,
+        shuffle=split.shuffle,
+        cut=split.cut,
+        gap=split.gap,
+    )
+
+
 def run_task(
     task: Task,
     metric_names: tuple[str, ...],
@@ -405,17 +434,7 @@ def run_task(
             fold = fresh_draw_fold(dataset, draws, split.by)
             test_data = _stacked(draws)
         else:
-            folds = make_folds(
-                dataset,
-                split.scheme,
-                split.folds,
-                split.by,
-                task.split_seed,
-                shuffle=split.shuffle,
-                cut=split.cut,
-                gap=split.gap,
-            )
-            fold = folds[task.fold]
+            fold = _folds(task, dataset)[task.fold]
         check_no_leakage(dataset, split.scheme, split.by, fold, gap=split.gap)
     except Exception as error:  # the whole task fails, each job gets its row
         return [_failed(_base_row(job, config_name), error) for job in task.jobs]
@@ -423,6 +442,178 @@ def run_task(
         run_job(job, dataset, fold, metric_names, config_name, test_data=test_data, seconds=seconds)
         for job in task.jobs
     ]
+
+
+# Validation builds data sets for at most this long (a sweep of huge ones stays quick).
+DATA_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """What :func:`check_data` checked: the first data set of ``n_checked`` of the
+    ``n_scenarios`` scenarios (the rest would have taken too long to build)."""
+
+    n_checked: int
+    n_scenarios: int
+
+
+def check_data(config: Config, seconds: float = DATA_CHECK_SECONDS) -> DataCheck:
+    """Build each scenario's first data set and split it as its jobs will.
+
+    An error here would fail every job of the scenario (or of the scenario and split),
+    so it is a config error, caught before anything runs: a ``by`` that is not a
+    grouping factor of the data (a misspelt one, a column a file lacks), a temporal
+    split of data without a time column, fewer units than folds, a data file that
+    cannot be read. Data sets are built until ``seconds`` have passed (a simulation
+    still running then is stopped), so checking a sweep of huge data sets stays quick.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field (``splits[1].by``, ``scenarios[0].splits[0].folds``,
+        ``scenarios[2]``) and the scenario.
+    """
+    entries: dict[str, int] = {}  # a scenario's regime -> its entry in the config
+    for scenario in config.scenarios:
+        entries.setdefault(scenario.regime, len(entries))
+    first: dict[int, list[Task]] = {}  # the first repeat's tasks of fold 0, per scenario
+    for task in expand(config):
+        if task.repeat == 0 and task.fold == 0:
+            first.setdefault(id(task.scenario), []).append(task)
+    deadline = time.monotonic() + seconds
+    checked = 0
+    for tasks in first.values():
+        scenario, remaining = tasks[0].scenario, deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        where = f"scenarios[{entries[scenario.regime]}]"
+        try:
+            with time_limit(remaining):
+                dataset = simulators.simulate(
+                    scenario.simulator, seed=tasks[0].dataset_seed, **scenario.params
+                )
+        except JobTimeout:
+            break
+        except Exception as error:
+            raise ConfigError(
+                f"{where}: cannot build its data ({scenario.label}): {error}"
+            ) from None
+        for task in tasks:
+            index = (scenario.splits or config.splits).index(task.split)
+            path = f"{where}.splits[{index}]" if scenario.splits else f"splits[{index}]"
+            try:
+                if task.split.scheme == "fresh_draw":
+                    split_factor(dataset, task.split.by)
+                    continue
+                for fold in _folds(task, dataset):
+                    check_no_leakage(
+                        dataset, task.split.scheme, task.split.by, fold, task.split.gap
+                    )
+            except Exception as error:
+                option, message = getattr(error, "option", None), str(error)
+                if option and message.startswith(f"{option}: "):
+                    message = message[len(option) + 2 :]
+                field = f"{path}.{option}" if option else path
+                raise ConfigError(
+                    f"{field}: {message} (scenario {scenario.label}, {task.split.label})"
+                ) from None
+        checked += 1
+    return DataCheck(n_checked=checked, n_scenarios=len(first))
+
+
+# How often a worker checks that the runner is still there.
+RUNNER_POLL_SECONDS = 0.5
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_children() -> None:
+    """Kill this process's children, each with its process group when it leads one of
+    its own (``Lme4``'s Rscript does). Linux only (it reads /proc); elsewhere a no-op."""
+    me, my_group = os.getpid(), os.getpgrp()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid, parent, group = int(stat.parent.name), int(fields[1]), int(fields[2])
+        if parent != me:
+            continue
+        try:
+            if group != my_group and group == pid:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _end_with_runner(runner: int) -> None:
+    """In a worker process, start (once) a thread that ends the worker, and what it
+    started, as soon as the runner process ``runner`` is gone.
+
+    A runner that is killed outright (``kill -9``, the OOM killer) cannot stop its
+    workers; without this, loky's workers would finish their current job (an hour-long
+    fit, say), then sit idle for minutes, and an Rscript they started would run on.
+    """
+    name = "mixbench-runner-watch"
+    if os.getpid() == runner or any(t.name == name for t in threading.enumerate()):
+        return  # the runner itself (joblib runs n_jobs=1 in process), or watched already
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and _exists(runner):
+            time.sleep(RUNNER_POLL_SECONDS)
+        _kill_children()
+        os._exit(1)
+
+    threading.Thread(target=watch, name=name, daemon=True).start()
+
+
+def _run_task_in_worker(runner: int, task: Task, *arguments: Any) -> list[dict[str, Any]]:
+    """:func:`run_task` in a joblib worker that ends with the runner ``runner``."""
+    _end_with_runner(runner)
+    return run_task(task, *arguments)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C; every row finished before it is stored.
+
+    Attributes
+    ----------
+    n_finished : int
+        The config's jobs a rerun will not run again.
+    n_jobs_total : int
+    """
+
+    def __init__(self, n_finished: int, n_jobs_total: int) -> None:
+        super().__init__(f"interrupted; {n_finished} of {n_jobs_total} jobs stored")
+        self.n_finished = n_finished
+        self.n_jobs_total = n_jobs_total
+
+
+def _finishes(row: dict[str, Any]) -> bool:
+    """Whether a stored row finishes its job (see ``ResultStore.finished_versions``)."""
+    return row["status"] == "ok" or row.get("error_type") == NotApplicable.__name__
+
+
+def _close(results: Any) -> None:
+    """Stop a sweep's results early: joblib terminates its workers (the jobs they were
+    running), Dask's generator closes its client."""
+    close = getattr(results, "close", None)
+    if close is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joblib's warning that cancelled tasks are lost
+        close()
 
 
 @dataclass(frozen=True)
@@ -474,11 +665,11 @@ def run_sweep(
     """
     started = time.perf_counter()
     store = ResultStore(directory)
-    (store.directory / "config.yaml").write_text(config.source)
+    store.write_text("config.yaml", config.source)
     tasks = expand(config)
     jobs = all_jobs(tasks)
-    # A stored row is reused only if it succeeded with the current code of its
-    # estimator and simulator.
+    # A stored row is reused only if it succeeded (or found its estimator does not
+    # apply to its data) with the current code of its estimator and simulator.
     finished = {} if force else store.finished_versions()
     pending = []
     for task in tasks:
@@ -486,24 +677,31 @@ def run_sweep(
         if todo:
             pending.append(dataclasses.replace(task, jobs=todo))
     n_pending = sum(len(task.jobs) for task in pending)
-    n_failed = n_skipped = 0
+    n_failed = n_skipped = n_finished = 0
     workers = config.n_jobs if n_jobs is None else n_jobs
     engine = backend or config.backend
     arguments = (config.metrics, config.name, config.time_limit)
-    if engine == "dask":
-        results = _run_on_dask(pending, arguments, scheduler or config.scheduler, workers)
-    else:
-        results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-            delayed(run_task)(task, *arguments) for task in pending
-        )
-    with tqdm(total=n_pending, unit="job", disable=not progress, desc=config.name) as bar:
-        for rows in results:
-            for row in rows:
-                store.write(row)
-                n_failed += row["status"] == "failed"
-                n_skipped += row["status"] == "skipped"
-            bar.update(len(rows))
-            bar.set_postfix(failed=n_failed, refresh=False)
+    results: Any = None
+    try:
+        if engine == "dask":
+            results = _run_on_dask(pending, arguments, scheduler or config.scheduler, workers)
+        else:
+            results = Parallel(n_jobs=workers, return_as="generator_unordered")(
+                delayed(_run_task_in_worker)(os.getpid(), task, *arguments) for task in pending
+            )
+        with tqdm(total=n_pending, unit="job", disable=not progress, desc=config.name) as bar:
+            for rows in results:
+                for row in rows:
+                    store.write(row)
+                    n_failed += row["status"] == "failed"
+                    n_skipped += row["status"] == "skipped"
+                    n_finished += _finishes(row)
+                bar.update(len(rows))
+                bar.set_postfix(failed=n_failed, refresh=False)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(len(jobs) - n_pending + n_finished, len(jobs)) from None
+    finally:
+        _close(results)  # after an error (a full disk, Ctrl-C): no worker runs on
     store.consolidate(job.job_id for job in jobs)
     if config.summaries:
         from harness.summaries import write_summaries  # it builds on this module

@@ -29,6 +29,15 @@ from simulators import Dataset
 SCHEMES: tuple[str, ...] = ("random", "seen_units", "unseen_units", "temporal", "fresh_draw")
 
 
+class SplitError(ValueError):
+    """A split that cannot be made on the data; ``option`` names the split's option at
+    fault (``by``, ``folds``, ``scheme``, ``cut``), so a config check can name its field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass(frozen=True)
 class Fold:
     """One train/test partition of a data set's rows.
@@ -94,12 +103,12 @@ def make_folds(
     """
     if scheme not in SCHEMES or scheme == "fresh_draw":
         valid = tuple(name for name in SCHEMES if name != "fresh_draw")
-        raise ValueError(f"split scheme: expected one of {valid}, got {scheme!r}")
+        raise SplitError("scheme", f"split scheme: expected one of {valid}, got {scheme!r}")
     if scheme != "temporal" and folds < 2:
-        raise ValueError(f"folds: expected at least 2, got {folds}")
+        raise SplitError("folds", f"folds: expected at least 2, got {folds}")
     factor = split_factor(dataset, by)
     if scheme in ("seen_units", "unseen_units") and factor is None:
-        raise ValueError(f"{scheme}: the data set has no grouping factor to split by")
+        raise SplitError("scheme", f"{scheme}: the data set has no grouping factor to split by")
     units = unit_codes(dataset, factor)
     if scheme == "temporal":
         return [
@@ -120,9 +129,10 @@ def split_factor(dataset: Dataset, by: str | None) -> str | None:
     """The grouping factor a split counts units by: ``by``, or the data's first group."""
     factor = by if by is not None else (dataset.groups[0] if dataset.groups else None)
     if factor is not None and factor not in dataset.groups:
-        raise ValueError(
+        raise SplitError(
+            "by",
             f"by: {factor!r} is not a grouping factor of {dataset.meta.get('name', 'the data')}; "
-            f"its groups are {list(dataset.groups)}"
+            f"its groups are {list(dataset.groups)}",
         )
     return factor
 
@@ -148,24 +158,26 @@ def _temporal_masks(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) row masks per cut: before the cut's time, and from cut + gap on."""
     if dataset.time is None:
-        raise ValueError(
+        raise SplitError(
+            "scheme",
             f"temporal: {dataset.meta.get('name', 'the data set')} has no time column; "
-            "use another split scheme or name the time column"
+            "use another split scheme or name the time column",
         )
     times = pd.to_numeric(dataset.frame[dataset.time], errors="coerce").to_numpy(dtype=float)
     if not np.all(np.isfinite(times)):
-        raise ValueError(
-            f"temporal: time column {dataset.time!r} has missing or non-numeric values"
+        raise SplitError(
+            "scheme", f"temporal: time column {dataset.time!r} has missing or non-numeric values"
         )
     masks = []
     for fraction in cut:
         cut_time = float(np.quantile(times, fraction, method="higher"))
         train, test = times < cut_time, times >= cut_time + gap
         if not train.any() or not test.any():
-            raise ValueError(
+            raise SplitError(
+                "cut",
                 f"temporal: cut {fraction} (time {cut_time:g}) with gap {gap:g} leaves "
                 f"{int(train.sum())} training and {int(test.sum())} test rows; "
-                f"the time column {dataset.time!r} runs from {times.min():g} to {times.max():g}"
+                f"the time column {dataset.time!r} runs from {times.min():g} to {times.max():g}",
             )
         masks.append((train, test))
     return masks
@@ -195,7 +207,7 @@ def _permutation(rng: np.random.Generator | None, n: int) -> np.ndarray:
 
 def _random_rows(n_rows: int, folds: int, rng: np.random.Generator | None) -> np.ndarray:
     if n_rows < folds:
-        raise ValueError(f"random: {n_rows} rows cannot fill {folds} folds")
+        raise SplitError("folds", f"random: {n_rows} rows cannot fill {folds} folds")
     if rng is None:  # contiguous blocks, as KFold without shuffling
         return np.arange(n_rows) * folds // n_rows
     return rng.permutation(np.arange(n_rows) % folds)
@@ -222,7 +234,9 @@ def _within_units(units: np.ndarray, folds: int, rng: np.random.Generator | None
     assignment = np.empty(units.size, dtype=np.int64)
     assignment[order[sort]] = fold_sorted
     if not np.isin(np.arange(folds), assignment).all():
-        raise ValueError(f"seen_units: too few units with two or more rows to fill {folds} folds")
+        raise SplitError(
+            "folds", f"seen_units: too few units with two or more rows to fill {folds} folds"
+        )
     return assignment
 
 
@@ -231,7 +245,7 @@ def _whole_units(units: np.ndarray, folds: int, rng: np.random.Generator | None)
     fold with the fewest rows so far (GroupKFold's rule, with shuffling)."""
     n_units = units.max() + 1
     if n_units < folds:
-        raise ValueError(f"unseen_units: {n_units} units cannot fill {folds} folds")
+        raise SplitError("folds", f"unseen_units: {n_units} units cannot fill {folds} folds")
     sizes = np.bincount(units)
     order = _permutation(rng, n_units)
     # Largest first keeps folds balanced; ties broken by the random order.

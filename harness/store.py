@@ -8,9 +8,10 @@ config's jobs into one tidy table, ``results.parquet`` (and ``results.csv``).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,68 @@ import polars as pl
 ORDER = ["scenario", "repeat", "split", "fold", "estimator"]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(temporary_path)`` then rename the file onto ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+class StoreError(OSError):
+    """The store cannot be written (a full disk, a read-only folder); the message is
+    one line naming the path."""
+
+
+def _reason(error: OSError) -> str:
+    """``No space left on device`` -> ``no space left on device``."""
+    return (error.strerror or str(error)).lower()
+
+
+def _store_error(error: OSError, doing: str, path: Path) -> StoreError:
+    return StoreError(f"{_reason(error)} {doing} {path}")
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` in one step: ``write(buffer)`` into memory, the bytes to a new
+    temporary file beside ``path``, renamed onto it.
+
+    The bytes go through the operating system's own write, so a full disk is reported
+    as one (a Parquet writer would report a thrift error), and the temporary file is
+    created like any other (mode 0666 less the user's umask). On any failure the old
+    file stays and the temporary one is removed.
+
+    Raises
+    ------
+    StoreError
+        When the file cannot be written, e.g. "no space left on device writing <path>".
+    """
+    buffer = io.BytesIO()
+    write(buffer)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        write(temporary)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(buffer.getbuffer())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _store_error(error, "writing", path) from None
         raise
+
+
+def check_writable(directory: str | Path) -> Path:
+    """Make sure ``directory`` is (or can be made) a folder this process can write.
+
+    Raises
+    ------
+    StoreError
+        In one line: the path is a file, a read-only mount, not permitted, ...
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"{directory} is a file, not a folder")
+    probe = directory / f".write-check-{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except OSError as error:
+        raise StoreError(f"cannot write to {directory} ({_reason(error)})") from None
+    return directory
 
 
 class ResultStore:
@@ -44,7 +97,14 @@ class ResultStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.rows_dir = self.directory / "rows"
-        self.rows_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.rows_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _store_error(error, "creating", self.rows_dir) from None
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a file of the sweep's folder (its config, say) in one step."""
+        _atomic_write(self.directory / name, lambda buffer: buffer.write(text.encode()))
 
     def write(self, row: dict[str, Any]) -> None:
         """Store one job's row, replacing any earlier row of the same job."""
@@ -65,16 +125,24 @@ class ResultStore:
         return table.sort([column for column in ORDER if column in table.columns])
 
     def finished_ids(self) -> set[str]:
-        """Ids of jobs whose stored row has status ``ok``."""
+        """Ids of finished jobs (see :meth:`finished_versions`)."""
         return set(self.finished_versions())
 
     def finished_versions(self) -> dict[str, str | None]:
-        """Code version of each job whose stored row has status ``ok``: a rerun skips a
-        job whose version is still the current one."""
+        """Code version of each finished job: its stored row has status ``ok``, or it
+        was skipped as not applicable to its data (an estimator of another outcome
+        family, say; not a missing dependency, which may be installed by the next run).
+        A rerun skips a job whose version is still the current one."""
         table = self.read()
         if table.is_empty():
             return {}
-        ok = table.filter(pl.col("status") == "ok")
+        finished = pl.col("status") == "ok"
+        if "error_type" in table.columns:
+            not_applicable = (pl.col("status") == "skipped") & (
+                pl.col("error_type") == "NotApplicable"
+            )
+            finished = finished | not_applicable
+        ok = table.filter(finished)
         versions = (
             ok["code_version"].to_list() if "code_version" in ok.columns else [None] * len(ok)
         )
