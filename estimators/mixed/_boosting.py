@@ -9,6 +9,7 @@ are predicted with their conditional modes, unseen ones with the population part
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -26,9 +27,9 @@ from estimators._columns import (
     check_policy,
     default_features,
     numeric_matrix,
-    unseen_levels_error,
     validated_frame,
 )
+from estimators.mixed._formula import quote_name
 from estimators.mixed._lmm import MixedLM
 
 
@@ -102,10 +103,31 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def _groups_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        # Internal names g0, g1, ... so any column label (even an integer) works in a formula.
-        return pd.DataFrame(
-            {f"g{k}": frame[name].to_numpy() for k, name in enumerate(self.group_cols_)}
-        )
+        """The group columns under their own names (as text, so that a column index
+        works in a formula too): the mixed model's messages then name the user's
+        columns, e.g. 'user', never an internal one."""
+        groups = pd.DataFrame({str(name): frame[name].to_numpy() for name in self.group_cols_})
+        if groups.shape[1] != len(self.group_cols_):
+            raise ValueError(
+                f"group_cols: {list(self.group_cols_)} name the same column twice once "
+                "written as text"
+            )
+        for name in self.group_cols_:
+            missing = int(frame[name].isna().sum())
+            if missing:
+                raise ValueError(
+                    f"group_cols: column {name!r} has {missing} missing value(s); drop "
+                    "those rows or give them a level of their own"
+                )
+        return groups
+
+    def _formula(self, groups: pd.DataFrame) -> tuple[str, str]:
+        """The mixed model's formula and its response column, named apart from the groups."""
+        response = "r"
+        while response in groups.columns:
+            response = "_" + response
+        terms = " + ".join(f"(1 | {quote_name(name)})" for name in groups.columns)
+        return f"{response} ~ 1 + {terms}", response
 
     def fit(self, X: Any, y: Any) -> MixedBoosting:
         """Alternate boosting and mixed-model fits; returns self."""
@@ -118,7 +140,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=self.group_cols_)
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
         groups = self._groups_frame(frame)
-        formula = "r ~ 1 + " + " + ".join(f"(1 | {name})" for name in groups.columns)
+        formula, response = self._formula(groups)
         random_part = np.zeros_like(target)
         scale = max(float(np.var(target)), np.finfo(float).tiny)
         self.history_ = []
@@ -134,7 +156,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
             ).fit(features, target - random_part)
             boosted = self.booster_.predict(features)
             self.mixed_ = MixedLM(formula, new_levels=self.new_levels).fit(
-                groups.assign(r=target - boosted)
+                groups.assign(**{response: target - boosted})
             )
             updated = self.mixed_.predict(groups)
             change = float(np.mean((updated - random_part) ** 2) / scale)
@@ -156,14 +178,11 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Boosted fixed part plus the conditional modes of seen units (0 for unseen)."""
         check_is_fitted(self, "mixed_")
+        check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=False)
         check_columns(frame, self.group_cols_, "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
         groups = self._groups_frame(frame)
-        if self.new_levels == "error":
-            # Checked here so the error names the user's column, not the internal one.
-            for name, internal in zip(self.group_cols_, groups.columns, strict=True):
-                unseen = ~groups[internal].isin(self.mixed_.ranef_[internal].index)
-                if unseen.any():
-                    raise unseen_levels_error(name, groups.loc[unseen, internal])
-        return self.booster_.predict(features) + self.mixed_.predict(groups)
+        # The policy as set now, even if changed since fitting (set_params).
+        mixed = copy.copy(self.mixed_).set_params(new_levels=self.new_levels)
+        return self.booster_.predict(features) + mixed.predict(groups)

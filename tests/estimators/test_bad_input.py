@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from estimators import GroupMean, MixedGLM, MixedLM
+from estimators import GroupMean, MixedBoosting, MixedGLM, MixedLM
 from harness.config import EstimatorSpec
 from harness.runner import build_estimator
 from simulators import Dataset
@@ -168,6 +168,23 @@ def test_roles_filled_from_a_file_quote_such_names():
     assert params["formula"] == "`click rate` ~ `user-x` + (1 | `user id`)"
     estimator.fit(frame)
     assert estimator.n_levels_ == {"user id": 20}
+
+
+# -- 11: mixed boosting's errors name the user's columns ---------------------------------
+def test_mixed_boosting_errors_name_the_users_column():
+    data = grouped().rename(columns={"g": "user"})
+    with_missing = data.astype({"user": float})
+    with_missing.loc[3, "user"] = np.nan
+    boosting = MixedBoosting(feature_cols=["x"], group_cols=["user"], max_iter=5)
+    with pytest.raises(ValueError, match="column 'user' has 1 missing value"):
+        boosting.fit(with_missing, with_missing["y"])
+    boosting.fit(data, data["y"])
+    with pytest.raises(ValueError, match="column 'user' has 1 missing value"):
+        boosting.predict(with_missing)
+    one_per_row = grouped(n_groups=200, per_group=1).rename(columns={"g": "user"})
+    with pytest.raises(ValueError, match=r"problems: user\)") as error:
+        boosting.fit(one_per_row, one_per_row["y"])
+    assert "g0" not in str(error.value)
 
 
 # -- and no traceback from deep inside pandas or numpy -----------------------------------
