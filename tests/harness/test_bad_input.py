@@ -533,3 +533,28 @@ def test_a_very_large_sweep_is_warned_of(tmp_path, tiny_config_text, capsys):
     path = _write(tmp_path, _with(tiny_config_text))
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --- labels are text, never mathtext ---------------------------------------------------
+
+
+def test_estimator_labels_with_dollar_signs_render_as_text(tmp_path, tiny_config_text, capsys):
+    text = _with(
+        tiny_config_text,
+        repeats=1,
+        scenarios=[
+            {"simulator": "online_services", "label": "a", "params": {"n_users": 60}},
+            {"simulator": "online_services", "label": "b", "params": {"n_users": 80}},
+        ],
+        splits=[{"scheme": "seen_units", "folds": 2}],
+        estimators=[
+            "pooled_ols",
+            {"name": "mixed_lm", "label": "$\\frac{a$ lmm"},
+            {"name": "group_mean", "label": "$x^2$"},
+        ],
+        metrics=["rmse", "vc_error"],
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(_write(tmp_path, text)), "--out", str(out), "--quiet"]) == 0
+    html = (out / "index.html").read_text()
+    assert "$\\frac{a$ lmm" in html and "data:image/png;base64," in html
