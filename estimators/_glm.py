@@ -18,10 +18,11 @@ import scipy.sparse as sp
 import sklearn
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils.fixes import parse_version
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from estimators._baselines import HistGBM
 from estimators._columns import (
@@ -33,6 +34,17 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+)
+from estimators._tuning import (
+    CV_RULES,
+    CV_UNITS,
+    CVCurve,
+    MergedRows,
+    choose_penalty,
+    cross_validate,
+    fold_weights,
+    merge_rows,
+    weighted_spread,
 )
 
 
@@ -196,19 +208,149 @@ class LogisticFixedEffects(_LogisticOnGroups):
         return self
 
 
-class LogisticRidge(_LogisticOnGroups):
+class _PenalisedLogistic(_LogisticOnGroups):
+    """A penalised logistic regression whose penalty is chosen by cross-validation as
+    cv.glmnet does (``estimators._tuning``): subclasses name the grid of inverse
+    penalties (``_grid``) and the fit at one of them (``_fit_at``).
+
+    Fitted attributes common to both: ``C_``, ``penalty_`` (``1 / (n C_)``, glmnet's
+    lambda), ``cv_deviance_`` and ``cv_standard_error_`` (the curve, indexed by ``C``),
+    ``group_scale_`` (the scale each level's indicator was divided by before
+    penalising; 1 unless ``standardize_groups``).
+    """
+
+    def _grid(self, rows: MergedRows) -> np.ndarray:
+        raise NotImplementedError
+
+    def _fit_at(  # noqa: N803 - C is scikit-learn's name
+        self, C: float, design: sp.csr_matrix, target: np.ndarray, weight: np.ndarray, previous: Any
+    ) -> Any:
+        raise NotImplementedError
+
+    def _check_tuning(self) -> None:
+        if not isinstance(self.cv, int | np.integer) or isinstance(self.cv, bool) or self.cv < 2:
+            raise ValueError(f"cv: expected an integer of at least 2, got {self.cv!r}")
+        if self.cv_unit not in CV_UNITS:
+            raise ValueError(
+                f"cv_unit: expected one of {', '.join(CV_UNITS)}, got {self.cv_unit!r}"
+            )
+        if self.cv_rule not in CV_RULES:
+            raise ValueError(
+                f"cv_rule: expected one of {', '.join(CV_RULES)}, got {self.cv_rule!r}"
+            )
+        patience = self.patience
+        if patience is not None and (
+            not isinstance(patience, int | np.integer) or isinstance(patience, bool) or patience < 1
+        ):
+            raise ValueError(f"patience: expected a positive integer or None, got {patience!r}")
+        if not isinstance(self.standardize_groups, bool | np.bool_):
+            raise ValueError(
+                f"standardize_groups: expected true or false, got {self.standardize_groups!r}"
+            )
+
+    def _standardized(self, n_columns: int) -> np.ndarray:
+        """The design columns scaled to unit variance before penalising: the features,
+        and with ``standardize_groups`` the level indicators (glmnet's ``standardize =
+        TRUE``)."""
+        marked = np.full(n_columns, bool(self.standardize_groups))
+        marked[: len(self.feature_cols_)] = True
+        return marked
+
+    def _column_scale(self, design: sp.csr_matrix) -> np.ndarray:
+        """What each design column is divided by before penalising: 1 for the features
+        (already standardised); for a level's indicator, 1, or with ``standardize_groups``
+        its standard deviation over the rows, sqrt(f (1 - f)) for a level on a share f
+        of them."""
+        scale = np.ones(design.shape[1])
+        if self.standardize_groups:
+            k = len(self.feature_cols_)
+            spread = weighted_spread(design[:, k:], np.ones(design.shape[0]))
+            scale[k:] = np.where(spread > 0, spread, 1.0)
+        return scale
+
+    def fit(self, X: Any, y: Any) -> _PenalisedLogistic:
+        """Choose the penalty by inner cross-validation and refit on every row; returns
+        self."""
+        design, target = self._prepare(X, y)
+        self._check_tuning()
+        scale = self._column_scale(design)
+        rows = merge_rows(design @ sp.diags(1 / scale), target)
+        # scipy's L-BFGS-B makes many small BLAS calls, which a multithreaded OpenBLAS
+        # slows several times over (see estimators._poisson.one_blas_thread).
+        with threadpool_limits(limits=1, user_api="blas"):
+            curve = self._cross_validate(rows)
+            self.C_ = float(
+                curve.C[choose_penalty(curve.deviance, curve.standard_error, self.cv_rule)]
+            )
+            model = self._fit_at(self.C_, rows.design, rows.target, rows.count, None)
+        tried = np.isfinite(curve.deviance)
+        index = pd.Index(curve.C[tried], name="C")
+        self.cv_deviance_ = pd.Series(curve.deviance[tried], index=index)
+        self.cv_standard_error_ = pd.Series(curve.standard_error[tried], index=index)
+        self.penalty_ = 1.0 / (rows.n_rows * self.C_)
+        self.group_scale_ = scale[len(self.feature_cols_) :]
+        self._store(model, coef=np.ravel(model.coef_) / scale)
+        return self
+
+    def _cross_validate(self, rows: MergedRows) -> CVCurve:
+        folds = fold_weights(rows, self.cv_unit, self.cv, self.random_state)
+        with warnings.catch_warnings():
+            # A fold's fit far below the chosen penalty may stop at max_iter (a unit with
+            # all-0 outcomes has no finite effect without a penalty); it only makes its
+            # held-out deviance worse. The final fit warns as usual.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return cross_validate(
+                self._grid(rows),
+                lambda C, design, weight, previous: self._fit_at(  # noqa: N803
+                    C, design, rows.target, weight, previous
+                ),
+                rows,
+                folds,
+                self.cv_unit,
+                self.patience,
+                self._standardized(rows.design.shape[1]),
+            )
+
+
+class LogisticRidge(_PenalisedLogistic):
     """L2-penalised logistic regression on standardised features and one-hot groups, the
-    penalty chosen by stratified cross-validated log loss: the penalised GLM large
-    online services often use instead of random effects.
+    penalty chosen by cross-validated binomial deviance: the penalised GLM large online
+    services often use instead of random effects; with ``cv_unit="cell"``,
+    ``cv_rule="1se"``, ``penalty_grid="glmnet"`` and ``standardize_groups=True``, R's
+    ``cv.glmnet(x, y, family = "binomial", alpha = 0)`` on the aggregated table,
+    predicting at its default ``lambda.1se``.
 
     Parameters
     ----------
     feature_cols, group_cols, new_levels
         As :class:`LogisticFixedEffects`.
     Cs : int or sequence of float
-        Inverse penalties to try (``LogisticRegressionCV``).
+        Number of penalties on the grid, or the inverse penalties ``C`` to try
+        (scikit-learn's objective ``0.5 |w|^2 + C * sum(log loss)``, glmnet's with
+        ``C = 1 / (n lambda)``).
     cv : int
         Folds of the inner cross-validation; 10, as cv.glmnet uses.
+    cv_unit : {"row", "cell"}
+        What a fold holds out: single rows, stratified by outcome, or cells (rows that
+        share every covariate), as cv.glmnet does on an aggregated table
+        (``estimators._tuning``).
+    cv_rule : {"min", "1se"}
+        The penalty with the smallest held-out deviance, or the largest within one
+        standard error of it (glmnet's ``lambda.min`` / ``lambda.1se``).
+    penalty_grid : {"logspace", "glmnet"}
+        An integer ``Cs`` spread as ``logspace(-4, 4, Cs)`` (scikit-learn's
+        ``LogisticRegressionCV``), or as glmnet's ridge path: from 1000 times the
+        smallest penalty that zeroes a lasso (glmnet's rule for ``alpha = 0``) down by
+        ``min_penalty_ratio``, evenly on the log scale.
+    min_penalty_ratio : float
+        Smallest penalty of the glmnet grid relative to its largest, in (0, 1).
+    standardize_groups : bool
+        Divide each level's indicator by its standard deviation over the rows before
+        penalising (glmnet's ``standardize = TRUE``: a level on more rows is shrunk
+        less per unit of its effect).
+    patience : int or None
+        Stop going down the grid once the held-out deviance has not improved on its
+        minimum for this many penalties in a row; None tries the whole grid.
     random_state : int or None
         Shuffling of the inner folds.
 
@@ -216,8 +358,24 @@ class LogisticRidge(_LogisticOnGroups):
     ----------
     C_ : float
         The chosen inverse penalty.
-    intercept_, coef_, group_effects_, model_
-        As :class:`LogisticFixedEffects`.
+    penalty_ : float
+        The chosen penalty on glmnet's scale, ``1 / (n C_)``.
+    cv_deviance_, cv_standard_error_ : pandas.Series
+        Mean held-out binomial deviance per row and its standard error, by ``C``.
+    group_scale_ : numpy.ndarray
+        What each level's indicator was divided by (1 unless ``standardize_groups``).
+    intercept_, coef_, group_effects_
+        As :class:`LogisticFixedEffects`, on the original scale.
+    model_ : LogisticRegression
+        Refitted on all rows at ``C_``, on the scaled design.
+
+    Examples
+    --------
+    >>> from simulators import simulate
+    >>> data = simulate("ctr_experiment", seed=1, n_users=100)
+    >>> model = LogisticRidge(["display"], ["user"], Cs=8, random_state=0)
+    >>> model.fit(data.X, data.y).predict(data.X.iloc[:3]).shape
+    (3,)
     """
 
     def __init__(
@@ -227,6 +385,12 @@ class LogisticRidge(_LogisticOnGroups):
         *,
         Cs: int | Sequence[float] = 10,  # noqa: N803 - scikit-learn's name
         cv: int = 10,
+        cv_unit: str = "row",
+        cv_rule: str = "min",
+        penalty_grid: str = "logspace",
+        min_penalty_ratio: float = 1e-4,
+        standardize_groups: bool = False,
+        patience: int | None = None,
         new_levels: str = "population",
         random_state: int | None = None,
     ) -> None:
@@ -234,21 +398,67 @@ class LogisticRidge(_LogisticOnGroups):
         self.group_cols = group_cols
         self.Cs = Cs
         self.cv = cv
+        self.cv_unit = cv_unit
+        self.cv_rule = cv_rule
+        self.penalty_grid = penalty_grid
+        self.min_penalty_ratio = min_penalty_ratio
+        self.standardize_groups = standardize_groups
+        self.patience = patience
         self.new_levels = new_levels
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> LogisticRidge:
-        """Choose the penalty by inner cross-validation and fit; returns self."""
-        design, target = self._prepare(X, y)
-        folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        model = LogisticRegressionCV(Cs=self.Cs, cv=folds, scoring="neg_log_loss", max_iter=1000)
-        with warnings.catch_warnings():
-            # scikit-learn >= 1.8 announces a change of its CV attributes; C_ is unaffected.
-            warnings.simplefilter("ignore", FutureWarning)
-            model.fit(design, target)
-        self.C_ = float(np.ravel(model.C_)[0])
-        self._store(model)
-        return self
+    def _grid(self, rows: MergedRows) -> np.ndarray:
+        if self.penalty_grid not in ("logspace", "glmnet"):
+            raise ValueError(
+                f"penalty_grid: expected one of logspace, glmnet, got {self.penalty_grid!r}"
+            )
+        explicit = explicit_grid(self.Cs)
+        if explicit is not None:
+            return explicit
+        if self.penalty_grid == "logspace":
+            return np.logspace(-4, 4, int(self.Cs))
+        # glmnet computes the largest ridge penalty as the lasso's over alpha = 0.001.
+        return glmnet_grid(rows, int(self.Cs), self.min_penalty_ratio, 1e3)
+
+    def _fit_at(  # noqa: N803 - C is scikit-learn's name
+        self, C: float, design: sp.csr_matrix, target: np.ndarray, weight: np.ndarray, previous: Any
+    ) -> Any:
+        # Warm-started from the same fold's fit at the previous (larger) penalty.
+        model = previous or LogisticRegression(max_iter=1000, warm_start=True)
+        keep = weight > 0
+        return model.set_params(C=C).fit(design[keep], target[keep], sample_weight=weight[keep])
+
+
+def explicit_grid(Cs: Any) -> np.ndarray | None:  # noqa: N803 - scikit-learn's name
+    """``Cs`` as a sorted array when it lists inverse penalties; None when it counts
+    them; a ValueError when it is neither."""
+    if isinstance(Cs, int | np.integer) and not isinstance(Cs, bool):
+        if Cs < 1:
+            raise ValueError(f"Cs: expected a positive number of penalties, got {Cs!r}")
+        return None
+    grid = np.sort(np.asarray(Cs, dtype=float).ravel())
+    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
+        raise ValueError(f"Cs: expected positive finite numbers, got {Cs!r}")
+    return grid
+
+
+def glmnet_grid(
+    rows: MergedRows, n_penalties: int, ratio: float, stretch: float = 1.0
+) -> np.ndarray:
+    """glmnet's penalties as inverse penalties ``C = 1 / (n lambda)``, ascending: from
+    ``stretch`` times ``lambda_max`` (the smallest lasso penalty at which every
+    coefficient is 0) down to ``lambda_max * stretch * ratio``, evenly on the log
+    scale."""
+    if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0 < ratio < 1:
+        raise ValueError(f"min_penalty_ratio: expected a number in (0, 1), got {ratio!r}")
+    n_rows = rows.n_rows
+    mean = float(rows.count @ rows.target) / n_rows
+    gradient = np.abs(rows.design.T @ (rows.count * (rows.target - mean))) / n_rows
+    penalty_max = float(gradient.max()) * stretch if gradient.size else 0.0
+    if penalty_max <= 0:  # nothing to select: a single, tiny penalty
+        return np.array([1.0 / (n_rows * 1e-8)])
+    penalties = penalty_max * np.logspace(0.0, np.log10(ratio), n_penalties)
+    return 1.0 / (n_rows * penalties)
 
 
 def l1_logistic(
@@ -272,16 +482,20 @@ def l1_logistic(
     )
 
 
-class LassoOneHot(_LogisticOnGroups):
+class LassoOneHot(_PenalisedLogistic):
     """L1-penalised logistic regression on standardised features and one-hot groups, the
     penalty chosen by cross-validated binomial deviance: R's ``cv.glmnet(x, y, family =
-    "binomial")`` with ``lambda.min``.
+    "binomial")`` on impression rows with ``lambda.min`` by default; with
+    ``cv_unit="cell"``, ``cv_rule="1se"`` and ``standardize_groups=True``, cv.glmnet on
+    the aggregated table (one row per user x display, the response as counts) predicting
+    at its default ``lambda.1se``, as the seed analysis ran it.
 
     glmnet minimises ``deviance / (2 n) + lambda * sum |coef|``, which is scikit-learn's
     objective with ``C = 1 / (n lambda)``. As in glmnet, the penalties form a grid
     from ``lambda_max`` (the smallest penalty at which every coefficient is 0) down to
-    ``lambda_max * min_penalty_ratio``, the folds share the grid of the whole training
-    data, and the chosen penalty minimises the deviance of all held-out rows.
+    ``lambda_max * min_penalty_ratio``, every fold is fitted at the whole training
+    data's penalties (standardised anew on its own rows), and the held-out deviance and
+    its standard error are glmnet's (``estimators._tuning``).
     The fits use liblinear, which penalises the intercept as a coefficient of a
     constant column of value ``intercept_scaling``; the large default makes that
     penalty small (it moves the mean fitted probability by at most
@@ -294,7 +508,15 @@ class LassoOneHot(_LogisticOnGroups):
     Cs : int or sequence of float
         Number of penalties on glmnet's grid, or the inverse penalties ``C`` to try.
     cv : int
-        Folds of the inner cross-validation (stratified by outcome).
+        Folds of the inner cross-validation.
+    cv_unit : {"row", "cell"}
+        What a fold holds out: single rows, or cells (rows that share every covariate),
+        as :class:`LogisticRidge`.
+    cv_rule : {"min", "1se"}
+        Which penalty is chosen: glmnet's ``lambda.min`` or ``lambda.1se``.
+    standardize_groups : bool
+        Scale each level's indicator to unit variance before penalising (glmnet's
+        ``standardize = TRUE``).
     min_penalty_ratio : float
         Smallest penalty of the grid relative to ``lambda_max`` (glmnet's
         ``lambda.min.ratio``), in (0, 1).
@@ -313,15 +535,18 @@ class LassoOneHot(_LogisticOnGroups):
     C_ : float
         The chosen inverse penalty.
     penalty_ : float
-        The chosen penalty on glmnet's scale, ``1 / (n C_)``: ``lambda.min``.
-    cv_deviance_ : pandas.Series
-        Mean held-out binomial deviance per row, indexed by ``C``: the grid up to
-        where ``patience`` stopped it.
+        The chosen penalty on glmnet's scale, ``1 / (n C_)``: ``lambda.min`` or
+        ``lambda.1se``.
+    cv_deviance_, cv_standard_error_ : pandas.Series
+        Mean held-out binomial deviance per row and its standard error, indexed by
+        ``C``: the grid up to where ``patience`` stopped it.
     n_nonzero_ : int
         Features and group levels with a non-zero coefficient at ``C_``.
+    group_scale_ : numpy.ndarray
+        What each level's indicator was divided by (1 unless ``standardize_groups``).
     intercept_, coef_, group_effects_, model_
         As :class:`LogisticFixedEffects`; ``model_`` is the ``LogisticRegression``
-        refitted on all training rows at ``C_``.
+        refitted on all training rows at ``C_``, on the scaled design.
 
     Examples
     --------
@@ -339,7 +564,10 @@ class LassoOneHot(_LogisticOnGroups):
         *,
         Cs: int | Sequence[float] = 20,  # noqa: N803 - scikit-learn's name
         cv: int = 10,
+        cv_unit: str = "row",
+        cv_rule: str = "min",
         min_penalty_ratio: float = 1e-4,
+        standardize_groups: bool = False,
         intercept_scaling: float = 100.0,
         patience: int | None = 3,
         new_levels: str = "population",
@@ -349,86 +577,39 @@ class LassoOneHot(_LogisticOnGroups):
         self.group_cols = group_cols
         self.Cs = Cs
         self.cv = cv
+        self.cv_unit = cv_unit
+        self.cv_rule = cv_rule
         self.min_penalty_ratio = min_penalty_ratio
+        self.standardize_groups = standardize_groups
         self.intercept_scaling = intercept_scaling
         self.patience = patience
         self.new_levels = new_levels
         self.random_state = random_state
 
-    def _grid(self, design: sp.csr_matrix, target: np.ndarray) -> np.ndarray:
+    def _grid(self, rows: MergedRows) -> np.ndarray:
         """The inverse penalties to try, smallest ``C`` (largest penalty) first."""
-        if not isinstance(self.Cs, int | np.integer) or isinstance(self.Cs, bool):
-            grid = np.sort(np.asarray(self.Cs, dtype=float).ravel())
-            if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
-                raise ValueError(f"Cs: expected positive finite numbers, got {self.Cs!r}")
-            return grid
-        if self.Cs < 1:
-            raise ValueError(f"Cs: expected a positive number of penalties, got {self.Cs!r}")
-        ratio = self.min_penalty_ratio
-        if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0 < ratio < 1:
-            raise ValueError(f"min_penalty_ratio: expected a number in (0, 1), got {ratio!r}")
-        n_rows = len(target)
-        gradient = np.abs(design.T @ (target - target.mean())) / n_rows
-        penalty_max = float(gradient.max()) if gradient.size else 0.0
-        if penalty_max <= 0:  # nothing to select: a single, tiny penalty
-            return np.array([1.0 / (n_rows * 1e-8)])
-        penalties = penalty_max * np.logspace(0.0, np.log10(ratio), int(self.Cs))
-        return 1.0 / (n_rows * penalties)
-
-    def fit(self, X: Any, y: Any) -> LassoOneHot:
-        """Choose the penalty by inner cross-validation and refit on every row; returns
-        self."""
-        design, target = self._prepare(X, y)
-        if not isinstance(self.cv, int | np.integer) or isinstance(self.cv, bool) or self.cv < 2:
-            raise ValueError(f"cv: expected an integer of at least 2, got {self.cv!r}")
         if not np.isfinite(self.intercept_scaling) or self.intercept_scaling <= 0:
             raise ValueError(
                 f"intercept_scaling: expected a positive number, got {self.intercept_scaling!r}"
             )
-        patience = self.patience
-        if patience is not None and (
-            not isinstance(patience, int | np.integer) or isinstance(patience, bool) or patience < 1
-        ):
-            raise ValueError(f"patience: expected a positive integer or None, got {patience!r}")
-        grid = self._grid(design, target)
-        folds = list(
-            StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state).split(
-                np.zeros(len(target)), target
-            )
-        )
-        deviance = np.full(grid.size, np.inf)
-        for k, C in enumerate(grid):  # noqa: N806 - scikit-learn's name
-            deviance[k] = sum(self._held_out_deviance(C, design, target, fold) for fold in folds)
-            best = int(np.argmin(deviance[: k + 1]))
-            # Small penalties cost the most; stop once they have kept doing worse.
-            if self.patience is not None and k - best >= self.patience:
-                break
-        visited = np.isfinite(deviance)
-        self.cv_deviance_ = pd.Series(
-            deviance[visited] / len(target), index=pd.Index(grid[visited], name="C")
-        )
-        # Ties go to the largest penalty, as glmnet's lambda.min does.
-        self.C_ = float(grid[int(np.argmin(deviance))])
-        self.penalty_ = 1.0 / (len(target) * self.C_)
-        model = l1_logistic(self.C_, self.random_state, self.intercept_scaling)
-        self._store(model.fit(design, target))
-        self.n_nonzero_ = int(np.count_nonzero(model.coef_))
-        return self
+        explicit = explicit_grid(self.Cs)
+        if explicit is not None:
+            return explicit
+        return glmnet_grid(rows, int(self.Cs), self.min_penalty_ratio)
 
-    def _held_out_deviance(
-        self,
-        C: float,  # noqa: N803 - scikit-learn's name
-        design: sp.csr_matrix,
-        target: np.ndarray,
-        fold: tuple[np.ndarray, np.ndarray],
-    ) -> float:
-        """Binomial deviance of a fold's held-out rows under the fit to its other rows."""
-        train, test = fold
+    def _fit_at(  # noqa: N803 - C is scikit-learn's name
+        self, C: float, design: sp.csr_matrix, target: np.ndarray, weight: np.ndarray, previous: Any
+    ) -> Any:
+        keep = weight > 0
         model = l1_logistic(C, self.random_state, self.intercept_scaling)
-        p = model.fit(design[train], target[train]).predict_proba(design[test])[:, 1]
-        p = np.clip(p, 1e-15, 1 - 1e-15)
-        y = target[test]
-        return float(-2 * np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        return model.fit(design[keep], target[keep], sample_weight=weight[keep])
+
+    def fit(self, X: Any, y: Any) -> LassoOneHot:
+        """Choose the penalty by inner cross-validation and refit on every row; returns
+        self."""
+        super().fit(X, y)
+        self.n_nonzero_ = int(np.count_nonzero(self.model_.coef_))
+        return self
 
 
 class HistGBMClassifier(HistGBM):
