@@ -44,6 +44,9 @@ Schema (every error names the path of the offending field)::
                                        # or per metric: {default: 0.005, log_loss: 0.01}
     primary: {binomial: brier}         # the metric that ranks models per outcome family;
                                        # default rmse, log_loss, poisson_deviance
+    reference:                         # published results the sweep reproduces: shown
+      source: "Author (2016), title"   # beside this run's, with whether each published
+      conclusions: [...]               # conclusion holds (schema: harness.reference)
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import estimators
 import simulators
 from harness import metrics as metric_registry
 from harness import splits as split_registry
+from harness.reference import Reference, parse_reference
 from simulators._params import flatten, is_number, suggest
 
 BACKENDS: tuple[str, ...] = ("loky", "dask")
@@ -319,6 +323,7 @@ class Config:
     warn_jobs: int = DEFAULT_WARN_JOBS
     margins: dict[str, float] = field(default_factory=lambda: {"default": DEFAULT_MARGIN})
     primary: dict[str, str] = field(default_factory=dict)
+    reference: Reference | None = None
     source: str = field(default="", compare=False)
 
     def margin(self, metric: str) -> float:
@@ -388,6 +393,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
             "warn_jobs",
             "margin",
             "primary",
+            "reference",
             "description",
         ],
         "",
@@ -450,6 +456,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
     _check_fresh_draws(splits, scenarios)
     margins = _margins(raw.get("margin", DEFAULT_MARGIN), metric_names)
     primary = _primary(raw.get("primary"), metric_names)
+    reference = _reference(raw.get("reference"), specs, metric_names)
     return Config(
         name=name,
         seed=seed,
@@ -467,6 +474,7 @@ def parse_config(text: str, origin: str = "<config>") -> Config:
         warn_jobs=warn_jobs,
         margins=margins,
         primary=primary,
+        reference=reference,
         source=text,
     )
 
@@ -511,6 +519,18 @@ def _primary(raw: Any, metric_names: tuple[str, ...]) -> dict[str, str]:
             )
         primary[str(family)] = str(metric)
     return primary
+
+
+def _reference(
+    raw: Any, specs: tuple[EstimatorSpec, ...], metric_names: tuple[str, ...]
+) -> Reference | None:
+    """``reference``: published results and conclusions (``harness.reference``)."""
+    if raw is None:
+        return None
+    try:
+        return parse_reference(raw, [spec.label for spec in specs], metric_names)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_fresh_draws(splits: tuple[SplitSpec, ...], scenarios: tuple[Scenario, ...]) -> None:

@@ -22,6 +22,7 @@ from harness.compare import primary_metrics, write_comparison
 from harness.config import Config, parse_config
 from harness.findings import Finding, adjust, failure_sentence, findings_of, format_percent
 from harness.jobs import expand
+from harness.recovery import variance_warnings
 from harness.regimes import (
     comparisons_of,
     losses,
@@ -29,6 +30,7 @@ from harness.regimes import (
     summary_sentences,
     with_comparisons,
 )
+from harness.reproduction import reference_section
 
 PACKAGES = [
     "mixbench",
@@ -361,7 +363,7 @@ def _figures(
             "effect and of the noise, a panel per scenario, a point per fold, a colour per "
             "estimator; the dashed line at 1 is the truth (below it: underestimated). True "
             "values are under the components' names; components whose true sd is 0 are "
-            "left out.",
+            "left out. " + " ".join(variance_warnings(table)),
             plots.variance_components_figure(table),
         ),
         (
@@ -626,6 +628,7 @@ def render_report(directory: str | Path) -> Path:
         problems=problem_rows,
         warnings=_warnings(table),
         fits=_fits(directory),
+        reference=reference_section(table, config, directory),
         environment=environment,
         run_info=run_info,
         rendered=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
