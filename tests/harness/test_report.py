@@ -355,7 +355,7 @@ def test_a_multi_regime_report_fits_1400_pixels_without_horizontal_scrolling(bro
     report = render_report(_store(tmp_path / "sweep", rows, config))
     browser.send(
         "Emulation.setDeviceMetricsOverride",
-        width=1400,
+        width=WIDTH,
         height=900,
         deviceScaleFactor=1,
         mobile=False,
