@@ -23,10 +23,11 @@ import pandas as pd
 
 from harness import metrics as metric_registry
 from harness.compare import PAIR_KEYS, Interval, fold_ranks, fold_ratios, stratified_interval
+from harness.config import DEFAULT_MARGIN
 from harness.equivalence import holm, verdict
 
-# The margin when none is given (the config's default, 0.5%), in %.
-DEFAULT_MARGIN_PERCENT = 0.5
+# The margin when none is given (the config's default), in %.
+DEFAULT_MARGIN_PERCENT = 100 * DEFAULT_MARGIN
 # A bucket of unit activity is worth a sentence when it holds this share of test rows.
 MIN_BUCKET_SHARE = 0.1
 
