@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from estimators._columns import matched_ids
-from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpec
+from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpec, split_offsets
 
 
 def lme4_name(name: str) -> str:
@@ -32,11 +32,48 @@ def lme4_name(name: str) -> str:
 
 
 def required_columns(expr: str) -> set[str]:
-    """The data columns a formulaic expression reads."""
+    """The data columns a formulaic expression reads, including those of its
+    ``offset(...)`` terms (``offset`` itself is lme4's marker, not a column)."""
+    rest, offsets = split_offsets(expr)
+    columns: set[str] = set()
+    for part in [rest, *offsets]:
+        if not part.strip():
+            continue
+        try:
+            columns |= set(formulaic.Formula(part).required_variables)
+        except Exception as error:  # formulaic raises several types for bad syntax
+            raise FormulaError(f"cannot parse {part!r}: {error}") from None
+    return columns
+
+
+def offset_values(expr: str, frame: pd.DataFrame) -> np.ndarray:
+    """The values of one offset expression (``log(exposure)``, ``n``) for the rows of
+    ``frame``, evaluated by formulaic as the fixed part's columns are.
+
+    Raises a ValueError naming the expression when a column it reads is missing, when it
+    is not one numeric column, or when a value is missing or infinite (``log(0)``).
+    """
+    missing = sorted(required_columns(expr) - set(frame.columns))
+    if missing:
+        raise ValueError(f"offset({expr}): column(s) {missing} not found in X")
     try:
-        return set(formulaic.Formula(expr).required_variables)
-    except Exception as error:  # formulaic raises several types for bad syntax
-        raise FormulaError(f"cannot parse {expr!r}: {error}") from None
+        with np.errstate(all="ignore"):
+            matrix = formulaic.model_matrix(f"0 + {expr}", frame, na_action="ignore")
+    except Exception as error:  # formulaic raises several types for bad expressions
+        raise FormulaError(f"offset({expr}): cannot evaluate it: {error}") from None
+    if matrix.shape[1] != 1:
+        raise ValueError(
+            f"offset({expr}): expected one numeric column, got {matrix.shape[1]} "
+            f"({list(matrix.columns)}); an offset cannot be categorical"
+        )
+    values = np.asarray(matrix, dtype=float)[:, 0]
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"offset({expr}) has {int(bad.sum())} missing or infinite value(s) (e.g. the "
+            "log of 0 or of a negative number); remove those rows"
+        )
+    return values
 
 
 def check_finite(frame: pd.DataFrame, columns: list[str]) -> None:

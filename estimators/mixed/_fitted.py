@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from estimators.mixed._categories import fixed_matrix
-from estimators.mixed._design import check_finite, required_columns
+from estimators.mixed._design import check_finite, offset_values, required_columns
+from estimators.mixed._formula import parse_formula
 
 VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
 
@@ -49,11 +50,44 @@ class FittedMixedModel:
     ``varcorr_``, ``n_levels_`` and ``n_obs_``)."""
 
     def _used_columns(self) -> set:
-        """Columns of X the formula reads, apart from the response."""
+        """Columns of X the formula reads, apart from the response, with those of its
+        offsets and the ``offset`` column, if any."""
         used = set(required_columns(self._parsed.fixed) - {self._parsed.response})
         for term in self._design_terms:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
+        for expr in self._parsed.offsets:
+            used |= required_columns(expr)
+        if getattr(self, "offset", None) is not None:
+            used.add(self.offset)
         return used
+
+    def _offset_vector(self, frame: pd.DataFrame) -> np.ndarray:
+        """The offset of each row of ``frame``: the sum of the formula's ``offset(...)``
+        terms and of the column named by the ``offset`` parameter (for models that have
+        one), zeros without any; it adds to the linear predictor with coefficient 1,
+        in fitting and in prediction alike.
+
+        The formula is parsed from ``self.formula``, so this works before a fit stores
+        its parsed form.
+        """
+        offset = np.zeros(len(frame))
+        for expr in parse_formula(self.formula).offsets:
+            offset += offset_values(expr, frame)
+        column = getattr(self, "offset", None)
+        if column is not None:
+            if column not in frame.columns:
+                raise ValueError(f"offset: column {column!r} not found in X")
+            values = frame[column]
+            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                raise ValueError(f"offset: column {column!r} is not numeric ({values.dtype})")
+            values = values.to_numpy(dtype=float, na_value=np.nan)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise ValueError(
+                    f"offset: column {column!r} has {int(bad.sum())} missing or infinite value(s)"
+                )
+            offset += values
+        return offset
 
     def _fixed_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The fitted fixed-effects columns for new rows, after checking that every

@@ -46,11 +46,25 @@ class RandomTermSpec:
 
 @dataclass(frozen=True)
 class ParsedFormula:
-    """A formula split into its parts."""
+    """A formula split into its parts.
+
+    Attributes
+    ----------
+    response : str or None
+        The response column, if the formula names one.
+    fixed : str
+        The fixed part as formulaic reads it, without its ``offset(...)`` terms.
+    random : tuple of RandomTermSpec
+        The random-effects terms.
+    offsets : tuple of str
+        The expressions inside the fixed part's ``offset(...)`` terms, e.g.
+        ``("log(exposure)",)``; they add up, with coefficient 1, to the linear predictor.
+    """
 
     response: str | None
     fixed: str
     random: tuple[RandomTermSpec, ...]
+    offsets: tuple[str, ...] = ()
 
 
 def quote_name(name: str) -> str:
@@ -76,6 +90,55 @@ def quote_name(name: str) -> str:
     if name.isidentifier() and not keyword.iskeyword(name):
         return name
     return f"`{name}`"
+
+
+_OFFSET = re.compile(r"offset\s*\(")
+
+
+def offset_expression(term: str) -> str | None:
+    """The expression inside an ``offset(...)`` term, or None for any other term.
+
+    Examples
+    --------
+    >>> offset_expression("offset(log(exposure))"), offset_expression("x")
+    ('log(exposure)', None)
+    """
+    term = term.strip()
+    opening = _OFFSET.match(term)
+    if opening is None or not term.endswith(")"):
+        return None
+    # The parenthesis opened by "offset(" must close at the end: "offset(a) * b" is not one.
+    depth, i = 1, opening.end()
+    while i < len(term) and depth:
+        if term[i] in "`'\"":
+            i = _skip_quoted(term, i)
+            continue
+        depth += {"(": 1, ")": -1}.get(term[i], 0)
+        i += 1
+    if depth or i != len(term):
+        return None
+    inner = term[opening.end() : -1].strip()
+    if not inner:
+        raise FormulaError(f"{term!r}: offset() needs an expression, e.g. offset(log(n))")
+    return inner
+
+
+def split_offsets(expr: str) -> tuple[str, tuple[str, ...]]:
+    """A fixed-part expression without its ``offset(...)`` terms, and their expressions.
+
+    Examples
+    --------
+    >>> split_offsets("1 + x + offset(log(n)) + offset(z)")
+    ('1 + x', ('log(n)', 'z'))
+    """
+    kept, offsets = [], []
+    for part in _split_top_level(expr, "+"):
+        inner = offset_expression(part) if part.strip() else None
+        if inner is None:
+            kept.append(part.strip())
+        else:
+            offsets.append(inner)
+    return " + ".join(kept), tuple(offsets)
 
 
 def _skip_quoted(text: str, i: int) -> int:
@@ -188,6 +251,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     ('1 + x', ['batch', 'cask:batch'])
     >>> parse_formula("`click rate` ~ `user-x` + (1 | `user id`)").random[0].group_cols
     ('user id',)
+    >>> parse_formula("y ~ x + offset(log(n)) + (1 | g)").offsets
+    ('log(n)',)
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError(f"formula: expected a string like 'y ~ x + (1 | g)', got {formula!r}")
@@ -199,6 +264,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         response = None
     fixed_parts: list[str] = []
     random: list[RandomTermSpec] = []
+    offsets: list[str] = []
     for part in _split_top_level(sides[-1], "+"):
         text = part.strip()
         if not text:
@@ -211,10 +277,14 @@ def parse_formula(formula: str) -> ParsedFormula:
             if len(pieces) != 2:
                 raise FormulaError(f"random-effects term {text!r} needs exactly one '|'")
             random.extend(_expand_term(pieces[0], pieces[1], uncorrelated))
+        elif (offset := offset_expression(text)) is not None:
+            offsets.append(offset)
         else:
             fixed_parts.append(text)
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
     # An explicit 0/-1 removes the intercept; otherwise it is there, as in R.
     if not any(p.strip() in ("0", "-1", "1") for p in fixed_parts):
         fixed = "1 + " + fixed if fixed_parts else "1"
-    return ParsedFormula(response=response, fixed=fixed, random=tuple(random))
+    return ParsedFormula(
+        response=response, fixed=fixed, random=tuple(random), offsets=tuple(offsets)
+    )
