@@ -51,7 +51,7 @@ class GroupMean(RegressorMixin, BaseEstimator):
     [2.0, 3.0]
     """
 
-    def __init__(self, group_col: Hashable = None, *, new_levels: str = "population") -> None:
+    def __init__(self, *, group_col: Hashable = None, new_levels: str = "population") -> None:
         self.group_col = group_col
         self.new_levels = new_levels
 
@@ -112,9 +112,9 @@ class HistGBM(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         learning_rate: float = 0.1,
         max_iter: int = 100,
         max_leaf_nodes: int = 31,

@@ -189,9 +189,9 @@ class LogisticFixedEffects(_LogisticOnGroups):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         new_levels: str = "population",
         max_iter: int = 1000,
     ) -> None:
@@ -373,16 +373,16 @@ class LogisticRidge(_PenalisedLogistic):
     --------
     >>> from simulators import simulate
     >>> data = simulate("ctr_experiment", seed=1, n_users=100)
-    >>> model = LogisticRidge(["display"], ["user"], Cs=8, random_state=0)
+    >>> model = LogisticRidge(feature_cols=["display"], group_cols=["user"], Cs=8, random_state=0)
     >>> model.fit(data.X, data.y).predict(data.X.iloc[:3]).shape
     (3,)
     """
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         Cs: int | Sequence[float] = 10,  # noqa: N803 - scikit-learn's name
         cv: int = 10,
         cv_unit: str = "row",
@@ -552,16 +552,16 @@ class LassoOneHot(_PenalisedLogistic):
     --------
     >>> from simulators import simulate
     >>> data = simulate("ctr_experiment", seed=1, n_users=100)
-    >>> model = LassoOneHot(["display"], ["user"], Cs=8, random_state=0)
+    >>> model = LassoOneHot(feature_cols=["display"], group_cols=["user"], Cs=8, random_state=0)
     >>> model.fit(data.X, data.y).predict(data.X.iloc[:3]).shape
     (3,)
     """
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         Cs: int | Sequence[float] = 20,  # noqa: N803 - scikit-learn's name
         cv: int = 10,
         cv_unit: str = "row",

@@ -157,7 +157,7 @@ class PooledOLS(_CoefficientInference, RegressorMixin, BaseEstimator):
     x            1.696   2.304
     """
 
-    def __init__(self, feature_cols: Sequence[Hashable] | None = None) -> None:
+    def __init__(self, *, feature_cols: Sequence[Hashable] | None = None) -> None:
         self.feature_cols = feature_cols
 
     def fit(self, X: Any, y: Any) -> PooledOLS:
@@ -275,7 +275,9 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
     --------
     >>> from simulators import simulate
     >>> data = simulate("archers", seed=1)
-    >>> model = FixedEffects(["southwood"], ["archer"], standard_errors=True)
+    >>> model = FixedEffects(
+    ...     feature_cols=["southwood"], group_cols=["archer"], standard_errors=True
+    ... )
     >>> model.fit(data.frame, data.y).confint().round(1)
                  2.5 %  97.5 %
     (Intercept)    NaN     NaN
@@ -284,9 +286,9 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         new_levels: str = "population",
         tol: float = 1e-12,
         standard_errors: bool = False,

@@ -142,16 +142,17 @@ class PoissonFixedEffects(_PoissonOnGroups):
     --------
     >>> from simulators import simulate
     >>> data = simulate("online_services", seed=1, n_users=40, n_items=5, family="poisson")
-    >>> model = PoissonFixedEffects(["x1", "treat"], ["user", "item"]).fit(data.X, data.y)
+    >>> model = PoissonFixedEffects(feature_cols=["x1", "treat"], group_cols=["user", "item"])
+    >>> model = model.fit(data.X, data.y)
     >>> bool(model.predict(data.X).min() > 0), model.solver_
     (True, 'newton-cholesky')
     """
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         new_levels: str = "population",
         solver: str = "auto",
         max_iter: int = 1000,
@@ -224,16 +225,18 @@ class PoissonRidge(_PoissonOnGroups):
     --------
     >>> from simulators import simulate
     >>> data = simulate("online_services", seed=1, n_users=40, n_items=5, family="poisson")
-    >>> model = PoissonRidge(["x1"], ["user"], alphas=[0.1, 1.0, 10.0], cv=3, random_state=0)
+    >>> model = PoissonRidge(
+    ...     feature_cols=["x1"], group_cols=["user"], alphas=[0.1, 1.0, 10.0], cv=3, random_state=0
+    ... )
     >>> model.fit(data.X, data.y).cv_deviance_.index.tolist()
     [0.1, 1.0, 10.0]
     """
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         cv: int = 10,
         new_levels: str = "population",

@@ -93,9 +93,9 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         new_levels: str = "population",
     ) -> None:
@@ -312,9 +312,9 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_col: Hashable = None,
-        *,
         new_levels: str = "population",
     ) -> None:
         self.feature_cols = feature_cols

@@ -111,9 +111,9 @@ class RandomForest(_TreesOnGroups):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         n_estimators: int = 200,
         min_samples_leaf: int = 5,
         max_features: float | str | None = "sqrt",
@@ -221,9 +221,9 @@ class TargetEncodedGBM(_TreesOnGroups):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         learning_rate: float = 0.1,
         max_iter: int = 200,
         max_leaf_nodes: int = 31,

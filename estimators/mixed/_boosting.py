@@ -77,9 +77,9 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         feature_cols: Sequence[Hashable] | None = None,
         group_cols: Sequence[Hashable] = (),
-        *,
         learning_rate: float = 0.1,
         max_iter: int = 100,
         max_leaf_nodes: int = 31,

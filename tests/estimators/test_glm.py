@@ -143,14 +143,22 @@ def lasso_data():
 
 def test_lasso_recovers_a_strong_feature_and_picks_the_glmnet_minimum(lasso_data):
     frame, y = lasso_data
-    model = LassoOneHot(["x", "null1", "null2"], ["user"], Cs=12, random_state=0)
+    model = LassoOneHot(
+        feature_cols=["x", "null1", "null2"], group_cols=["user"], Cs=12, random_state=0
+    )
     model.fit(frame, y)
     assert model.coef_["x"] == pytest.approx(1.5, abs=0.4)
     assert abs(model.coef_["null1"]) < 0.2 and abs(model.coef_["null2"]) < 0.2
     assert model.C_ == model.cv_deviance_.idxmin()
     assert model.penalty_ == pytest.approx(1 / (len(y) * model.C_))
     # Stopping early down the grid finds the same minimum as the whole grid.
-    whole = LassoOneHot(["x", "null1", "null2"], ["user"], Cs=12, patience=None, random_state=0)
+    whole = LassoOneHot(
+        feature_cols=["x", "null1", "null2"],
+        group_cols=["user"],
+        Cs=12,
+        patience=None,
+        random_state=0,
+    )
     assert whole.fit(frame, y).C_ == model.C_
     assert len(whole.cv_deviance_) == 12 >= len(model.cv_deviance_)
 
@@ -172,7 +180,9 @@ def test_lasso_sparsifies_at_a_large_penalty(lasso_data):
 def test_lasso_matches_scikit_learn_l1_logistic_regression_at_the_chosen_c(lasso_data):
     frame, y = lasso_data
     features = ["x", "null1", "null2"]
-    model = LassoOneHot(features, ["user"], Cs=8, random_state=1).fit(frame, y)
+    model = LassoOneHot(feature_cols=features, group_cols=["user"], Cs=8, random_state=1).fit(
+        frame, y
+    )
     standardized = (frame[features] - frame[features].mean()) / frame[features].std(ddof=0)
     dummies = pd.get_dummies(frame["user"], dtype=float)
     design = np.column_stack([standardized.to_numpy(), dummies.to_numpy()])
@@ -188,13 +198,15 @@ def test_lasso_matches_scikit_learn_l1_logistic_regression_at_the_chosen_c(lasso
 
 def test_lasso_unseen_levels_get_the_population_prediction(lasso_data):
     frame, y = lasso_data
-    model = LassoOneHot(["x"], ["user"], Cs=6, random_state=0).fit(frame, y)
+    model = LassoOneHot(feature_cols=["x"], group_cols=["user"], Cs=6, random_state=0).fit(frame, y)
     new = frame.iloc[:4].copy()
     new["user"] = "nobody"
     expected = 1 / (1 + np.exp(-(model.intercept_ + model.coef_["x"] * new["x"])))
     np.testing.assert_allclose(model.predict(new), expected)
     np.testing.assert_allclose(model.predict_proba(new).sum(axis=1), 1.0)
-    strict = LassoOneHot(["x"], ["user"], Cs=6, new_levels="error").fit(frame, y)
+    strict = LassoOneHot(feature_cols=["x"], group_cols=["user"], Cs=6, new_levels="error").fit(
+        frame, y
+    )
     with pytest.raises(ValueError, match="group column 'user': 1 level"):
         strict.predict(new)
 
@@ -214,7 +226,7 @@ def test_lasso_unseen_levels_get_the_population_prediction(lasso_data):
 def test_lasso_parameter_errors(lasso_data, params, message):
     frame, y = lasso_data
     with pytest.raises(ValueError, match=message):
-        LassoOneHot(["x"], ["user"], **params).fit(frame, y)
+        LassoOneHot(feature_cols=["x"], group_cols=["user"], **params).fit(frame, y)
 
 
 def test_lasso_checks_the_binary_target():

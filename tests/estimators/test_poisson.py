@@ -46,7 +46,7 @@ def _reference_effects(params: pd.Series, levels: pd.Index, factor: str) -> pd.S
 
 def test_fixed_effects_match_statsmodels_glm(dense_units):
     frame, y = dense_units.frame, dense_units.y.to_numpy()
-    ours = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(frame, y)
+    ours = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(frame, y)
     reference, design = _statsmodels_glm(frame, y)
     assert ours.solver_ == "newton-cholesky"
     np.testing.assert_allclose(ours.coef_[FEATURES], reference.params[FEATURES], rtol=1e-6)
@@ -58,8 +58,10 @@ def test_fixed_effects_match_statsmodels_glm(dense_units):
 
 def test_lbfgs_reaches_the_same_fit(dense_units):
     frame, y = dense_units.frame, dense_units.y
-    newton = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(frame, y)
-    lbfgs = PoissonFixedEffects(FEATURES, ["user", "item"], solver="lbfgs").fit(frame, y)
+    newton = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(frame, y)
+    lbfgs = PoissonFixedEffects(
+        feature_cols=FEATURES, group_cols=["user", "item"], solver="lbfgs"
+    ).fit(frame, y)
     assert lbfgs.solver_ == "lbfgs"
     np.testing.assert_allclose(lbfgs.predict(frame), newton.predict(frame), rtol=1e-4)
     np.testing.assert_allclose(lbfgs.coef_, newton.coef_, rtol=1e-4)
@@ -81,7 +83,7 @@ def test_a_unit_with_only_zero_counts_gets_a_large_negative_effect_and_moves_not
     silent = frame["user"].cat.categories[0]  # the first level: glm's reference
     rows = (frame["user"] == silent).to_numpy()
     y[rows] = 0.0
-    model = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(frame, y)
+    model = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(frame, y)
     assert model.zero_levels_["user"].tolist() == [silent]
     assert model.zero_levels_["item"].empty
     assert model.group_effects_["user"][silent] < -10
@@ -89,7 +91,9 @@ def test_a_unit_with_only_zero_counts_gets_a_large_negative_effect_and_moves_not
 
     # In the limit those rows carry no information: the rest is the fit without them,
     # including the intercept, as the silent unit is left out of the centring.
-    rest = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(frame[~rows], y[~rows])
+    rest = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(
+        frame[~rows], y[~rows]
+    )
     np.testing.assert_allclose(model.coef_, rest.coef_, rtol=1e-6)
     assert model.intercept_ == pytest.approx(rest.intercept_, rel=1e-6)
     others = model.group_effects_["user"].drop(silent)
@@ -100,7 +104,9 @@ def test_a_unit_with_only_zero_counts_gets_a_large_negative_effect_and_moves_not
 def test_lbfgs_stops_at_max_iter_on_a_unit_with_only_zero_counts(dense_units):
     frame, y = dense_units.frame, dense_units.y.to_numpy().copy()
     y[(frame["user"] == frame["user"].cat.categories[2]).to_numpy()] = 0.0
-    model = PoissonFixedEffects(FEATURES, ["user", "item"], solver="lbfgs", max_iter=200)
+    model = PoissonFixedEffects(
+        feature_cols=FEATURES, group_cols=["user", "item"], solver="lbfgs", max_iter=200
+    )
     with pytest.warns(ConvergenceWarning):
         model.fit(frame, y)
     assert model.group_effects_["user"].iloc[2] < -5
@@ -108,13 +114,15 @@ def test_lbfgs_stops_at_max_iter_on_a_unit_with_only_zero_counts(dense_units):
 
 def test_unseen_levels_get_the_population_mean(dense_units):
     frame, y = dense_units.frame, dense_units.y
-    model = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(frame, y)
+    model = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(frame, y)
     new = frame.iloc[:5].copy()
     new["user"] = "nobody"
     item_effect = model.group_effects_["item"].loc[new["item"]].to_numpy()
     expected = np.exp(model.intercept_ + new[FEATURES].to_numpy(float) @ model.coef_ + item_effect)
     np.testing.assert_allclose(model.predict(new), expected)
-    strict = PoissonFixedEffects(FEATURES, ["user", "item"], new_levels="error").fit(frame, y)
+    strict = PoissonFixedEffects(
+        feature_cols=FEATURES, group_cols=["user", "item"], new_levels="error"
+    ).fit(frame, y)
     with pytest.raises(ValueError, match="group column 'user': 1 level"):
         strict.predict(new)
 
@@ -132,7 +140,9 @@ def test_fixed_effects_recover_the_simulation_truth():
         sd={"user_slope": 0.0},
         time={"weekly_amplitude": 0.0},
     )
-    model = PoissonFixedEffects(FEATURES, ["user", "item"]).fit(data.X, data.y)
+    model = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"]).fit(
+        data.X, data.y
+    )
     truth = pd.Series(data.truth["fixed_effects"])[FEATURES]
     # Standard errors are about 0.01 at this size.
     np.testing.assert_allclose(model.coef_[FEATURES], truth, atol=0.05)
@@ -189,7 +199,9 @@ def test_ridge_picks_the_penalty_of_least_held_out_deviance_by_hand():
     frame = pd.DataFrame({"x": rng.standard_normal(user.size), "user": [f"u{k}" for k in user]})
     y = rng.poisson(np.exp(0.8 + 0.4 * frame["x"] + rng.normal(0, 0.7, 5)[user])).astype(float)
     alphas = [0.03, 1.0, 30.0]
-    model = PoissonRidge(["x"], ["user"], alphas=alphas, cv=4, random_state=0).fit(frame, y)
+    model = PoissonRidge(
+        feature_cols=["x"], group_cols=["user"], alphas=alphas, cv=4, random_state=0
+    ).fit(frame, y)
 
     # The design by hand: x standardised on all rows, one indicator per user.
     x = frame["x"].to_numpy()
@@ -221,14 +233,18 @@ def test_ridge_picks_the_penalty_of_least_held_out_deviance_by_hand():
 )
 def test_ridge_parameter_errors(dense_units, params, message):
     with pytest.raises(ValueError, match=message):
-        PoissonRidge(["x1"], ["user"], **params).fit(dense_units.X, dense_units.y)
+        PoissonRidge(feature_cols=["x1"], group_cols=["user"], **params).fit(
+            dense_units.X, dense_units.y
+        )
 
 
 def test_boosted_poisson_predicts_positive_means_and_beats_a_constant():
     data = simulate("online_services", seed=23, n_users=200, n_items=20, family="poisson")
     test = np.arange(data.n_rows) % 4 == 0
     X, y = data.X, data.y.to_numpy()
-    model = HistGBMPoisson(list(data.features), ["user", "item"], random_state=0)
+    model = HistGBMPoisson(
+        feature_cols=list(data.features), group_cols=["user", "item"], random_state=0
+    )
     mean = model.fit(X[~test], y[~test]).predict(X[test])
     assert model.model_.loss == "poisson"
     assert np.all(mean > 0)

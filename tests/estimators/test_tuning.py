@@ -157,7 +157,13 @@ def test_the_seeds_protocol_makes_lasso_and_ridge_worse_than_the_glmm(clicks):
 
 def test_standardized_levels_are_penalised_by_their_spread(clicks):
     data, _ = clicks
-    model = LassoOneHot(["display"], ["user"], Cs=10, standardize_groups=True, random_state=0)
+    model = LassoOneHot(
+        feature_cols=["display"],
+        group_cols=["user"],
+        Cs=10,
+        standardize_groups=True,
+        random_state=0,
+    )
     model.fit(data.X, data.y)
     share = data.frame["user"].value_counts(normalize=True).sort_index()
     np.testing.assert_allclose(model.group_scale_, np.sqrt(share * (1 - share)).to_numpy())
