@@ -24,11 +24,19 @@ from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpe
 
 
 def lme4_name(name: str) -> str:
-    """formulaic's column names as R prints them: ``Intercept`` -> ``(Intercept)``,
-    ``g[T.b]`` -> ``gb``."""
+    """formulaic's column names as R prints them: ``Intercept`` -> ``(Intercept)``, a
+    level of a categorical column appended to its name, whether coded by treatment
+    contrasts (``g[T.b]`` -> ``gb``) or in full without an intercept (``g[1]`` -> ``g1``),
+    in interactions too (``g[1]:x`` -> ``g1:x``).
+
+    Examples
+    --------
+    >>> [lme4_name(n) for n in ["Intercept", "g[T.b]", "var1[5]:var2", "a[T.x]:b[y]"]]
+    ['(Intercept)', 'gb', 'var15:var2', 'ax:by']
+    """
     if name == "Intercept":
         return "(Intercept)"
-    return re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
+    return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name)
 
 
 def required_columns(expr: str) -> set[str]:
@@ -36,7 +44,8 @@ def required_columns(expr: str) -> set[str]:
     ``offset(...)`` terms (``offset`` itself is lme4's marker, not a column)."""
     rest, offsets = split_offsets(expr)
     columns: set[str] = set()
-    for part in [rest, *offsets]:
+    # An offset's expression is read as a whole (offset_values), not as formula algebra.
+    for part in [rest, *(f"I({offset})" for offset in offsets)]:
         if not part.strip():
             continue
         try:
@@ -46,27 +55,35 @@ def required_columns(expr: str) -> set[str]:
     return columns
 
 
+def offset_columns(expr: str) -> set[str]:
+    """The data columns an offset expression (the inside of ``offset(...)``) reads."""
+    return required_columns(f"offset({expr})")
+
+
 def offset_values(expr: str, frame: pd.DataFrame) -> np.ndarray:
     """The values of one offset expression (``log(exposure)``, ``n``) for the rows of
-    ``frame``, evaluated by formulaic as the fixed part's columns are.
+    ``frame``. The expression is evaluated as a whole, in ``I(...)``, so that
+    ``offset(2 * x)`` is a product, not formula algebra; numpy's functions (``log``,
+    ``exp``, ``sqrt``) are available by their names, as formulaic provides them.
 
     Raises a ValueError naming the expression when a column it reads is missing, when it
     is not one numeric column, or when a value is missing or infinite (``log(0)``).
     """
-    missing = sorted(required_columns(expr) - set(frame.columns))
+    missing = sorted(offset_columns(expr) - set(frame.columns))
     if missing:
         raise ValueError(f"offset({expr}): column(s) {missing} not found in X")
     try:
         with np.errstate(all="ignore"):
-            matrix = formulaic.model_matrix(f"0 + {expr}", frame, na_action="ignore")
+            matrix = formulaic.model_matrix(f"0 + I({expr})", frame, na_action="ignore")
+        values = np.asarray(matrix, dtype=float)
     except Exception as error:  # formulaic raises several types for bad expressions
         raise FormulaError(f"offset({expr}): cannot evaluate it: {error}") from None
     if matrix.shape[1] != 1:
         raise ValueError(
             f"offset({expr}): expected one numeric column, got {matrix.shape[1]} "
-            f"({list(matrix.columns)}); an offset cannot be categorical"
+            f"({list(matrix.columns)})"
         )
-    values = np.asarray(matrix, dtype=float)[:, 0]
+    values = values[:, 0]
     bad = ~np.isfinite(values)
     if bad.any():
         raise ValueError(

@@ -125,13 +125,25 @@ class ProfiledDeviance:
         Levels per term.
     reml : bool
         REML criterion (True) or ML deviance (False).
+    log_weights : float
+        The sum of the log prior weights of the rows (0 without weights). With prior
+        weights w (residual variance sigma^2 / w) the cross-products are weighted, and
+        the criterion loses log|W| = sum(log w), as lme4's does.
     """
 
-    def __init__(self, cross: CrossProducts, qs: list[int], levels: list[int], reml: bool) -> None:
+    def __init__(
+        self,
+        cross: CrossProducts,
+        qs: list[int],
+        levels: list[int],
+        reml: bool,
+        log_weights: float = 0.0,
+    ) -> None:
         self.cross = cross
         self.qs = qs
         self.levels = levels
         self.reml = reml
+        self.log_weights = float(log_weights)
         self.splits = np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]
         self.n_rest = int(sum(q * n for q, n in zip(qs[1:], levels[1:], strict=True)))
         # Row index of every stored nonzero, for scaling by a diagonal Lambda in place.
@@ -247,8 +259,10 @@ class ProfiledDeviance:
         n, p = self.cross.n, self.cross.p
         if self.reml:
             dof = n - p
-            return float(logdet_Z + logdet_X + dof * (1 + LOG_2PI + np.log(pwrss / dof)))
-        return float(logdet_Z + n * (1 + LOG_2PI + np.log(pwrss / n)))
+            value = logdet_Z + logdet_X + dof * (1 + LOG_2PI + np.log(pwrss / dof))
+        else:
+            value = logdet_Z + n * (1 + LOG_2PI + np.log(pwrss / n))
+        return float(value - self.log_weights)
 
     def __call__(self, theta: np.ndarray) -> float:
         """REML criterion or ML deviance at ``theta`` (inf where the factor fails)."""
@@ -504,7 +518,9 @@ def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDev
         Xy=c.Xy,
         yy=c.yy,
     )
-    return ProfiledDeviance(alone, [qs[term]], [levels[term]], objective.reml)
+    return ProfiledDeviance(
+        alone, [qs[term]], [levels[term]], objective.reml, log_weights=objective.log_weights
+    )
 
 
 def available_memory_bytes() -> int | None:

@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from estimators.mixed._categories import fixed_matrix
-from estimators.mixed._design import check_finite, offset_values, required_columns
+from estimators.mixed._design import (
+    check_finite,
+    offset_columns,
+    offset_values,
+    required_columns,
+)
 from estimators.mixed._formula import parse_formula
 
 VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
@@ -56,7 +61,7 @@ class FittedMixedModel:
         for term in self._design_terms:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
         for expr in self._parsed.offsets:
-            used |= required_columns(expr)
+            used |= offset_columns(expr)
         if getattr(self, "offset", None) is not None:
             used.add(self.offset)
         return used

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,14 @@ from estimators.mixed._design import (
     category_rows,
     check_finite,
     check_levels_below_rows,
-    cross_products,
+    design_matrices,
     effects_by_factor,
     factor_keys,
+    offset_columns,
     required_columns,
     resolve_response,
     warn_dropped,
+    weighted_cross_products,
 )
 from estimators.mixed._deviance import (
     ProfiledDeviance,
@@ -51,6 +53,41 @@ from estimators.mixed._update import (
 )
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
+
+
+def check_weights(weights: np.ndarray, name: str) -> np.ndarray:
+    """Prior weights after checking they are finite and positive; ``name`` says where
+    they come from in the error.
+
+    A weight of 0 is refused: lme4's criterion subtracts sum(log w), infinite then, and
+    a row of weight 0 carries no information; drop such rows instead.
+    """
+    bad = ~np.isfinite(weights)
+    if bad.any():
+        raise ValueError(f"{name} has {int(bad.sum())} missing or infinite value(s)")
+    if np.any(weights < 0):
+        raise ValueError(f"{name} has {int(np.sum(weights < 0))} negative value(s)")
+    if np.any(weights == 0):
+        raise ValueError(
+            f"{name} has {int(np.sum(weights == 0))} zero value(s); a row of weight 0 "
+            "carries no information (and lme4's criterion, which subtracts sum(log w), is "
+            "infinite): drop those rows"
+        )
+    return weights
+
+
+def sample_weights(sample_weight: Any, n_rows: int) -> np.ndarray:
+    """``fit``'s ``sample_weight`` as a checked float array of one weight per row."""
+    try:
+        weights = np.asarray(sample_weight, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight: expected numbers, one per row of X") from None
+    if weights.ndim != 1 or len(weights) != n_rows:
+        raise ValueError(
+            f"sample_weight: expected {n_rows} value(s), one per row of X, got shape "
+            f"{weights.shape}"
+        )
+    return check_weights(weights, "sample_weight")
 
 
 class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
@@ -96,7 +133,16 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         the sparse one where the groups of linked levels make it cheaper, else the
         iterative one; ``solver_`` and ``convergence_`` record the choice and why.
         A solver that would not fit in memory is refused before any work, naming one
-        that would.
+        that would. Every solver and ``update`` accept prior weights.
+    weights : str, optional
+        Column of X with prior (precision) weights, lme4's ``weights=``: row i has
+        residual variance ``sigma^2 / w_i``, as for a row that is the mean of ``w_i``
+        observations. The criterion is lme4's (it loses ``sum(log w)``). Weights must be
+        finite and positive; ``fit``'s ``sample_weight`` multiplies them.
+    offset : str, optional
+        Column of X added to the linear predictor with coefficient 1 (lme4's
+        ``offset=``), in fitting and in prediction; ``offset(expr)`` terms of the
+        formula's fixed part (``offset(log(exposure))``) add to it.
 
     Attributes
     ----------
@@ -167,17 +213,37 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         new_levels: str = "population",
         na_action: str = "raise",
         solver: str = "auto",
+        weights: str | None = None,
+        offset: str | None = None,
     ) -> None:
         self.formula = formula
         self.reml = reml
         self.new_levels = new_levels
         self.na_action = na_action
         self.solver = solver
+        self.weights = weights
+        self.offset = offset
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> MixedLM:
-        """Fit the model; ``y`` may be omitted when the formula names the response."""
-        parsed, design, dropped, objective, choice = self._prepare(X, y)
+    def fit(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> MixedLM:
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars)
+            Every column the formula uses (and the ``weights`` and ``offset`` columns).
+        y : array-like, optional
+            The response; by default the formula's response column of X.
+        sample_weight : array-like, optional
+            Prior weights per row, with the meaning of the ``weights`` parameter
+            (residual variance ``sigma^2 / w``); multiplied by the ``weights`` column
+            when both are given.
+
+        Returns
+        -------
+        self
+        """
+        parsed, design, dropped, objective, choice = self._prepare(X, y, sample_weight)
         qs = objective.qs
         lower = theta_lower_bounds(qs)
         start = theta_start(qs)
@@ -226,6 +292,66 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)
         return self
 
+    def deviance_function(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None
+    ) -> Callable[[Any], float]:
+        """The profiled criterion as a function of theta, as lme4's
+        ``lmer(..., devFunOnly = TRUE)`` gives it.
+
+        The model need not be fitted, and is not changed. The design and the
+        cross-products are built once here; each call of the returned function costs
+        one factorisation.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As for ``fit`` (the same weights, offsets and missing-value handling).
+
+        Returns
+        -------
+        callable
+            ``f(theta) -> float``: the REML criterion (``reml=True``) or the ML deviance
+            at ``theta``, lme4's value including prior weights; theta in the layout of
+            ``theta_`` for these data (terms ordered by number of levels, largest
+            first; each template's lower triangle column by column). Infinite where
+            the factorisation fails. It evaluates by the solver ``fit`` would choose
+            (``solver``), the exact one for all but very large data.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> rng = np.random.default_rng(1)
+        >>> g = np.repeat(np.arange(10), 5)
+        >>> data = pd.DataFrame({"g": g, "y": rng.normal(size=10)[g] + rng.normal(size=50)})
+        >>> devfun = MixedLM("y ~ 1 + (1 | g)").deviance_function(data)
+        >>> model = MixedLM("y ~ 1 + (1 | g)").fit(data)
+        >>> bool(np.isclose(devfun(model.theta_), model.objective_))
+        True
+        """
+        _, design, _, objective, choice = self._prepare(X, y, sample_weight)
+        n_theta = sum(term.n_theta for term in design.terms)
+        groups = [term.spec.group for term in design.terms]
+        if choice.solver == "sparse":
+            evaluate: Callable[[np.ndarray], float] = SparseDeviance(objective)
+        elif choice.solver == "iterative":
+            iterative = IterativeDeviance(objective)
+
+            def evaluate(theta: np.ndarray) -> float:
+                return iterative.criterion(iterative.evaluate(theta))
+        else:
+            evaluate = objective
+
+        def deviance(theta: Any) -> float:
+            theta = np.asarray(theta, dtype=float)
+            if theta.shape != (n_theta,):
+                raise ValueError(
+                    f"theta: expected {n_theta} value(s) for the terms {groups}, got shape "
+                    f"{theta.shape}"
+                )
+            return float(evaluate(theta))
+
+        return deviance
+
     def _fit_at_theta(self, X: Any, y: Any = None, *, theta: Any) -> MixedLM:
         """Fit with theta held at a given value instead of optimised over.
 
@@ -266,7 +392,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)
         return self
 
-    def _prepare(self, X: Any, y: Any):
+    def _prepare(self, X: Any, y: Any, sample_weight: Any = None):
         """Check the inputs and build the design and the objective (steps 1 and 2)."""
         check_policy(self.new_levels)
         if self.na_action not in ("raise", "drop"):
@@ -275,30 +401,38 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         frame = validated_frame(self, X, reset=True)
         name = "y" if y is not None else f"response column {parsed.response!r}"
         y = resolve_response(parsed, frame, y)
+        if sample_weight is not None:
+            sample_weight = sample_weights(sample_weight, len(frame))
         if self.na_action == "drop":
-            frame, y = self._drop_missing(parsed, frame, y)
+            frame, y, kept = self._drop_missing(parsed, frame, y)
+            if sample_weight is not None:
+                sample_weight = sample_weight[kept]
         target = as_target(y, len(frame))
+        weights = self._prior_weights(frame, sample_weight)
+        offset = self._offset_vector(frame)
         if len(target) and np.ptp(target) == 0:
             # Every criterion is -inf (no residual at all); lmer "converges" to sigma = 0.
             raise ValueError(
                 f"{name} is constant (every value {target[0]:g}): there is no variation for "
                 "the random effects and the residual to explain"
             )
-        design, dropped = build_design(parsed, frame, target)
+        # An offset enters with coefficient 1: fit the response minus it.
+        design, dropped = build_design(parsed, frame, target - offset)
         check_levels_below_rows(design)
         warn_dropped(dropped, stacklevel=3)
         objective = ProfiledDeviance(
-            cross_products(design),
+            weighted_cross_products(design_matrices(design), design.y, weights),
             qs=[term.q for term in design.terms],
             levels=[len(term.levels) for term in design.terms],
             reml=bool(self.reml),
+            log_weights=0.0 if weights is None else float(np.sum(np.log(weights))),
         )
         names = [term.spec.group for term in design.terms]
         choice = choose_solver(self.solver, objective, names, "MixedLM")
         return parsed, design, dropped, objective, choice
 
     # -- new rows --------------------------------------------------------------------
-    def update(self, X_new: Any, y_new: Any = None) -> MixedLM:
+    def update(self, X_new: Any, y_new: Any = None, *, sample_weight: Any = None) -> MixedLM:
         """Add new rows to the fit, with the variance parameters held at their values.
 
         The fixed effects, sigma (profiled at the fitted theta, by REML or ML as
@@ -321,6 +455,10 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             encoded as in fitting; a categorical level not seen in fitting is an error.
         y_new : array-like, optional
             Their outcomes; by default the formula's response column of ``X_new``.
+        sample_weight : array-like, optional
+            Prior weights of the new rows, as in ``fit`` (times the ``weights`` column,
+            which ``X_new`` must hold if the model has one). Offsets are read from
+            ``X_new`` as in ``fit``.
 
         Returns
         -------
@@ -344,12 +482,17 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                 f"update: column(s) {missing} not found in X_new; X_new has {list(frame.columns)}"
             )
         y = resolve_response(parsed, frame, y_new)
+        if sample_weight is not None:
+            sample_weight = sample_weights(sample_weight, len(frame))
         if self.na_action == "drop":
-            frame, y = self._drop_missing(parsed, frame, y)
+            frame, y, kept = self._drop_missing(parsed, frame, y)
             if len(frame) == 0:
                 raise ValueError("update: no rows left after dropping missing values")
-        target = as_target(y, len(frame))
+            if sample_weight is not None:
+                sample_weight = sample_weight[kept]
         check_finite(frame, sorted(used))
+        weights = self._prior_weights(frame, sample_weight)
+        target = as_target(y, len(frame)) - self._offset_vector(frame)
         old_terms = self._design_terms
         terms = extended_terms(old_terms, frame)
         rows = NewRows(
@@ -357,6 +500,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             y=target,
             codes=[term.codes(factor_keys(frame, term.spec.group_cols)) for term in terms],
             values=[encoded(term.model_spec, frame, "update") for term in terms],
+            weights=weights,
         )
         order = largest_first(terms, self._formula_index)
         cross = grown_cross_products(self._objective.cross, old_terms, terms, order, rows)
@@ -368,6 +512,8 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             qs=[term.q for term in terms],
             levels=[len(term.levels) for term in terms],
             reml=self._objective.reml,
+            log_weights=self._objective.log_weights
+            + (0.0 if weights is None else float(np.sum(np.log(weights)))),
         )
         # One evaluation at the fitted theta: the exact solver wherever it is cheap.
         solver = solver_at_theta(self.solver, objective, fitted=self.solver_)
@@ -387,20 +533,25 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         )
         return self
 
-    def partial_fit(self, X: Any, y: Any = None) -> MixedLM:
+    def partial_fit(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> MixedLM:
         """The same operation as ``update``, under scikit-learn's name for it.
 
         On a model not fitted yet, this fits it (theta is estimated from the first
-        batch); afterwards every call is ``update(X, y)``.
+        batch); afterwards every call is ``update(X, y, sample_weight=sample_weight)``.
         """
         if not hasattr(self, "coef_"):
-            return self.fit(X, y)
-        return self.update(X, y)
+            return self.fit(X, y, sample_weight=sample_weight)
+        return self.update(X, y, sample_weight=sample_weight)
 
     def _drop_missing(self, parsed, frame: pd.DataFrame, y: Any):
+        """The rows without missing or infinite values in a used column or the response:
+        the frame, the response and the boolean mask of the rows kept."""
         used = set(required_columns(parsed.fixed))
         for term in parsed.random:
             used |= required_columns(term.expr) | set(term.group_cols)
+        for expr in parsed.offsets:
+            used |= offset_columns(expr)
+        used |= {column for column in (self.weights, self.offset) if column is not None}
         used = [c for c in frame.columns if c in used]
         target = pd.Series(np.asarray(y, dtype=float), index=frame.index)
         bad = ~np.isfinite(target.to_numpy())
@@ -416,7 +567,25 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        return frame.loc[~bad], target.to_numpy()[~bad]
+        return frame.loc[~bad], target.to_numpy()[~bad], ~bad
+
+    def _prior_weights(self, frame: pd.DataFrame, sample_weight: np.ndarray | None):
+        """The prior weights of the rows: the ``weights`` column times ``sample_weight``,
+        None when neither is given (the unweighted cross-products)."""
+        weights = sample_weight
+        if self.weights is not None:
+            if self.weights not in frame.columns:
+                raise ValueError(f"weights: column {self.weights!r} not found in X")
+            values = frame[self.weights]
+            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                raise ValueError(
+                    f"weights: column {self.weights!r} is not numeric ({values.dtype})"
+                )
+            column = check_weights(
+                values.to_numpy(dtype=float, na_value=np.nan), f"weights: column {self.weights!r}"
+            )
+            weights = column if weights is None else weights * column
+        return weights
 
     def _set_fitted(
         self,
@@ -511,7 +680,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         return_std : bool
             Also return the predictive standard deviation: fixed-effects uncertainty,
             conditional variance of the included random effects and the residual
-            variance (for an unseen level, the term's full variance).
+            variance (for an unseen level, the term's full variance). With prior
+            weights, the residual variance of a row is ``sigma^2 / w``, w read from the
+            ``weights`` column when X has it, else 1 (one observation).
 
         Returns
         -------
@@ -522,9 +693,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=False)
         fixed = self._fixed_matrix(frame)
-        prediction = fixed @ self.coef_.to_numpy()
+        prediction = fixed @ self.coef_.to_numpy() + self._offset_vector(frame)
         variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)
-        variance += self.sigma_**2
+        variance += self._residual_variance(frame)
         selected = self._included_factors(include_random)
         templates = self._objective.templates(self.theta_)
         for term, T, b, cov in zip(
@@ -553,6 +724,16 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         if return_std:
             return prediction, np.sqrt(variance)
         return prediction
+
+    def _residual_variance(self, frame: pd.DataFrame) -> np.ndarray | float:
+        """sigma^2 / w per row: w from the ``weights`` column if X has it, else 1."""
+        if self.weights is None or self.weights not in frame.columns:
+            return self.sigma_**2
+        weights = check_weights(
+            frame[self.weights].to_numpy(dtype=float, na_value=np.nan),
+            f"weights: column {self.weights!r}",
+        )
+        return self.sigma_**2 / weights
 
     # -- inference -------------------------------------------------------------------
     def confint(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:

@@ -79,12 +79,14 @@ def largest_first(terms: list[RandomTerm], formula_index: list[int]) -> list[int
 
 @dataclass
 class NewRows:
-    """The new rows in the fitted encoding: fixed effects, and per term codes and values."""
+    """The new rows in the fitted encoding: fixed effects, and per term codes and values;
+    ``weights``, their prior weights (None for unit weights)."""
 
     X: np.ndarray
     y: np.ndarray
     codes: list[np.ndarray]
     values: list[np.ndarray]
+    weights: np.ndarray | None = None
 
 
 def grown_cross_products(
@@ -139,7 +141,10 @@ def grown_cross_products(
         [term_matrix(rows.codes[k], rows.values[k], len(new_terms[k].levels)) for k in order],
         format="csr",
     )
-    ZZ_new = sp.tril((Z_new.T @ Z_new).tocoo())
+    # Each new row's weight multiplies its contribution to every cross-product.
+    w = np.ones(len(rows.y)) if rows.weights is None else rows.weights
+    WZ_new, WX, Wy = sp.diags(w) @ Z_new, rows.X * w[:, None], rows.y * w
+    ZZ_new = sp.tril((Z_new.T @ WZ_new).tocoo())
     row_parts = [
         moved[first_rows],
         moved[size1 + ZrZ1.row],
@@ -165,10 +170,10 @@ def grown_cross_products(
 
     ZX = np.zeros((total, cross.p))
     ZX[moved] = np.vstack([cross.Z1X, cross.ZrX])
-    ZX += np.asarray(Z_new.T @ rows.X)
+    ZX += np.asarray(Z_new.T @ WX)
     Zy = np.zeros(total)
     Zy[moved] = np.concatenate([cross.Z1y, cross.Zry])
-    Zy += np.asarray(Z_new.T @ rows.y)
+    Zy += np.asarray(Z_new.T @ Wy)
 
     first = new_terms[order[0]]
     q1_new, levels1 = first.q, len(first.levels)
@@ -190,7 +195,7 @@ def grown_cross_products(
         ZrZr=rest,
         ZrX=ZX[a:],
         Zry=Zy[a:],
-        XX=cross.XX + rows.X.T @ rows.X,
-        Xy=cross.Xy + rows.X.T @ rows.y,
-        yy=cross.yy + float(np.einsum("i,i->", rows.y, rows.y)),
+        XX=cross.XX + rows.X.T @ WX,
+        Xy=cross.Xy + rows.X.T @ Wy,
+        yy=cross.yy + float(np.einsum("i,i->", rows.y, Wy)),
     )
