@@ -352,7 +352,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
 
         return deviance
 
-    def _fit_at_theta(self, X: Any, y: Any = None, *, theta: Any) -> MixedLM:
+    def _fit_at_theta(
+        self, X: Any, y: Any = None, *, theta: Any, sample_weight: Any = None
+    ) -> MixedLM:
         """Fit with theta held at a given value instead of optimised over.
 
         Everything else (fixed effects, sigma profiled at ``theta``, conditional modes
@@ -362,7 +364,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X, y
+        X, y, sample_weight
             As for ``fit``.
         theta : array-like
             Relative covariance parameters in the layout of ``theta_`` for these data
@@ -372,7 +374,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         -------
         self
         """
-        parsed, design, dropped, objective, choice = self._prepare(X, y)
+        parsed, design, dropped, objective, choice = self._prepare(X, y, sample_weight)
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (sum(term.n_theta for term in design.terms),):
             raise ValueError(
