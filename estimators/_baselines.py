@@ -20,6 +20,7 @@ from estimators._columns import (
     default_features,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 
 
@@ -55,20 +56,27 @@ class GroupMean(RegressorMixin, BaseEstimator):
         self.group_col = group_col
         self.new_levels = new_levels
 
-    def fit(self, X: Any, y: Any) -> GroupMean:
-        """Compute the per-unit means; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> GroupMean:
+        """Compute the per-unit means; returns self.
+
+        With ``sample_weight`` (one non-negative weight per row) the means are weighted
+        means; rows of weight 0 are left out (a unit seen only in them is unseen).
+        """
         check_policy(self.new_levels)
         if self.group_col is None:
             raise ValueError("group_col: GroupMean needs the name of a grouping column")
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
+        weight = np.ones(len(frame)) if weight is None else weight
         (name,) = check_columns(frame, [self.group_col], "group_col")
         self.levels_ = LevelCodes(frame[name], name)
         codes = self.levels_.encode(frame[name])
         counts = np.bincount(codes, minlength=len(self.levels_))
-        sums = np.bincount(codes, weights=target, minlength=len(self.levels_))
-        self.overall_mean_ = float(target.mean())
-        self.group_means_ = pd.Series(sums / counts, index=self.levels_.levels, name=name)
+        totals = np.bincount(codes, weights=weight, minlength=len(self.levels_))
+        sums = np.bincount(codes, weights=weight * target, minlength=len(self.levels_))
+        self.overall_mean_ = float(np.average(target, weights=weight))
+        self.group_means_ = pd.Series(sums / totals, index=self.levels_.levels, name=name)
         self.group_counts_ = pd.Series(counts, index=self.levels_.levels, name=name)
         return self
 
@@ -82,33 +90,9 @@ class GroupMean(RegressorMixin, BaseEstimator):
         return np.where(codes >= 0, means[np.maximum(codes, 0)], self.overall_mean_)
 
 
-class HistGBM(RegressorMixin, BaseEstimator):
-    """scikit-learn's histogram gradient boosting on features and group columns.
-
-    Group columns are integer-coded from the training levels. A factor with at most
-    ``max_bins`` levels is a native categorical feature; one with more levels (users,
-    typically) enters as its integer code, an ordering with no meaning that trees can
-    only exploit by isolating ranges of units. Which encoding each factor got is
-    stored in ``group_encoding_``. Levels unseen in training are coded as missing.
-
-    Parameters
-    ----------
-    feature_cols : sequence of str or int, optional
-        Covariate columns; by default every column not in ``group_cols``.
-    group_cols : sequence of str or int
-        Grouping-factor columns.
-    learning_rate, max_iter, max_leaf_nodes, min_samples_leaf, l2_regularization,
-    max_bins, early_stopping, random_state
-        Passed to :class:`sklearn.ensemble.HistGradientBoostingRegressor`.
-
-    Attributes
-    ----------
-    model_ : HistGradientBoostingRegressor
-        The fitted booster.
-    group_encoding_ : dict
-        Per group column, ``"categorical"`` or ``"ordinal"``.
-    feature_cols_ : list
-    """
+class HistGBMBase(BaseEstimator):
+    """What the histogram boosters share: parameters, the coding of the group columns,
+    fitting; subclasses name the booster (``_booster``) and the outcome (``_target``)."""
 
     def __init__(
         self,
@@ -137,6 +121,7 @@ class HistGBM(RegressorMixin, BaseEstimator):
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
+        # Unseen and missing levels are both coded -1, then NaN: the booster routes them.
         codes = [levels.encode(frame[name]).astype(float) for name, levels in self.levels_.items()]
         matrix = np.column_stack([features, *codes]) if codes else features
         matrix[:, features.shape[1] :][matrix[:, features.shape[1] :] < 0] = np.nan
@@ -154,18 +139,32 @@ class HistGBM(RegressorMixin, BaseEstimator):
             "random_state": self.random_state,
         }
 
-    def _booster(self, categorical: np.ndarray | None) -> HistGradientBoostingRegressor:
-        return HistGradientBoostingRegressor(
-            **self._booster_params(), categorical_features=categorical
-        )
+    def __sklearn_tags__(self) -> Any:
+        return allow_missing_features(super().__sklearn_tags__())
 
-    def fit(self, X: Any, y: Any) -> HistGBM:
-        """Fit the booster; returns self."""
+    def _target(self, y: Any, n_rows: int) -> np.ndarray:
+        """The outcome the booster fits (a finite number per row here)."""
+        return as_target(y, n_rows)
+
+    def _predict_frame(self, X: Any) -> pd.DataFrame:
+        frame = validated_frame(self, X, reset=False)
+        check_columns(frame, list(self.levels_), "group_cols")
+        return frame
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HistGBMBase:
+        """Fit the booster; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) goes to the
+        booster; rows of weight 0 are left out before the levels are coded.
+        """
         frame = validated_frame(self, X, reset=True)
-        target = as_target(y, len(frame))
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
+        target = self._target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
-        self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
+        self.levels_ = {
+            name: LevelCodes(frame[name], name, allow_missing=True) for name in group_cols
+        }
         self.group_encoding_ = {
             name: "categorical" if len(levels) <= self.max_bins else "ordinal"
             for name, levels in self.levels_.items()
@@ -175,16 +174,45 @@ class HistGBM(RegressorMixin, BaseEstimator):
         ]
         mask = np.array(categorical, dtype=bool) if any(categorical) else None
         self.model_ = self._booster(mask)
-        self.model_.fit(self._matrix(frame), target)
+        self.model_.fit(self._matrix(frame), target, sample_weight=weight)
         self.n_iter_ = self.model_.n_iter_
         return self
 
-    def __sklearn_tags__(self) -> Any:
-        return allow_missing_features(super().__sklearn_tags__())
+
+class HistGBM(RegressorMixin, HistGBMBase):
+    """scikit-learn's histogram gradient boosting on features and group columns.
+
+    Group columns are integer-coded from the training levels. A factor with at most
+    ``max_bins`` levels is a native categorical feature; one with more levels (users,
+    typically) enters as its integer code, an ordering with no meaning that trees can
+    only exploit by isolating ranges of units. Which encoding each factor got is
+    stored in ``group_encoding_``. Levels unseen in training are coded as missing.
+
+    Parameters
+    ----------
+    feature_cols : sequence of str or int, optional
+        Covariate columns; by default every column not in ``group_cols``.
+    group_cols : sequence of str or int
+        Grouping-factor columns.
+    learning_rate, max_iter, max_leaf_nodes, min_samples_leaf, l2_regularization,
+    max_bins, early_stopping, random_state
+        Passed to :class:`sklearn.ensemble.HistGradientBoostingRegressor`.
+
+    Attributes
+    ----------
+    model_ : HistGradientBoostingRegressor
+        The fitted booster.
+    group_encoding_ : dict
+        Per group column, ``"categorical"`` or ``"ordinal"``.
+    feature_cols_ : list
+    """
+
+    def _booster(self, categorical: np.ndarray | None) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            **self._booster_params(), categorical_features=categorical
+        )
 
     def predict(self, X: Any) -> np.ndarray:
         """Boosted prediction for each row of ``X``."""
         check_is_fitted(self, "model_")
-        frame = validated_frame(self, X, reset=False)
-        check_columns(frame, list(self.levels_), "group_cols")
-        return self.model_.predict(self._matrix(frame))
+        return self.model_.predict(self._matrix(self._predict_frame(X)))

@@ -102,6 +102,112 @@ def as_target(y: Any, n_rows: int) -> np.ndarray:
     return values
 
 
+def as_weights(sample_weight: Any, n_rows: int) -> np.ndarray | None:
+    """``sample_weight`` as a float vector of ``n_rows`` finite, non-negative weights with
+    a positive total, or None when no weights are given; errors name ``sample_weight``."""
+    if sample_weight is None:
+        return None
+    if type(sample_weight).__module__.startswith("polars"):
+        sample_weight = sample_weight.to_numpy()
+    if np.isscalar(sample_weight):
+        sample_weight = np.full(n_rows, sample_weight)
+    try:
+        weight = np.asarray(sample_weight, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"sample_weight: expected numbers ({error})") from None
+    if weight.ndim != 1:
+        raise ValueError(
+            f"sample_weight: expected one weight per row (shape ({n_rows},)), "
+            f"got shape {weight.shape}"
+        )
+    if weight.shape[0] != n_rows:
+        raise ValueError(
+            f"sample_weight: has {weight.shape[0]} values but X has {n_rows} rows "
+            f"(expected shape ({n_rows},))"
+        )
+    if not np.all(np.isfinite(weight)):
+        raise ValueError(
+            f"sample_weight: {int(np.sum(~np.isfinite(weight)))} missing or infinite value(s)"
+        )
+    if (weight < 0).any():
+        raise ValueError(f"sample_weight: {int(np.sum(weight < 0))} negative value(s)")
+    if not (weight > 0).any():
+        raise ValueError("sample_weight: every weight is 0; at least one must be positive")
+    return weight
+
+
+def weighted_rows(
+    frame: pd.DataFrame, y: Any, sample_weight: Any
+) -> tuple[pd.DataFrame, Any, np.ndarray | None]:
+    """``frame``, ``y`` and the validated weights, without the rows of weight 0.
+
+    A row of weight 0 is left out before anything is learnt from it, as R's ``lm``
+    and ``glm`` drop zero-weight cases: its group levels count as unseen, so a fit with
+    such rows is the fit to the other rows alone. ``y`` is returned as an array (rows
+    matched by position), unchanged when there are no weights.
+    """
+    weight = as_weights(sample_weight, len(frame))
+    if weight is None or (weight > 0).all():
+        return frame, y, weight
+    if y is not None and type(y).__module__.startswith("polars"):
+        y = y.to_numpy()
+    kept = np.flatnonzero(weight > 0)
+    outcome = None if y is None else np.asarray(y)
+    if outcome is not None and outcome.shape[:1] == (len(frame),):
+        outcome = outcome[kept]
+    return frame.iloc[kept], outcome, weight[kept]
+
+
+def class_labels(y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The classes of a binary outcome (sorted) and the outcome as 0/1 floats, 1 for the
+    second class (``classes_[1]``, the outcome 1 of 0/1 data).
+
+    Raises
+    ------
+    ValueError
+        Naming y, for missing values, a wrong length, one class only, or more than two.
+    """
+    if y is None:
+        raise ValueError("y: this estimator requires y to be passed, but the target y is None")
+    if type(y).__module__.startswith("polars"):
+        y = y.to_numpy()
+    values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; "
+            "it is read as one outcome per row",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"y: expected one outcome per row, got shape {values.shape}")
+    if values.shape[0] != n_rows:
+        raise ValueError(f"y: has {values.shape[0]} values but X has {n_rows} rows")
+    missing = pd.isna(values) if values.dtype.kind in "OfcUS" else np.zeros(n_rows, bool)
+    if values.dtype.kind in "fc":
+        missing = missing | ~np.isfinite(values)
+    if missing.any():
+        raise ValueError(f"y: {int(missing.sum())} missing or infinite value(s)")
+    if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+        raise ValueError(
+            "y: a binary outcome takes two values (0 and 1, say); got non-integer numbers "
+            "(Unknown label type: continuous)"
+        )
+    classes, target = np.unique(values, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(
+            f"y: only one class ({classes[0]!r}) is present in the training rows; a "
+            "classifier needs both outcomes"
+        )
+    if classes.size > 2:
+        raise ValueError(
+            f"y: a binary outcome takes two values, got {classes.size} classes "
+            f"({list(classes[:5])}...); this model is not a multiclass classifier"
+        )
+    return classes, target.astype(float)
+
+
 def check_columns(frame: pd.DataFrame, columns: Sequence[Hashable], role: str) -> list[Hashable]:
     """Check that every column named for ``role`` is in ``frame``; return them as a list."""
     if isinstance(columns, str | int):
@@ -180,6 +286,10 @@ class LevelCodes:
         The training column.
     name : hashable
         The column's name, used in error messages.
+    allow_missing : bool
+        Whether a missing value (None, NaN) is allowed: it is then no level, and
+        ``encode`` codes it -1 whatever the policy (trees route it as missing).
+        Otherwise a missing value is an error naming the column.
 
     Attributes
     ----------
@@ -187,9 +297,12 @@ class LevelCodes:
         The distinct training levels, sorted; a level's code is its position.
     """
 
-    def __init__(self, values: Any, name: Hashable) -> None:
+    def __init__(self, values: Any, name: Hashable, allow_missing: bool = False) -> None:
         column = pd.Series(values)
-        if column.isna().any():
+        self.allow_missing = allow_missing
+        if allow_missing:
+            column = column[column.notna()]
+        elif column.isna().any():
             raise ValueError(
                 f"group column {name!r} has {int(column.isna().sum())} missing value(s)"
             )
@@ -216,8 +329,11 @@ class LevelCodes:
             When ``new_levels="error"`` and some level was not seen in training.
         """
         codes = self.levels.get_indexer(matched_ids(pd.Series(values), self.levels))
-        if new_levels == "error" and (codes < 0).any():
-            raise unseen_levels_error(self.name, pd.Series(values)[codes < 0])
+        unseen = codes < 0
+        if getattr(self, "allow_missing", False):
+            unseen &= pd.notna(pd.Series(values)).to_numpy()
+        if new_levels == "error" and unseen.any():
+            raise unseen_levels_error(self.name, pd.Series(values)[unseen])
         return codes
 
 

@@ -1,9 +1,11 @@
 """Binary-outcome counterparts: logistic fixed effects, logistic ridge and lasso, boosted
 classifier.
 
-Each predicts the probability of the outcome 1 (the mean of a binary outcome, as R's
-``predict(fit, type = "response")``), so the harness scores them like any other model;
-``predict_proba`` gives both class probabilities.
+Each is a scikit-learn classifier: ``predict`` gives class labels, ``predict_proba`` the
+probabilities of ``classes_`` (its second column the probability of the outcome 1, R's
+``predict(fit, type = "response")``, which the harness scores), ``score`` the accuracy,
+and ``cross_val_score`` stratifies its folds by outcome. Each takes ``sample_weight`` in
+``fit``: a row of weight w counts as w rows in the likelihood (glm's prior weights).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import sklearn
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -24,16 +26,17 @@ from sklearn.utils.fixes import parse_version
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from estimators._baselines import HistGBM
+from estimators._baselines import HistGBMBase
 from estimators._columns import (
     LevelCodes,
-    as_target,
     check_columns,
     check_policy,
+    class_labels,
     default_features,
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 from estimators._tuning import (
     CV_RULES,
@@ -46,16 +49,6 @@ from estimators._tuning import (
     merge_rows,
     weighted_spread,
 )
-
-
-def binary_target(y: Any, n_rows: int) -> np.ndarray:
-    """The outcome as 0/1 floats; anything else is an error naming y."""
-    target = as_target(y, n_rows)
-    if not np.isin(target, (0.0, 1.0)).all():
-        raise ValueError("y: a binary outcome must be 0 or 1 in every row")
-    if np.unique(target).size < 2:
-        raise ValueError("y: both outcomes (0 and 1) must occur in the training rows")
-    return target
 
 
 def one_hot(
@@ -87,11 +80,15 @@ class _GLMOnGroups(BaseEstimator):
     def _target(self, y: Any, n_rows: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _design(self, frame: pd.DataFrame, fitting: bool) -> sp.csr_matrix:
+    def _design(
+        self, frame: pd.DataFrame, fitting: bool, weight: np.ndarray | None = None
+    ) -> sp.csr_matrix:
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         if fitting:
-            self.feature_mean_ = features.mean(axis=0)
-            scale = features.std(axis=0)
+            # Weighted moments, so that a weight of 2 standardises as a duplicated row.
+            self.feature_mean_ = np.average(features, axis=0, weights=weight)
+            variance = np.average((features - self.feature_mean_) ** 2, axis=0, weights=weight)
+            scale = np.sqrt(variance)
             self.feature_scale_ = np.where(scale > 0, scale, 1.0)
         standardized = (features - self.feature_mean_) / self.feature_scale_
         return sp.hstack(
@@ -99,14 +96,20 @@ class _GLMOnGroups(BaseEstimator):
             format="csr",
         )
 
-    def _prepare(self, X: Any, y: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _prepare(
+        self, X: Any, y: Any, sample_weight: Any = None
+    ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        """The design, the outcome and the row weights (ones without ``sample_weight``);
+        rows of weight 0 are left out."""
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = self._target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
         self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
-        return self._design(frame, fitting=True), target
+        design = self._design(frame, fitting=True, weight=weight)
+        return design, target, np.ones(len(frame)) if weight is None else weight
 
     def _store(
         self,
@@ -140,22 +143,38 @@ class _GLMOnGroups(BaseEstimator):
         self.intercept_ = intercept
 
 
-class _LogisticOnGroups(RegressorMixin, _GLMOnGroups):
-    """Logistic regression on features plus one indicator per group level."""
+def binary_tags(tags: Any) -> Any:
+    """scikit-learn tags of a binary classifier: two classes only, so that scikit-learn's
+    checks do not ask it to fit three or more."""
+    tags.classifier_tags.multi_class = False
+    return tags
+
+
+class _LogisticOnGroups(ClassifierMixin, _GLMOnGroups):
+    """Logistic regression on features plus one indicator per group level: a binary
+    classifier whose second class (``classes_[1]``) is the modelled outcome."""
 
     def _target(self, y: Any, n_rows: int) -> np.ndarray:
-        return binary_target(y, n_rows)
+        self.classes_, target = class_labels(y, n_rows)
+        return target
+
+    def __sklearn_tags__(self) -> Any:
+        return binary_tags(super().__sklearn_tags__())
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The log-odds of the second class, per row."""
+        check_is_fitted(self, "model_")
+        return linear_predictor(self, X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities of 0 and 1 per row, shape (n, 2)."""
-        check_is_fitted(self, "model_")
-        logit = linear_predictor(self, X)
-        probability = 1.0 / (1.0 + np.exp(-logit))
+        """Probabilities of ``classes_`` per row, shape (n, 2)."""
+        probability = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1.0 - probability, probability])
 
     def predict(self, X: Any) -> np.ndarray:
-        """Probability that the outcome is 1."""
-        return self.predict_proba(X)[:, 1]
+        """The more probable class of each row (the second on a tie)."""
+        check_is_fitted(self, "model_")
+        return self.classes_[(self.decision_function(X) >= 0).astype(int)]
 
 
 class LogisticFixedEffects(_LogisticOnGroups):
@@ -200,11 +219,15 @@ class LogisticFixedEffects(_LogisticOnGroups):
         self.new_levels = new_levels
         self.max_iter = max_iter
 
-    def fit(self, X: Any, y: Any) -> LogisticFixedEffects:
-        """Fit by maximum likelihood; returns self."""
-        design, target = self._prepare(X, y)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LogisticFixedEffects:
+        """Fit by maximum likelihood; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) weights each row's
+        log-likelihood, as glm's prior weights; rows of weight 0 are left out.
+        """
+        design, target, weight = self._prepare(X, y, sample_weight)
         model = LogisticRegression(C=np.inf, tol=1e-8, max_iter=self.max_iter)
-        self._store(model.fit(design, target))
+        self._store(model.fit(design, target, sample_weight=weight))
         return self
 
 
@@ -256,7 +279,7 @@ class _PenalisedLogistic(_LogisticOnGroups):
         marked[: len(self.feature_cols_)] = True
         return marked
 
-    def _column_scale(self, design: sp.csr_matrix) -> np.ndarray:
+    def _column_scale(self, design: sp.csr_matrix, weight: np.ndarray) -> np.ndarray:
         """What each design column is divided by before penalising: 1 for the features
         (already standardised); for a level's indicator, 1, or with ``standardize_groups``
         its standard deviation over the rows, sqrt(f (1 - f)) for a level on a share f
@@ -264,17 +287,23 @@ class _PenalisedLogistic(_LogisticOnGroups):
         scale = np.ones(design.shape[1])
         if self.standardize_groups:
             k = len(self.feature_cols_)
-            spread = weighted_spread(design[:, k:], np.ones(design.shape[0]))
+            spread = weighted_spread(design[:, k:], weight)
             scale[k:] = np.where(spread > 0, spread, 1.0)
         return scale
 
-    def fit(self, X: Any, y: Any) -> _PenalisedLogistic:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _PenalisedLogistic:
         """Choose the penalty by inner cross-validation and refit on every row; returns
-        self."""
-        design, target = self._prepare(X, y)
+        self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) makes a row count
+        as that many rows: in the likelihood, the standardisation, the folds' shares and
+        glmnet's ``n`` in ``penalty_ = 1 / (n C_)`` (the total weight); rows of weight 0
+        are left out.
+        """
+        design, target, weight = self._prepare(X, y, sample_weight)
         self._check_tuning()
-        scale = self._column_scale(design)
-        rows = merge_rows(design @ sp.diags(1 / scale), target)
+        scale = self._column_scale(design, weight)
+        rows = merge_rows(design @ sp.diags(1 / scale), target, weight)
         # scipy's L-BFGS-B makes many small BLAS calls, which a multithreaded OpenBLAS
         # slows several times over (see estimators._poisson.one_blas_thread).
         with threadpool_limits(limits=1, user_api="blas"):
@@ -374,8 +403,8 @@ class LogisticRidge(_PenalisedLogistic):
     >>> from simulators import simulate
     >>> data = simulate("ctr_experiment", seed=1, n_users=100)
     >>> model = LogisticRidge(feature_cols=["display"], group_cols=["user"], Cs=8, random_state=0)
-    >>> model.fit(data.X, data.y).predict(data.X.iloc[:3]).shape
-    (3,)
+    >>> model.fit(data.X, data.y).predict_proba(data.X.iloc[:3]).shape
+    (3, 2)
     """
 
     def __init__(
@@ -553,8 +582,8 @@ class LassoOneHot(_PenalisedLogistic):
     >>> from simulators import simulate
     >>> data = simulate("ctr_experiment", seed=1, n_users=100)
     >>> model = LassoOneHot(feature_cols=["display"], group_cols=["user"], Cs=8, random_state=0)
-    >>> model.fit(data.X, data.y).predict(data.X.iloc[:3]).shape
-    (3,)
+    >>> model.fit(data.X, data.y).predict_proba(data.X.iloc[:3]).shape
+    (3, 2)
     """
 
     def __init__(
@@ -604,35 +633,46 @@ class LassoOneHot(_PenalisedLogistic):
         model = l1_logistic(C, self.random_state, self.intercept_scaling)
         return model.fit(design[keep], target[keep], sample_weight=weight[keep])
 
-    def fit(self, X: Any, y: Any) -> LassoOneHot:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LassoOneHot:
         """Choose the penalty by inner cross-validation and refit on every row; returns
-        self."""
-        super().fit(X, y)
+        self. ``sample_weight`` as :meth:`LogisticRidge.fit`."""
+        super().fit(X, y, sample_weight)
         self.n_nonzero_ = int(np.count_nonzero(self.model_.coef_))
         return self
 
 
-class HistGBMClassifier(HistGBM):
+class HistGBMClassifier(ClassifierMixin, HistGBMBase):
     """scikit-learn's histogram gradient boosting classifier on features and group codes,
-    encoded as :class:`HistGBM` does; ``predict`` gives the probability of 1."""
+    encoded as :class:`~estimators.HistGBM` does; a binary classifier (``predict`` gives
+    labels, ``predict_proba`` the probabilities of ``classes_``).
+
+    Parameters and attributes are those of :class:`~estimators.HistGBM`, plus
+    ``classes_``, the two outcomes seen in training, sorted.
+    """
 
     def _booster(self, categorical: np.ndarray | None) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(
             **self._booster_params(), categorical_features=categorical
         )
 
-    def fit(self, X: Any, y: Any) -> HistGBMClassifier:
-        """Fit the booster; returns self."""
-        frame = validated_frame(self, X, reset=True)
-        return super().fit(frame, binary_target(y, len(frame)))
+    def __sklearn_tags__(self) -> Any:
+        return binary_tags(super().__sklearn_tags__())
+
+    def _target(self, y: Any, n_rows: int) -> np.ndarray:
+        self.classes_, target = class_labels(y, n_rows)
+        return target
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities of 0 and 1 per row, shape (n, 2)."""
+        """Probabilities of ``classes_`` per row, shape (n, 2)."""
         check_is_fitted(self, "model_")
-        frame = validated_frame(self, X, reset=False)
-        check_columns(frame, list(self.levels_), "group_cols")
-        return self.model_.predict_proba(self._matrix(frame))
+        return self.model_.predict_proba(self._matrix(self._predict_frame(X)))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The booster's log-odds of the second class, per row."""
+        check_is_fitted(self, "model_")
+        return self.model_.decision_function(self._matrix(self._predict_frame(X)))
 
     def predict(self, X: Any) -> np.ndarray:
-        """Probability that the outcome is 1."""
-        return self.predict_proba(X)[:, 1]
+        """The more probable class of each row."""
+        check_is_fitted(self, "model_")
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]

@@ -2,7 +2,10 @@
 
 Both report R ``lm``-style inference for their coefficients: standard errors from
 ``sigma^2 (X'X)^-1`` with ``sigma^2 = RSS / (n - rank)``, and t-distribution intervals
-as ``confint.lm`` gives them.
+as ``confint.lm`` gives them. Both take ``sample_weight`` in ``fit`` as ``lm`` takes
+``weights``: weighted least squares (rows scaled by the square root of their weight),
+the residual sum of squares weighted, rows of weight 0 left out (and not counted in
+``n``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 
 # R's lm declares a column aliased once its norm, after removing what earlier columns
@@ -160,14 +164,21 @@ class PooledOLS(_CoefficientInference, RegressorMixin, BaseEstimator):
     def __init__(self, *, feature_cols: Sequence[Hashable] | None = None) -> None:
         self.feature_cols = feature_cols
 
-    def fit(self, X: Any, y: Any) -> PooledOLS:
-        """Fit by least squares; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> PooledOLS:
+        """Fit by least squares; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row): weighted least
+        squares, as ``lm(weights = )``; rows of weight 0 are left out.
+        """
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
+        root = np.ones(len(frame)) if weight is None else np.sqrt(weight)
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=())
-        design = np.column_stack(
+        design = root[:, None] * np.column_stack(
             [np.ones(len(frame)), numeric_matrix(frame, self.feature_cols_, "feature_cols")]
         )
+        target = root * target
         solution, *_ = np.linalg.lstsq(design, target, rcond=None)
         self.intercept_ = float(solution[0])
         self.coef_ = pd.Series(solution[1:], index=pd.Index(self.feature_cols_, dtype=object))
@@ -299,11 +310,18 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
         self.tol = tol
         self.standard_errors = standard_errors
 
-    def fit(self, X: Any, y: Any) -> FixedEffects:
-        """Fit by sparse least squares; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FixedEffects:
+        """Fit by sparse least squares; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row): weighted least
+        squares, as ``lm(weights = )``; rows of weight 0 are left out (a level seen
+        only in them is unseen).
+        """
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
+        root = np.ones(len(frame)) if weight is None else np.sqrt(weight)
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
@@ -313,9 +331,12 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
         codes = [levels.encode(frame[name]) for name, levels in self.levels_.items()]
         sizes = [len(levels) for levels in self.levels_.values()]
         dummies = _treatment_dummies(codes, sizes, n_rows)
-        design = sp.hstack(
+        # Weighted least squares is least squares on rows scaled by sqrt(weight).
+        design = sp.diags(root) @ sp.hstack(
             [sp.csr_matrix(np.column_stack([np.ones(n_rows), features])), *dummies], format="csc"
         )
+        design = design.tocsc()
+        target = root * target
         scaled, norms = _unit_columns(design)
         unit_solution, stop_reason, iterations, condition = _lsqr(scaled, target, self.tol)
         solution = unit_solution / norms
@@ -350,10 +371,13 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
             return self
 
         residual = target - design @ solution
-        within, within_iterations = self._within_features(features, codes, sizes, dummies)
+        within, within_iterations = self._within_features(features, codes, sizes, dummies, root)
         absorbed_rank, rank_exact = _dummy_rank(codes, sizes)
         standard_errors, self.sigma_, self.df_resid_, self.rank_ = _least_squares_inference(
-            within, np.linalg.norm(features, axis=0), float(residual @ residual), absorbed_rank
+            within,
+            np.linalg.norm(root[:, None] * features, axis=0),
+            float(residual @ residual),
+            absorbed_rank,
         )
         self.coef_se_ = pd.Series(
             np.concatenate([[np.nan], standard_errors]),
@@ -369,20 +393,30 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
         codes: list[np.ndarray],
         sizes: list[int],
         dummies: list[sp.csr_matrix],
+        root: np.ndarray,
     ) -> tuple[np.ndarray, list[int]]:
-        """The features minus their least-squares projection on the intercept and dummies,
-        and the LSQR iterations each took (none when the projection is exact)."""
+        """The features scaled by ``root`` (the square root of the row weights) minus
+        their weighted least-squares projection on the intercept and dummies, and the
+        LSQR iterations each took (none when the projection is exact)."""
+        weight = root**2
         if not codes:
-            return features - features.mean(axis=0), []
+            mean = np.average(features, axis=0, weights=weight)
+            return root[:, None] * (features - mean), []
         if len(codes) == 1:
-            # One factor: the projection is the mean within each level, exactly.
-            counts = np.bincount(codes[0], minlength=sizes[0])
+            # One factor: the projection is the weighted mean within each level, exactly.
+            totals = np.bincount(codes[0], weights=weight, minlength=sizes[0])
             sums = np.column_stack(
-                [np.bincount(codes[0], weights=column, minlength=sizes[0]) for column in features.T]
+                [
+                    np.bincount(codes[0], weights=weight * column, minlength=sizes[0])
+                    for column in features.T
+                ]
             ).reshape(sizes[0], features.shape[1])
-            return features - (sums / counts[:, None])[codes[0]], []
-        absorber = sp.hstack([sp.csr_matrix(np.ones((len(features), 1))), *dummies], format="csc")
-        scaled, _ = _unit_columns(absorber)
+            return root[:, None] * (features - (sums / totals[:, None])[codes[0]]), []
+        absorber = sp.diags(root) @ sp.hstack(
+            [sp.csr_matrix(np.ones((len(features), 1))), *dummies], format="csc"
+        )
+        scaled, _ = _unit_columns(absorber.tocsc())
+        features = root[:, None] * features
         within = np.empty_like(features)
         iterations = []
         for k, name in enumerate(self.feature_cols_):

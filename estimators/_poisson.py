@@ -1,7 +1,8 @@
 """Count-outcome counterparts: Poisson fixed effects, Poisson ridge, boosted Poisson trees.
 
 Each predicts the mean count (R's ``predict(fit, type = "response")``), so the harness
-scores them with the Poisson deviance like the mixed Poisson model.
+scores them with the Poisson deviance like the mixed Poisson model. Each takes
+``sample_weight`` in ``fit``: a row of weight w counts as w rows in the likelihood.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from estimators._baselines import HistGBM
-from estimators._columns import as_target, linear_predictor, validated_frame
+from estimators._columns import as_target, linear_predictor
 from estimators._glm import _GLMOnGroups
 from estimators._shrinkage import DEFAULT_ALPHAS
 
@@ -163,10 +164,14 @@ class PoissonFixedEffects(_PoissonOnGroups):
         self.solver = solver
         self.max_iter = max_iter
 
-    def fit(self, X: Any, y: Any) -> PoissonFixedEffects:
-        """Fit by maximum likelihood; returns self."""
-        design, target = self._prepare(X, y)
-        totals = design.T @ target
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> PoissonFixedEffects:
+        """Fit by maximum likelihood; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) weights each row's
+        log-likelihood, as glm's prior weights; rows of weight 0 are left out.
+        """
+        design, target, weight = self._prepare(X, y, sample_weight)
+        totals = design.T @ (weight * target)
         dummies = np.ones(design.shape[1], dtype=bool)
         counted, self.zero_levels_ = {}, {}
         start = len(self.feature_cols_)
@@ -178,7 +183,7 @@ class PoissonFixedEffects(_PoissonOnGroups):
             start += len(levels)
         self.solver_ = poisson_solver(self.solver, int(dummies.sum()))
         with one_blas_thread():
-            model = self._regressor(0.0).fit(design[:, dummies], target)
+            model = self._regressor(0.0).fit(design[:, dummies], target, sample_weight=weight)
         self.n_iter_ = int(model.n_iter_)
         coef = np.zeros(design.shape[1])
         coef[dummies] = model.coef_
@@ -253,32 +258,43 @@ class PoissonRidge(_PoissonOnGroups):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> PoissonRidge:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> PoissonRidge:
         """Choose the penalty by inner cross-validation and refit on every row; returns
-        self."""
+        self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) weights each row's
+        deviance in the fits and in the held-out deviance; the penalty is scaled by the
+        total weight instead of the number of rows. Rows of weight 0 are left out.
+        """
         alphas = np.asarray(self.alphas, dtype=float).ravel()
         if alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas > 0)):
             raise ValueError(f"alphas: expected one or more positive numbers, got {self.alphas}")
         if not isinstance(self.cv, int | np.integer) or isinstance(self.cv, bool) or self.cv < 2:
             raise ValueError(f"cv: expected an integer of at least 2, got {self.cv!r}")
-        design, target = self._prepare(X, y)
+        design, target, weight = self._prepare(X, y, sample_weight)
         self.solver_ = poisson_solver(self.solver, design.shape[1])
         path = np.unique(alphas)[::-1]  # largest penalty first: each fit warm-starts the next
         folds = KFold(self.cv, shuffle=True, random_state=self.random_state).split(design)
         deviance = np.zeros(path.size)
         with one_blas_thread():
             for train, test in folds:
-                model = self._regressor(path[0] / len(train), warm_start=True)
+                # scikit-learn divides the deviance by the total weight: the penalty too.
+                total = weight[train].sum()
+                model = self._regressor(path[0] / total, warm_start=True)
                 for k, alpha in enumerate(path):
-                    model.set_params(alpha=alpha / len(train)).fit(design[train], target[train])
+                    model.set_params(alpha=alpha / total).fit(
+                        design[train], target[train], sample_weight=weight[train]
+                    )
                     mean = model.predict(design[test])
-                    deviance[k] += mean_poisson_deviance(target[test], mean) * len(test)
+                    held = mean_poisson_deviance(target[test], mean, sample_weight=weight[test])
+                    deviance[k] += held * weight[test].sum()
         self.cv_deviance_ = pd.Series(
-            deviance / len(target), index=pd.Index(path, name="alpha"), name="poisson_deviance"
+            deviance / weight.sum(), index=pd.Index(path, name="alpha"), name="poisson_deviance"
         ).sort_index()
         self.alpha_ = float(path[int(np.argmin(deviance))])
         with one_blas_thread():
-            model = self._regressor(self.alpha_ / len(target)).fit(design, target)
+            model = self._regressor(self.alpha_ / weight.sum())
+            model.fit(design, target, sample_weight=weight)
         self._store(model)
         return self
 
@@ -293,7 +309,5 @@ class HistGBMPoisson(HistGBM):
             loss="poisson", **self._booster_params(), categorical_features=categorical
         )
 
-    def fit(self, X: Any, y: Any) -> HistGBMPoisson:
-        """Fit the booster; returns self."""
-        frame = validated_frame(self, X, reset=True)
-        return super().fit(frame, count_target(y, len(frame)))
+    def _target(self, y: Any, n_rows: int) -> np.ndarray:
+        return count_target(y, n_rows)

@@ -21,6 +21,7 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 
 # Penalties 1e-3 .. 1e3, two per decade. With standardised features and 0/1 level
@@ -104,24 +105,33 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
         self.alphas = alphas
         self.new_levels = new_levels
 
-    def fit(self, X: Any, y: Any) -> RidgeOneHot:
-        """Choose the penalty by leave-one-out error and fit with it; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RidgeOneHot:
+        """Choose the penalty by leave-one-out error and fit with it; returns self.
+
+        With ``sample_weight`` (one non-negative weight per row) the fit minimises
+        ``sum_i w_i (y_i - fit_i)^2 + alpha * ||coef||^2``, the features are standardised
+        with weighted moments, and the leave-one-out error is exact for the weighted
+        fit (leverage ``w_i x_i' (X'WX + P)^-1 x_i``), averaged with the weights. Rows of
+        weight 0 are left out.
+        """
         check_policy(self.new_levels)
         alphas = np.asarray(self.alphas, dtype=float).ravel()
         if alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas > 0)):
             raise ValueError(f"alphas: expected one or more positive numbers, got {self.alphas}")
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
+        weight = np.ones(len(frame)) if weight is None else weight
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
         codes = {name: levels.encode(frame[name]) for name, levels in self.levels_.items()}
 
-        mean = features.mean(axis=0)
-        scale = features.std(axis=0)
+        mean = np.average(features, axis=0, weights=weight)
+        scale = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=weight))
         scale = np.where(scale > 0, scale, 1.0)
-        problem = _RidgeProblem((features - mean) / scale, codes, target)
+        problem = _RidgeProblem((features - mean) / scale, codes, target, weight)
 
         scores = np.array([problem.solve(alpha)[2] for alpha in alphas])
         self.cv_scores_ = pd.Series(scores, index=pd.Index(alphas, name="alpha"), name="loo_mse")
@@ -161,10 +171,15 @@ class _RidgeProblem:
     """
 
     def __init__(
-        self, features: np.ndarray, codes: dict[Hashable, np.ndarray], target: np.ndarray
+        self,
+        features: np.ndarray,
+        codes: dict[Hashable, np.ndarray],
+        target: np.ndarray,
+        weight: np.ndarray,
     ) -> None:
         n_rows = len(target)
         self.target = target
+        self.weight = weight
         self.dense = np.column_stack([np.ones(n_rows), features])
         sizes = {name: int(code.max()) + 1 for name, code in codes.items()}
         self.eliminated = max(sizes, key=sizes.get) if sizes else None
@@ -186,8 +201,8 @@ class _RidgeProblem:
             shape=(n_rows, width - n_dense),
         )
         self.r = sp.hstack([sp.csr_matrix(self.dense), indicators], format="csr")
-        self.gram = (self.r.T @ self.r).toarray()
-        self.r_target = self.r.T @ target
+        self.gram = (self.r.T @ sp.diags(weight) @ self.r).toarray()
+        self.r_target = self.r.T @ (weight * target)
         if self.eliminated is None:
             self.level = np.zeros(n_rows, dtype=int)
             self.counts = np.zeros(0)
@@ -196,12 +211,11 @@ class _RidgeProblem:
         else:
             self.level = codes[self.eliminated]
             n_levels = sizes[self.eliminated]
-            self.counts = np.bincount(self.level, minlength=n_levels).astype(float)
-            u = sp.csr_matrix(
-                (np.ones(n_rows), (self.level, np.arange(n_rows))), shape=(n_levels, n_rows)
-            )
+            # u'W: the eliminated factor's indicators, each row's entry its weight.
+            self.counts = np.bincount(self.level, weights=weight, minlength=n_levels)
+            u = sp.csr_matrix((weight, (self.level, np.arange(n_rows))), shape=(n_levels, n_rows))
             self.cross = (u @ self.r).tocsr()
-            self.u_target = np.bincount(self.level, weights=target, minlength=n_levels)
+            self.u_target = np.bincount(self.level, weights=weight * target, minlength=n_levels)
 
     def split(self, dense_part: np.ndarray) -> list[np.ndarray]:
         """The other factors' effects, in order, from the dense part's solution."""
@@ -240,8 +254,15 @@ class _RidgeProblem:
                 row_cross += toward_levels[self.level, column]
             leverage += 1.0 / diagonal[self.level] - 2.0 * row_cross
             leverage += level_quadratic[self.level]
+        # The hat matrix of weighted ridge is X (X'WX + P)^-1 X'W: row i's leverage is
+        # its weight times the quadratic form above.
+        leverage *= self.weight
         loo_residuals = (self.target - fitted) / (1.0 - leverage)
-        return dense_part, eliminated_effects, float(np.mean(loo_residuals**2))
+        return (
+            dense_part,
+            eliminated_effects,
+            float(np.average(loo_residuals**2, weights=self.weight)),
+        )
 
     def _quadratic_form(self, matrix: np.ndarray) -> np.ndarray:
         """``r_i' M r_i`` for every row, using r's fixed sparsity."""
@@ -321,18 +342,27 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         self.group_col = group_col
         self.new_levels = new_levels
 
-    def fit(self, X: Any, y: Any) -> EBShrinkage:
-        """Fit the regression, the variances and the shrinkage factors; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> EBShrinkage:
+        """Fit the regression, the variances and the shrinkage factors; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) are frequency
+        weights: a row of weight w counts as w rows in the regression (weighted least
+        squares), the unit means, the variance estimates (``n_j`` and ``N`` are total
+        weights) and so the shrinkage. Rows of weight 0 are left out.
+        """
         check_policy(self.new_levels)
         if self.group_col is None:
             raise ValueError("group_col: EBShrinkage needs the name of a grouping column")
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
+        weight = np.ones(len(frame)) if weight is None else weight
         (name,) = check_columns(frame, [self.group_col], "group_col")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=[name])
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         design = np.column_stack([np.ones(len(frame)), features])
-        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        root = np.sqrt(weight)
+        solution, *_ = np.linalg.lstsq(root[:, None] * design, root * target, rcond=None)
         self.intercept_ = float(solution[0])
         self.coef_ = pd.Series(solution[1:], index=pd.Index(self.feature_cols_, dtype=object))
         residuals = target - design @ solution
@@ -340,17 +370,18 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         self.levels_ = LevelCodes(frame[name], name)
         codes = self.levels_.encode(frame[name])
         n_units = len(self.levels_)
-        counts = np.bincount(codes, minlength=n_units).astype(float)
-        means = np.bincount(codes, weights=residuals, minlength=n_units) / counts
-        n_rows = len(target)
+        rows_per_unit = np.bincount(codes, minlength=n_units)
+        counts = np.bincount(codes, weights=weight, minlength=n_units)
+        means = np.bincount(codes, weights=weight * residuals, minlength=n_units) / counts
+        n_rows = float(weight.sum())
         if n_rows <= n_units:
             raise ValueError(
                 f"group_col: every unit of {name!r} has one row, so the within-unit "
                 "variance cannot be estimated"
             )
-        within = np.sum((residuals - means[codes]) ** 2)
+        within = np.sum(weight * (residuals - means[codes]) ** 2)
         self.sigma2_ = float(within / (n_rows - n_units))
-        overall = residuals.mean()
+        overall = np.average(residuals, weights=weight)
         between = np.sum(counts * (means - overall) ** 2)
         effective_n = n_rows - np.sum(counts**2) / n_rows
         # One unit leaves no between-unit variation to estimate: no shrinkage toward it.
@@ -362,7 +393,7 @@ class EBShrinkage(RegressorMixin, BaseEstimator):
         else:
             shrinkage = np.zeros(n_units)
         index = self.levels_.levels
-        self.unit_counts_ = pd.Series(counts.astype(int), index=index, name=name)
+        self.unit_counts_ = pd.Series(rows_per_unit, index=index, name=name)
         self.shrinkage_ = pd.Series(shrinkage, index=index, name=name)
         self.unit_effects_ = pd.Series(shrinkage * means, index=index, name=name)
         return self

@@ -27,6 +27,7 @@ from estimators._columns import (
     default_features,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 
 
@@ -45,17 +46,27 @@ class _TreesOnGroups(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self) -> Any:
         return allow_missing_features(super().__sklearn_tags__())
 
-    def _prepare(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(
+        self, X: Any, y: Any, sample_weight: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The matrix, the outcome and the weights (None without ``sample_weight``);
+        rows of weight 0 are left out before the levels are coded."""
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
         target = as_target(y, len(frame))
         group_cols = check_columns(frame, self.group_cols, "group_cols")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=group_cols)
-        self.levels_ = {name: LevelCodes(_plain_values(frame[name]), name) for name in group_cols}
-        return self._matrix(frame), target
+        # A missing group value is no level: coded as missing, the trees route it.
+        self.levels_ = {
+            name: LevelCodes(_plain_values(frame[name]), name, allow_missing=True)
+            for name in group_cols
+        }
+        return self._matrix(frame), target, weight
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Features, then one column of level codes per factor (-1 for an unseen level)."""
+        """Features, then one column of level codes per factor (-1 for an unseen or
+        missing level)."""
         check_policy(self.new_levels)
         check_columns(frame, list(self.levels_), "group_cols")
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
@@ -132,9 +143,13 @@ class RandomForest(_TreesOnGroups):
         self.new_levels = new_levels
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> RandomForest:
-        """Fit the forest; returns self."""
-        matrix, target = self._prepare(X, y)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RandomForest:
+        """Fit the forest; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) goes to the
+        forest; rows of weight 0 are left out before the levels are coded.
+        """
+        matrix, target, weight = self._prepare(X, y, sample_weight)
         self.model_ = RandomForestRegressor(
             n_estimators=self.n_estimators,
             min_samples_leaf=self.min_samples_leaf,
@@ -143,7 +158,7 @@ class RandomForest(_TreesOnGroups):
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
-        self.model_.fit(self._with_missing(matrix), target)
+        self.model_.fit(self._with_missing(matrix), target, sample_weight=weight)
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -248,9 +263,15 @@ class TargetEncodedGBM(_TreesOnGroups):
         self.new_levels = new_levels
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> TargetEncodedGBM:
-        """Fit the encoder (cross-fitted) and the booster; returns self."""
-        matrix, target = self._prepare(X, y)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> TargetEncodedGBM:
+        """Fit the encoder (cross-fitted) and the booster; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) weights the
+        booster's loss; scikit-learn's ``TargetEncoder`` takes no weights, so the
+        encodings are unweighted means (a weight of 2 is not a duplicated row there).
+        Rows of weight 0 are left out altogether.
+        """
+        matrix, target, weight = self._prepare(X, y, sample_weight)
         n_features = len(self.feature_cols_)
         encoder = _target_encoder(self.cv, self.random_state)
         encoder.set_params(smooth=self.smooth)
@@ -270,7 +291,7 @@ class TargetEncodedGBM(_TreesOnGroups):
             random_state=self.random_state,
         )
         self.model_ = Pipeline([("encode", encode), ("boost", boost)])
-        self.model_.fit(matrix, target)
+        self.model_.fit(matrix, target, boost__sample_weight=weight)
         self.n_iter_ = boost.n_iter_
         return self
 

@@ -55,11 +55,14 @@ class MergedRows:
     target : numpy.ndarray
         The pattern's outcome, 0 or 1.
     count : numpy.ndarray
-        How many training rows the pattern stands for.
+        How many training rows the pattern stands for (their total weight when rows
+        are weighted).
     cell : numpy.ndarray
         The pattern's cell, 0..C-1: patterns with the same design row share one.
     row_pattern : numpy.ndarray
         The pattern of each training row.
+    row_weight : numpy.ndarray or None
+        The weight of each training row; None when every row counts once.
     """
 
     design: sp.csr_matrix
@@ -67,14 +70,18 @@ class MergedRows:
     count: np.ndarray
     cell: np.ndarray
     row_pattern: np.ndarray
+    row_weight: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
         return int(self.count.sum())
 
 
-def merge_rows(design: sp.csr_matrix, target: np.ndarray) -> MergedRows:
-    """Merge identical rows of ``design`` with the same outcome into weighted patterns."""
+def merge_rows(
+    design: sp.csr_matrix, target: np.ndarray, weight: np.ndarray | None = None
+) -> MergedRows:
+    """Merge identical rows of ``design`` with the same outcome into weighted patterns;
+    a pattern's count is its rows' total ``weight`` (default: one per row)."""
     design = sp.csr_matrix(design, copy=True)
     design.sum_duplicates()
     design.eliminate_zeros()
@@ -93,9 +100,10 @@ def merge_rows(design: sp.csr_matrix, target: np.ndarray) -> MergedRows:
     return MergedRows(
         design=design[first],
         target=np.asarray(target, dtype=float)[first],
-        count=np.bincount(pattern_of_row).astype(float),
+        count=np.bincount(pattern_of_row, weights=weight).astype(float),
         cell=pd.factorize(cell_of_row[first])[0],
         row_pattern=pattern_of_row,
+        row_weight=None if weight is None else np.asarray(weight, dtype=float),
     )
 
 
@@ -112,11 +120,15 @@ def fold_weights(
     if unit == "row":
         target = rows.target[rows.row_pattern]
         splitter = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
+        weight = rows.row_weight
+
+        def share(part: np.ndarray) -> np.ndarray:
+            part_weight = None if weight is None else weight[part]
+            pattern = rows.row_pattern[part]
+            return np.bincount(pattern, weights=part_weight, minlength=n_patterns).astype(float)
+
         return [
-            (
-                np.bincount(rows.row_pattern[train], minlength=n_patterns).astype(float),
-                np.bincount(rows.row_pattern[test], minlength=n_patterns).astype(float),
-            )
+            (share(train), share(test))
             for train, test in splitter.split(np.zeros(target.size), target)
         ]
     n_cells = int(rows.cell.max()) + 1

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.base import is_classifier
 from tqdm.auto import tqdm
 
 import estimators
@@ -195,6 +196,31 @@ def time_limit(seconds: float | None) -> Iterator[Deadline]:
         timer.cancel()
 
 
+def predicted_mean(estimator: Any, X: Any) -> np.ndarray:
+    """The fitted model's mean outcome per row of ``X``, the quantity metrics score.
+
+    A classifier's mean of a binary outcome is its probability of the outcome 1,
+    ``predict_proba(X)[:, list(classes_).index(1)]`` (its ``predict`` gives labels); any
+    other model's is ``predict(X)``. Whether a model is a classifier is scikit-learn's
+    ``is_classifier``, so a binomial model that is a regressor predicting P(y = 1) is
+    scored the same way.
+
+    Raises
+    ------
+    ValueError
+        For a classifier whose classes do not include the outcome 1.
+    """
+    if not is_classifier(estimator):
+        return np.asarray(estimator.predict(X), dtype=float)
+    classes = list(estimator.classes_)
+    if 1 not in classes:
+        raise ValueError(
+            f"{type(estimator).__name__}: classes_ {classes} do not include the outcome 1 "
+            "whose probability binary metrics score; code the outcome as 0/1"
+        )
+    return np.asarray(estimator.predict_proba(X)[:, classes.index(1)], dtype=float)
+
+
 def _accepts_return_std(estimator: Any) -> bool:
     try:
         return "return_std" in inspect.signature(estimator.predict).parameters
@@ -217,10 +243,10 @@ def _fit_and_predict(
     estimator.fit(X_train, y_train)
     fitted = time.perf_counter()
     std = None
-    if with_std:
+    if with_std and not is_classifier(estimator):
         mean, std = estimator.predict(X_test, return_std=True)
     else:
-        mean = estimator.predict(X_test)
+        mean = predicted_mean(estimator, X_test)
     predicted = time.perf_counter()
     memory = watch.read()
     if std is not None:

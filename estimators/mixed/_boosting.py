@@ -10,6 +10,7 @@ are predicted with their conditional modes, unseen ones with the population part
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from estimators._columns import (
     default_features,
     numeric_matrix,
     validated_frame,
+    weighted_rows,
 )
 from estimators.mixed._formula import quote_name
 from estimators.mixed._lmm import MixedLM
@@ -62,6 +64,8 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         The last fitted mixed model of the outcome minus the boosted part.
     n_em_iter_ : int
         Alternations done.
+    n_iter_ : int
+        Boosting iterations of the last booster (at most ``max_iter``).
     history_ : list of float
         The relative change of the random-effects part at each alternation.
     converged_ : bool
@@ -129,10 +133,29 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         terms = " + ".join(f"(1 | {quote_name(name)})" for name in groups.columns)
         return f"{response} ~ 1 + {terms}", response
 
-    def fit(self, X: Any, y: Any) -> MixedBoosting:
-        """Alternate boosting and mixed-model fits; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MixedBoosting:
+        """Alternate boosting and mixed-model fits; returns self.
+
+        ``sample_weight`` (optional, one non-negative weight per row) weights the
+        booster's loss and is the mixed model's prior weight of each row (residual
+        variance ``sigma^2 / w``, lmer's ``weights``); rows of weight 0 are left out.
+
+        Raises
+        ------
+        TypeError
+            For ``sample_weight`` when the installed ``MixedLM.fit`` takes no weights.
+        """
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=True)
+        frame, y, weight = weighted_rows(frame, y, sample_weight)
+        mixed_weight = {}
+        if weight is not None:
+            if "sample_weight" not in inspect.signature(MixedLM.fit).parameters:
+                raise TypeError(
+                    "sample_weight: MixedBoosting's random-effects step (MixedLM) takes no "
+                    "weights in this version"
+                )
+            mixed_weight = {"sample_weight": weight}
         target = as_target(y, len(frame))
         self.group_cols_ = check_columns(frame, self.group_cols, "group_cols")
         if not self.group_cols_:
@@ -153,10 +176,10 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
                 min_samples_leaf=self.min_samples_leaf,
                 l2_regularization=self.l2_regularization,
                 random_state=self.random_state,
-            ).fit(features, target - random_part)
+            ).fit(features, target - random_part, sample_weight=weight)
             boosted = self.booster_.predict(features)
             self.mixed_ = MixedLM(formula, new_levels=self.new_levels).fit(
-                groups.assign(**{response: target - boosted})
+                groups.assign(**{response: target - boosted}), **mixed_weight
             )
             updated = self.mixed_.predict(groups)
             change = float(np.mean((updated - random_part) ** 2) / scale)
@@ -166,6 +189,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
                 self.converged_ = True
                 break
         self.n_em_iter_ = len(self.history_)
+        self.n_iter_ = int(self.booster_.n_iter_)
         if not self.converged_:
             warnings.warn(
                 f"MixedBoosting: the random-effects part still changed by {change:.2g} "

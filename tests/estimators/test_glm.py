@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
@@ -32,7 +33,7 @@ def test_logistic_fixed_effects_is_the_maximum_likelihood_glm(dense_units):
     design = np.column_stack([frame[features].to_numpy(float), dummies])
     reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=5000).fit(design, y)
     np.testing.assert_allclose(
-        ours.predict(frame), reference.predict_proba(design)[:, 1], rtol=1e-4, atol=1e-6
+        ours.predict_proba(frame)[:, 1], reference.predict_proba(design)[:, 1], rtol=1e-4, atol=1e-6
     )
     np.testing.assert_allclose(ours.coef_.to_numpy(), reference.coef_[0, :3], rtol=1e-3)
     assert abs(ours.group_effects_["user"].mean()) < 1e-10
@@ -44,7 +45,7 @@ def test_unseen_level_is_the_average_unit_on_the_logit_scale(dense_units):
     new = frame.iloc[:3].copy()
     new["user"] = "nobody"
     expected = 1 / (1 + np.exp(-(model.intercept_ + model.coef_["x1"] * new["x1"])))
-    np.testing.assert_allclose(model.predict(new), expected)
+    np.testing.assert_allclose(model.predict_proba(new)[:, 1], expected)
     np.testing.assert_allclose(model.predict_proba(new).sum(axis=1), 1.0)
 
 
@@ -65,12 +66,14 @@ def test_ridge_shrinks_sparse_units_and_predicts_better_than_fixed_effects():
     with pytest.warns(Warning):  # separated units: no finite maximum-likelihood effect
         fixed.fit(X[~test], y[~test])
     assert 0 < ridge.C_ < 1e4
-    assert log_loss(y[test], ridge.predict(X[test])) < log_loss(y[test], fixed.predict(X[test]))
+    assert log_loss(y[test], ridge.predict_proba(X[test])[:, 1]) < log_loss(
+        y[test], fixed.predict_proba(X[test])[:, 1]
+    )
 
 
 def test_boosted_classifier_gives_probabilities(dense_units):
     model = HistGBMClassifier(feature_cols=["x1", "x2"], group_cols=["user"], random_state=0)
-    probability = model.fit(dense_units.X, dense_units.y).predict(dense_units.X)
+    probability = model.fit(dense_units.X, dense_units.y).predict_proba(dense_units.X)[:, 1]
     assert np.all((probability > 0) & (probability < 1))
     by_user = pd.Series(probability).groupby(dense_units.frame["user"].to_numpy()).mean()
     observed = dense_units.y.groupby(dense_units.frame["user"].to_numpy()).mean()
@@ -80,10 +83,34 @@ def test_boosted_classifier_gives_probabilities(dense_units):
 @pytest.mark.parametrize("model", [LogisticFixedEffects, LogisticRidge, HistGBMClassifier])
 def test_binary_target_is_checked(model):
     frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "g": ["a", "a", "b", "b"]})
-    with pytest.raises(ValueError, match="y: a binary outcome must be 0 or 1"):
+    with pytest.raises(ValueError, match="y: a binary outcome takes two values, got 3"):
         model(feature_cols=["x"], group_cols=["g"]).fit(frame, [0.0, 1.0, 2.0, 1.0])
-    with pytest.raises(ValueError, match="y: both outcomes"):
+    with pytest.raises(ValueError, match="y: only one class"):
         model(feature_cols=["x"], group_cols=["g"]).fit(frame, [1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="y: a binary outcome takes two values.*continuous"):
+        model(feature_cols=["x"], group_cols=["g"]).fit(frame, [0.0, 0.5, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("model", [LogisticFixedEffects, LogisticRidge, HistGBMClassifier])
+def test_binary_models_are_classifiers_of_any_two_labels(model, dense_units):
+    """Labels are the outcomes as given, sorted into ``classes_``; two text labels give
+    the same fit as 0/1 coded in the same order."""
+    X, y = dense_units.X, dense_units.y.to_numpy()
+    named = np.where(y == 1, "yes", "no")
+    settings = {"random_state": 0} if "random_state" in model().get_params() else {}
+    if model is LogisticRidge:
+        settings["cv"] = 3
+    by_label = model(feature_cols=["x1"], group_cols=["user"], **settings).fit(X, named)
+    by_number = model(feature_cols=["x1"], group_cols=["user"], **settings).fit(X, y)
+    assert is_classifier(by_label)
+    assert list(by_label.classes_) == ["no", "yes"]
+    assert list(by_number.classes_) == [0, 1]
+    np.testing.assert_allclose(by_label.predict_proba(X), by_number.predict_proba(X), rtol=1e-9)
+    np.testing.assert_array_equal(by_label.predict(X) == "yes", by_number.predict(X) == 1)
+    labels = by_number.predict(X)
+    assert set(np.unique(labels)) <= {0, 1}
+    np.testing.assert_array_equal(labels, (by_number.predict_proba(X)[:, 1] > 0.5).astype(int))
+    assert by_number.score(X, y) == np.mean(labels == y)
 
 
 def test_harness_skips_pairings_of_the_wrong_family(tmp_path):
@@ -169,7 +196,7 @@ def test_lasso_sparsifies_at_a_large_penalty(lasso_data):
     # One penalty on the grid: lambda_max, the smallest that zeroes every coefficient.
     empty = LassoOneHot(**roles, Cs=1).fit(frame, y)
     assert empty.n_nonzero_ == 0
-    np.testing.assert_allclose(empty.predict(frame), y.mean(), atol=5e-3)
+    np.testing.assert_allclose(empty.predict_proba(frame)[:, 1], y.mean(), atol=5e-3)
     # Between the extremes the strong feature enters first; null features stay out.
     partial = LassoOneHot(**roles, Cs=[5e-3]).fit(frame, y)
     assert partial.coef_["x"] > 0.3
@@ -190,7 +217,7 @@ def test_lasso_matches_scikit_learn_l1_logistic_regression_at_the_chosen_c(lasso
         **_l1_options(), C=model.C_, solver="saga", tol=1e-10, max_iter=100_000
     ).fit(design, y)
     np.testing.assert_allclose(
-        model.predict(frame), reference.predict_proba(design)[:, 1], atol=2e-3
+        model.predict_proba(frame)[:, 1], reference.predict_proba(design)[:, 1], atol=2e-3
     )
     scale = frame[features].std(ddof=0).to_numpy()
     np.testing.assert_allclose(model.coef_.to_numpy(), reference.coef_[0, :3] / scale, atol=1e-2)
@@ -202,7 +229,7 @@ def test_lasso_unseen_levels_get_the_population_prediction(lasso_data):
     new = frame.iloc[:4].copy()
     new["user"] = "nobody"
     expected = 1 / (1 + np.exp(-(model.intercept_ + model.coef_["x"] * new["x"])))
-    np.testing.assert_allclose(model.predict(new), expected)
+    np.testing.assert_allclose(model.predict_proba(new)[:, 1], expected)
     np.testing.assert_allclose(model.predict_proba(new).sum(axis=1), 1.0)
     strict = LassoOneHot(feature_cols=["x"], group_cols=["user"], Cs=6, new_levels="error").fit(
         frame, y
@@ -231,7 +258,7 @@ def test_lasso_parameter_errors(lasso_data, params, message):
 
 def test_lasso_checks_the_binary_target():
     frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "g": ["a", "a", "b", "b"]})
-    with pytest.raises(ValueError, match="y: a binary outcome must be 0 or 1"):
+    with pytest.raises(ValueError, match="y: a binary outcome takes two values"):
         LassoOneHot(feature_cols=["x"], group_cols=["g"]).fit(frame, [0.0, 1.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="feature_cols: column\\(s\\) \\['z'\\] not found"):
         LassoOneHot(feature_cols=["z"], group_cols=["g"]).fit(frame, [0.0, 1.0, 0.0, 1.0])

@@ -16,6 +16,7 @@ from estimators._tuning import (
     held_out_deviance,
     merge_rows,
 )
+from harness.runner import predicted_mean
 from simulators import simulate
 
 
@@ -127,7 +128,7 @@ def clicks():
 
 def _mspe_per_draw(model, future) -> np.ndarray:
     """The seed's MSPE (impression-weighted squared error of click rates) per draw."""
-    return np.array([np.mean((draw.y - model.predict(draw.X)) ** 2) for draw in future])
+    return np.array([np.mean((draw.y - predicted_mean(model, draw.X)) ** 2) for draw in future])
 
 
 @pytest.mark.slow
@@ -170,6 +171,8 @@ def test_standardized_levels_are_penalised_by_their_spread(clicks):
     # The effects come back on the indicators' own scale: predictions use them directly.
     logit = model.intercept_ + model.coef_["display"] * data.frame["display"]
     logit += model.group_effects_["user"].reindex(data.frame["user"]).to_numpy()
-    np.testing.assert_allclose(model.predict(data.X), 1 / (1 + np.exp(-logit)), rtol=1e-10)
+    np.testing.assert_allclose(
+        model.predict_proba(data.X)[:, 1], 1 / (1 + np.exp(-logit)), rtol=1e-10
+    )
     assert isinstance(model.cv_standard_error_, pd.Series)
     assert (model.cv_standard_error_.index == model.cv_deviance_.index).all()

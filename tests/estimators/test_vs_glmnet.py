@@ -41,8 +41,8 @@ def test_cell_folds_and_the_1se_rule_are_cv_glmnets(tmp_path, make, alpha):
     data = simulate("ctr_experiment", seed=3, n_users=150)
     extra = {"penalty_grid": "glmnet"} if make is LogisticRidge else {}
     model = make(
-        ["display"],
-        ["user"],
+        feature_cols=["display"],
+        group_cols=["user"],
         cv_unit="cell",
         cv_rule="1se",
         Cs=30,
