@@ -1,5 +1,6 @@
-"""The generalized linear mixed model estimator (lme4's glmer): design -> deviance(theta,
-beta) by PIRLS -> optimise in two stages -> fitted state."""
+"""The generalized linear mixed model estimator (lme4's glmer and glmer.nb): design ->
+deviance(theta, beta) by PIRLS -> optimise in two stages (and over the negative
+binomial's theta) -> fitted state."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator, RegressorMixin
+from scipy.optimize import minimize_scalar
+from scipy.special import digamma, polygamma
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
@@ -25,6 +29,7 @@ from estimators._columns import (
 )
 from estimators.mixed._design import (
     Design,
+    DesignMatrices,
     build_design,
     design_matrices,
     effects_by_factor,
@@ -41,9 +46,9 @@ from estimators.mixed._deviance import (
     theta_start,
 )
 from estimators.mixed._fitted import VARCORR_COLUMNS, FittedMixedModel, varcorr_rows
-from estimators.mixed._formula import parse_formula
+from estimators.mixed._formula import ParsedFormula, parse_formula
 from estimators.mixed._optimize import minimize_bobyqa
-from estimators.mixed._pirls import FAMILIES, Family, GlmmDeviance, Modes
+from estimators.mixed._pirls import Family, GlmmDeviance, Modes, check_family
 from estimators.mixed._pql import fit_pql
 from estimators.mixed._solvers import choose_solver
 
@@ -56,17 +61,86 @@ HESSIAN_STEP = 1e-3  # central differences of the deviance for cov(beta)
 EXACT_SECONDS = 120.0
 EXACT_WORK = 35.0
 SCALES = ("response", "link")
+# glmer.nb: log(theta) is searched within +-3 of the first estimate (its `interval`);
+# glmer.nb's own tolerance is 5e-5 in log(theta), ours tighter so that the estimate is
+# the profile's optimum to the precision of the fits inside it.
+NB_INTERVAL = 3.0
+NB_TOLERANCE = 1e-5
+# MASS::theta.ml as est_theta calls it: at most 20 Newton steps, to 2 * 5e-5.
+THETA_ML_LIMIT = 20
+THETA_ML_EPS = 1e-4
+
+
+@dataclasses.dataclass
+class GlmmData:
+    """The data of a fit, read and checked once: the design on the rows as given and
+    the rows merged into patterns (what PIRLS iterates over)."""
+
+    parsed: ParsedFormula
+    design: Design
+    dropped: list[str]
+    y: np.ndarray  # response per row as given (proportion or count)
+    weights: np.ndarray  # prior weights per row as given
+    matrices: DesignMatrices  # of the merged rows
+    y_rows: np.ndarray
+    weight_rows: np.ndarray
+    offset_rows: np.ndarray
+    row_pattern: np.ndarray  # the merged row of each row as given
+
+    @property
+    def qs(self) -> list[int]:
+        return [term.q for term in self.design.terms]
+
+    @property
+    def levels(self) -> list[int]:
+        return [len(term.levels) for term in self.design.terms]
+
+    @property
+    def names(self) -> list[str]:
+        return [term.spec.group for term in self.design.terms]
+
+    def deviance(self, family: Family, n_agq: int) -> GlmmDeviance:
+        """The deviance function of these data under ``family``.
+
+        Constants of the data as given, before rows are merged: glmer's Laplace value
+        (and its nAGQ = 0 value) keeps the normalising constants, its quadrature value
+        uses deviance residuals.
+        """
+        if n_agq <= 1:
+            constant = family.constant(self.y, self.weights)
+        else:
+            constant = -family.saturated(self.y, self.weights)
+        return GlmmDeviance(
+            self.matrices,
+            self.qs,
+            self.levels,
+            family,
+            self.y_rows,
+            self.weight_rows,
+            self.offset_rows,
+            n_agq=max(n_agq, 1),
+            constant=constant,
+        )
+
+
+@dataclasses.dataclass
+class Optimum:
+    """Where glmer's stages end: (theta, beta), or theta alone at nAGQ = 0."""
+
+    parameters: np.ndarray
+    value: float
+    stages: dict
 
 
 def collapse_patterns(
     design: Design, y: np.ndarray, weights: np.ndarray, offset: np.ndarray
-) -> tuple[Design, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Design, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Merge rows with identical fixed-effects row, random-effects levels and covariates
     and offset into one row of summed weights and weighted mean response.
 
-    The log-likelihood kernels of the binomial and Poisson families are linear in
-    (weights, weights * y) for a given linear predictor, so the merged data give the
-    same estimates; 0/1 rows become (successes / trials, trials).
+    The log-likelihood kernels of the families are linear in (weights, weights * y) for
+    a given linear predictor, so the merged data give the same estimates; 0/1 rows
+    become (successes / trials, trials). Also returns the merged row of every row.
     """
     key = np.column_stack([design.X, *design.codes, *design.values, offset])
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
@@ -81,34 +155,114 @@ def collapse_patterns(
         values=[values[first] for values in design.values],
         y=mean,
     )
-    return collapsed, mean, total, offset[first]
+    return collapsed, mean, total, offset[first], inverse
 
 
-class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
-    """Generalized linear mixed model in lme4's formula syntax, fitted as ``glmer``.
+def theta_ml(y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
+    """The maximum-likelihood theta of a negative binomial with known means, by
+    Newton's method from the moment estimate (MASS's ``theta.ml``, as lme4's
+    ``est_theta`` calls it on a Poisson fit's fitted values)."""
+    n = float(np.sum(weights))
+    theta = n / float(np.sum(weights * (y / mu - 1) ** 2))
+    for _ in range(THETA_ML_LIMIT - 1):
+        theta = abs(theta)
+        score = np.sum(
+            weights
+            * (
+                digamma(theta + y)
+                - digamma(theta)
+                + np.log(theta)
+                + 1
+                - np.log(theta + mu)
+                - (y + theta) / (mu + theta)
+            )
+        )
+        information = np.sum(
+            weights
+            * (
+                -polygamma(1, theta + y)
+                + polygamma(1, theta)
+                - 1 / theta
+                + 2 / (mu + theta)
+                - (y + theta) / (mu + theta) ** 2
+            )
+        )
+        step = score / information
+        theta += step
+        if abs(step) <= THETA_ML_EPS:
+            break
+    return float(max(theta, 0.0))
 
-    ``g(E[y | b]) = offset + X beta + Z b`` with ``b ~ N(0, Lambda Lambda')``, a logit
-    link for ``family="binomial"`` and a log link for ``family="poisson"``. The
+
+def sample_weights(sample_weight: Any, n_rows: int) -> np.ndarray:
+    """``sample_weight`` as prior weights, one per row, checked."""
+    if sample_weight is None:
+        return np.ones(n_rows)
+    if type(sample_weight).__module__.startswith("polars"):
+        sample_weight = sample_weight.to_numpy()
+    try:
+        values = np.asarray(sample_weight, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight: expected numbers, one per row of X") from None
+    if values.ndim == 0:
+        values = np.full(n_rows, float(values))
+    if values.shape != (n_rows,):
+        raise ValueError(
+            f"sample_weight: expected {n_rows} values (one per row of X), got shape {values.shape}"
+        )
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"sample_weight: {int(bad.sum())} missing or infinite value(s)")
+    if np.any(values < 0):
+        raise ValueError(f"sample_weight: {int(np.sum(values < 0))} negative value(s)")
+    return values
+
+
+class MixedGLM(FittedMixedModel, BaseEstimator):
+    """Generalized linear mixed model in lme4's formula syntax, fitted as ``glmer`` (and
+    ``glmer.nb``).
+
+    ``g(E[y | b]) = offset + X beta + Z b`` with ``b ~ N(0, Lambda Lambda')``. The
     conditional modes of b are found by penalised iteratively reweighted least squares
     inside the Laplace approximation of the likelihood (adaptive Gauss-Hermite
     quadrature with ``n_agq > 1``); glmer's two stages are followed: theta with beta
-    found inside PIRLS, then (theta, beta) jointly, both with BOBYQA.
+    found inside PIRLS, then (theta, beta) jointly, both with BOBYQA. With
+    ``n_agq=0`` the first stage is the fit, as ``glmer(..., nAGQ = 0)``.
+
+    With ``family="binomial"`` the model is a scikit-learn classifier (``predict``
+    gives class labels 0/1, ``predict_proba`` their probabilities, ``score`` the
+    accuracy); with the count families it is a regressor (``predict`` gives the mean,
+    ``score`` R^2).
 
     Parameters
     ----------
     formula : str
         lme4 syntax, e.g. ``"y ~ x + (1 | user) + (1 | item)"``, with the random-effects
-        terms :class:`MixedLM` takes. For binomial data the response is 0/1, or a
-        proportion of successes when ``weights`` names the trials.
-    family : {"binomial", "poisson"}
+        terms :class:`MixedLM` takes and ``offset(...)`` terms (``offset(log(days))``),
+        added to the linear predictor in fitting and prediction. For binomial data the
+        response is 0/1, or a proportion of successes when ``weights`` names the trials.
+    family : {"binomial", "poisson", "negative_binomial"}
+        ``"negative_binomial"`` is ``glmer.nb``'s model: variance ``mu + mu^2 / theta``
+        with theta (R's ``size``) estimated by maximising the Laplace likelihood over
+        it, a GLMM refitted at each value, or fixed by ``nb_theta``.
+    link : str, optional
+        None for the canonical link (logit for binomial, log for the counts); for
+        binomial also ``"probit"``, ``"cloglog"`` or ``"cauchit"``, as
+        ``binomial(link = ...)``.
     n_agq : int
         Points of adaptive Gauss-Hermite quadrature; 1 is the Laplace approximation.
-        More than 1 needs a single scalar term like ``(1 | g)``, as in glmer.
+        More than 1 needs a single scalar term like ``(1 | g)``, as in glmer. 0 is
+        glmer's ``nAGQ = 0``: theta maximises the Laplace likelihood with the fixed
+        effects found inside PIRLS (faster; the fixed effects are the conditional
+        modes, their standard errors conditional).
+    nb_theta : float, optional
+        For ``family="negative_binomial"``: a fixed theta, or None to estimate it.
     weights : str, optional
         Column of X with prior weights: the number of trials of each row for binomial
-        proportions (glmer's ``weights=``).
+        proportions (glmer's ``weights=``); multiplied by ``sample_weight`` in fit.
     offset : str, optional
-        Column of X added to the linear predictor (log exposure for counts).
+        Column of X added to the linear predictor (log exposure for counts), besides
+        any ``offset(...)`` terms of the formula.
     new_levels : {"population", "error"}
         At predict time, a level not seen in fitting gets random effect 0 or raises; a
         level of a fixed-effect categorical column not seen in fitting raises, or gets
@@ -124,7 +278,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         measures it), with conditional standard errors and ``objective_`` the Laplace
         value at its estimates (log-determinant estimated). ``"auto"`` takes the exact
         fit while it fits in memory and is estimated under two minutes (a million 0/1
-        rows of 50k users crossed with 1k items are estimated just over).
+        rows of 50k users crossed with 1k items are estimated just over). A negative
+        binomial theta is estimated with the exact fit only.
 
     Attributes
     ----------
@@ -133,7 +288,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     coef_se_ : pandas.Series
         Their standard errors, from the finite-difference Hessian of the deviance in
         (theta, beta), as glmer's ``vcov`` (the conditional estimate where that Hessian
-        is not positive definite; ``convergence_["standard_errors"]`` says which).
+        is not positive definite, and at ``n_agq=0``, as glmer;
+        ``convergence_["standard_errors"]`` says which).
     coef_cov_ : pandas.DataFrame
     theta_ : numpy.ndarray
         Relative covariance parameters, as ``getME(fit, "theta")``.
@@ -142,6 +298,11 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         conditional estimate is used). The scale is 1 in these families, so for a
         scalar term like ``(1 | g)`` theta is the standard deviation of the random
         effect and ``theta_ +- 1.96 theta_se_`` its Wald interval.
+    nb_theta_ : float or None
+        The negative binomial's theta (``getME(fit, "glmer.nb.theta")``); None for the
+        other families.
+    classes_ : numpy.ndarray
+        ``[0, 1]``, for ``family="binomial"`` only.
     objective_ : float
         -2 log-likelihood (the Laplace or quadrature approximation).
     loglik_ : float
@@ -149,6 +310,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     deviance_ : float
         ``deviance(fit)``: sum of squared deviance residuals at the conditional modes.
     aic_, bic_ : float
+        As ``AIC(fit)``, ``BIC(fit)``: a negative binomial's theta counts as a
+        parameter, as in lme4.
     varcorr_ : pandas.DataFrame
         Like ``as.data.frame(VarCorr(fit))``: columns grp, var1, var2, vcov, sdcor.
     ranef_ : dict of pandas.DataFrame
@@ -166,7 +329,9 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     dropped_columns_ : list of str
     convergence_ : dict
         Per stage: optimiser, evaluations, return code, converged; PIRLS convergence at
-        the optimum; singular fit; how the standard errors were computed.
+        the optimum; singular fit; how the standard errors were computed; for an
+        estimated negative binomial theta, ``nb_theta`` (first estimate, interval,
+        fits, whether the estimate is at the interval's edge).
 
     Examples
     --------
@@ -179,6 +344,8 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     >>> model = MixedGLM("y ~ x + (1 | g)", family="binomial").fit(data)
     >>> bool(abs(model.coef_["x"] - 1) < 0.3), model.predict_proba(data.head(2)).shape
     (True, (2, 2))
+    >>> model.predict(data.head(3)).tolist(), model.classes_.tolist()
+    ([0, 1, 1], [0, 1])
     """
 
     def __init__(
@@ -186,7 +353,9 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         formula: str = "",
         *,
         family: str = "binomial",
+        link: str | None = None,
         n_agq: int = 1,
+        nb_theta: float | None = None,
         weights: str | None = None,
         offset: str | None = None,
         new_levels: str = "population",
@@ -194,143 +363,329 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     ) -> None:
         self.formula = formula
         self.family = family
+        self.link = link
         self.n_agq = n_agq
+        self.nb_theta = nb_theta
         self.weights = weights
         self.offset = offset
         self.new_levels = new_levels
         self.solver = solver
 
-    # -- fitting ---------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> MixedGLM:
-        """Fit the model; ``y`` may be omitted when the formula names the response."""
+    def __sklearn_tags__(self) -> Any:
+        # One class, two kinds of estimator: a classifier of 0/1 outcomes, a regressor
+        # of counts (scikit-learn's is_classifier reads estimator_type).
+        tags = super().__sklearn_tags__()
+        if self.family == "binomial":
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_class=False)
+            tags.regressor_tags = None
+        else:
+            tags.estimator_type = "regressor"
+            tags.classifier_tags = None
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+    # -- the data --------------------------------------------------------------------
+    def _check_settings(self) -> None:
         check_policy(self.new_levels)
-        if self.family not in FAMILIES:
-            raise ValueError(f"family: expected one of {FAMILIES}, got {self.family!r}")
-        if not isinstance(self.n_agq, int | np.integer) or self.n_agq < 1:
-            raise ValueError(f"n_agq: expected a positive integer, got {self.n_agq!r}")
-        family = Family(self.family)
+        check_family(self.family, self.link, self.nb_theta)
+        if (
+            isinstance(self.n_agq, bool)
+            or not isinstance(self.n_agq, int | np.integer)
+            or self.n_agq < 0
+        ):
+            raise ValueError(
+                f"n_agq: expected a non-negative integer (0, 1 for Laplace, or more "
+                f"quadrature points), got {self.n_agq!r}"
+            )
+
+    def _read(self, X: Any, y: Any, sample_weight: Any) -> GlmmData:
+        """Read and check the data of a fit (records the columns of X on ``self``)."""
+        self._check_settings()
         parsed = parse_formula(self.formula)
         frame = validated_frame(self, X, reset=True)
         response = parsed.response if y is None else "y"
         target = as_target(resolve_response(parsed, frame, y), len(frame))
         weights = self._column(frame, self.weights, "weights", default=1.0)
-        offset = self._column(frame, self.offset, "offset", default=0.0)
-        self._check_outcome(target, weights, response)
+        weights = weights * sample_weights(sample_weight, len(frame))
+        offset = self._offset_vector(frame)
+        self._check_outcome(target, weights, response, sample_weight is not None)
         design, dropped = build_design(parsed, frame, target)
-        warn_dropped(dropped, stacklevel=2)
         qs = [term.q for term in design.terms]
-        levels = [len(term.levels) for term in design.terms]
-        names = [term.spec.group for term in design.terms]
         if self.n_agq > 1 and (len(qs) != 1 or qs[0] != 1):
             raise ValueError(
                 f"n_agq={self.n_agq}: adaptive Gauss-Hermite quadrature needs a single "
                 "scalar random-effects term like (1 | g); use n_agq=1 (Laplace)"
             )
-        # Constants of the data as given, before rows are merged: glmer's Laplace value
-        # keeps the normalising constants, its quadrature value uses deviance residuals.
-        saturated = family.saturated(target, weights)
-        constant = family.constant(target, weights) if self.n_agq == 1 else -saturated
-        collapsed, y_rows, weight_rows, offset_rows = collapse_patterns(
+        collapsed, y_rows, weight_rows, offset_rows, row_pattern = collapse_patterns(
             design, target, weights, offset
         )
-        deviance = GlmmDeviance(
-            design_matrices(collapsed),
-            qs,
-            levels,
-            family,
-            y_rows,
-            weight_rows,
-            offset_rows,
-            n_agq=int(self.n_agq),
-            constant=constant,
+        return GlmmData(
+            parsed=parsed,
+            design=design,
+            dropped=dropped,
+            y=target,
+            weights=weights,
+            matrices=design_matrices(collapsed),
+            y_rows=y_rows,
+            weight_rows=weight_rows,
+            offset_rows=offset_rows,
+            row_pattern=row_pattern,
         )
+
+    def deviance_function(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> Any:
+        """The objective the fit minimises, as a function, without fitting (glmer's
+        ``devFunOnly = TRUE``).
+
+        Parameters
+        ----------
+        X : DataFrame
+            The data, as for :meth:`fit`.
+        y : array-like, optional
+            The response, when the formula does not name it.
+        sample_weight : array-like, optional
+            Prior weights, as for :meth:`fit`.
+
+        Returns
+        -------
+        callable
+            For ``n_agq >= 1``, ``f(concatenate([theta, beta]))``: -2 log-likelihood
+            (Laplace or quadrature) with the conditional modes found by PIRLS, glmer's
+            stage-2 function; for ``n_agq = 0``, ``f(theta)`` with beta found inside
+            PIRLS too. It returns inf where PIRLS fails. For
+            ``family="negative_binomial"`` it is the function at ``nb_theta``, which
+            must then be given.
+        """
+        model = clone(self)  # reading the data records the columns of X
+        data = model._read(X, y, sample_weight)
+        if self.family == "negative_binomial" and self.nb_theta is None:
+            raise ValueError(
+                "nb_theta: the deviance function of family='negative_binomial' is at a "
+                "fixed theta; set nb_theta"
+            )
+        deviance = data.deviance(Family(self.family, self.link, self.nb_theta), self.n_agq)
+        return deviance.profiled if self.n_agq == 0 else deviance
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> MixedGLM:
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars)
+            Every column the formula uses, and the ``weights`` and ``offset`` columns.
+        y : array-like, optional
+            The response; may be omitted when the formula names it.
+        sample_weight : array-like, optional
+            Prior weights per row, as glmer's ``weights=`` (multiplied by the
+            ``weights`` column when both are given): for binomial proportions, the
+            trials.
+
+        Returns
+        -------
+        MixedGLM
+            self, fitted.
+        """
+        data = self._read(X, y, sample_weight)
+        warn_dropped(data.dropped, stacklevel=2)
+        n_agq = int(self.n_agq)
+        estimate_nb = self.family == "negative_binomial" and self.nb_theta is None
+        # An estimated theta starts from a Poisson fit, as glmer.nb does.
+        family = Family("poisson") if estimate_nb else Family(self.family, self.link, self.nb_theta)
+        deviance = data.deviance(family, n_agq)
         # Cross-products at the prior weights: the size of the problem for the choice.
-        sized = weighted_cross_products(deviance.matrices, y_rows, weight_rows)
+        sized = weighted_cross_products(data.matrices, data.y_rows, data.weight_rows)
         choice = choose_solver(
             self.solver,
-            ProfiledDeviance(sized, qs, levels, reml=False),
-            names,
+            ProfiledDeviance(sized, data.qs, data.levels, reml=False),
+            data.names,
             "MixedGLM",
             exact_seconds=EXACT_SECONDS,
             exact_work=EXACT_WORK,
             solvers=("auto", "exact", "iterative"),
         )
+        nb_info = None
         if choice.solver == "iterative":
-            if self.n_agq > 1:
-                raise ValueError(f"n_agq={self.n_agq}: quadrature needs solver='exact'")
-            self._fit_pql(parsed, design, deviance, saturated, dropped)
+            if n_agq != 1:
+                what = "glmer's nAGQ = 0 stage" if n_agq == 0 else "quadrature"
+                raise ValueError(f"n_agq={n_agq}: {what} needs solver='exact'")
+            if estimate_nb:
+                raise ValueError(
+                    "nb_theta: an estimated negative binomial theta needs the exact fit "
+                    "(solver='exact'); or give nb_theta to fit at a fixed theta"
+                )
+            self._fit_pql(data, deviance)
         else:
-            self._fit_laplace(parsed, design, deviance, saturated, dropped)
-        self.n_patterns_ = int(len(y_rows))
+            optimum = None
+            if estimate_nb:
+                deviance, optimum, nb_info = self._estimate_nb_theta(data, deviance, n_agq)
+            self._fit_laplace(data, deviance, optimum)
+        self.nb_theta_ = deviance.family.nb_theta
+        if self.family == "binomial":
+            self.classes_ = np.array([0, 1])
+        elif hasattr(self, "classes_"):
+            del self.classes_  # from an earlier fit as a classifier
+        self.n_patterns_ = int(len(data.y_rows))
         self.solver_ = choice.solver
         self.convergence_.update(solver=choice.solver, solver_reason=choice.reason)
+        if nb_info is not None:
+            self.convergence_["nb_theta"] = nb_info
         return self
 
-    def _fit_laplace(self, parsed, design, deviance, saturated, dropped) -> None:
-        """glmer's two stages, each minimised by BOBYQA over the Laplace (AGQ) value."""
+    def _optimise(
+        self, deviance: GlmmDeviance, start: np.ndarray | None = None, step_scale: float = 1.0
+    ) -> Optimum:
+        """glmer's stages, each minimised by BOBYQA: theta with beta inside PIRLS, then
+        (theta, beta) jointly (not at n_agq = 0); ``start`` skips the first stage where
+        an earlier optimum (of a neighbouring negative binomial theta, or the same
+        optimum before polishing) is known, and ``step_scale`` shrinks the first trust
+        region of stage 2 from there."""
         qs = deviance.qs
         lower = theta_lower_bounds(qs)
-        # Stage 1 (glmer's nAGQ = 0): theta alone, beta inside PIRLS.
-        theta, value, first = minimize_bobyqa(deviance.profiled, theta_start(qs), lower)
-        stage1 = None
-        if np.isfinite(value):
-            with contextlib.suppress(np.linalg.LinAlgError, FloatingPointError):
-                stage1 = deviance.modes(theta)
-        if stage1 is None:
-            # A numerical error deep in the factorisation would not say what is wrong
-            # with the data; this does.
-            raise FloatingPointError(
-                "MixedGLM: the penalised least-squares system is singular at every theta "
-                "tried, so no conditional modes exist; the outcome is probably separated "
-                "(every row of some level or covariate pattern 0, or every one 1) or the "
-                "weights leave too few rows"
-            )
-        beta = stage1.beta
-        beta_se = np.sqrt(np.diag(solve(stage1.objective, theta, sigma=1.0).beta_cov))
-        # Stage 2: (theta, beta) jointly from there, with a first trust region on the
-        # scale of each parameter's uncertainty.
+        stages: dict = {}
+        if start is None or self.n_agq == 0:
+            theta0 = theta_start(qs) if start is None else deviance.split(start)[0]
+            theta, value, stages["stage1"] = minimize_bobyqa(deviance.profiled, theta0, lower)
+            stage1 = None
+            if np.isfinite(value):
+                with contextlib.suppress(np.linalg.LinAlgError, FloatingPointError):
+                    stage1 = deviance.modes(theta)
+            if stage1 is None:
+                # A numerical error deep in the factorisation would not say what is wrong
+                # with the data; this does.
+                raise FloatingPointError(
+                    "MixedGLM: the penalised least-squares system is singular at every "
+                    "theta tried, so no conditional modes exist; the outcome is probably "
+                    "separated (every row of some level or covariate pattern 0, or every "
+                    "one 1) or the weights leave too few rows"
+                )
+            if self.n_agq == 0:
+                return Optimum(theta, value, stages)
+            beta = stage1.beta
+            beta_se = np.sqrt(np.diag(solve(stage1.objective, theta, sigma=1.0).beta_cov))
+        else:
+            theta, beta = deviance.split(start)
+            modes = deviance.modes(theta, beta)
+            beta_se = np.sqrt(np.diag(self._conditional_solution(deviance, modes).beta_cov))
+        # Stage 2: (theta, beta) jointly, with a first trust region on the scale of each
+        # parameter's uncertainty.
         start = np.concatenate([theta, beta])
-        step = np.concatenate([0.1 * np.maximum(np.abs(theta), 0.1), np.maximum(beta_se, 1e-3)])
+        step = step_scale * np.concatenate(
+            [0.1 * np.maximum(np.abs(theta), 0.1), np.maximum(beta_se, 1e-3)]
+        )
         bounds = np.concatenate([lower, np.full(beta.size, -np.inf)])
-        parameters, value, second = minimize_bobyqa(deviance, start, bounds, initial_step=step)
+        parameters, value, stages["stage2"] = minimize_bobyqa(
+            deviance, start, bounds, initial_step=step
+        )
         if not np.isfinite(value):
             raise FloatingPointError("the deviance is not finite at any (theta, beta) tried")
-        theta, beta = deviance.split(parameters)
-        modes = deviance.modes(theta, beta)
-        solution = self._conditional_solution(deviance, modes)
-        parameter_cov, method = self._hessian_cov(deviance, theta, beta)
-        if parameter_cov is None:
+        return Optimum(parameters, value, stages)
+
+    def _estimate_nb_theta(
+        self, data: GlmmData, poisson: GlmmDeviance, n_agq: int
+    ) -> tuple[GlmmDeviance, Optimum, dict]:
+        """glmer.nb: a first theta by maximum likelihood given a Poisson GLMM's fitted
+        means, then the theta maximising the GLMM's likelihood, the GLMM refitted at
+        every theta tried (Brent's search over log(theta), as lme4's optTheta)."""
+        optimum = self._optimise(poisson)
+        if n_agq == 0:
+            modes = poisson.modes(optimum.parameters)
+        else:
+            modes = poisson.modes(*poisson.split(optimum.parameters))
+        mu = poisson.family.mean(modes.eta)[data.row_pattern]
+        first = theta_ml(data.y, mu, data.weights)
+        if not np.isfinite(first) or first <= 0:
+            raise ValueError(
+                "family='negative_binomial': the counts show no overdispersion beyond the "
+                "Poisson GLMM's (the first estimate of theta is not finite); fit "
+                "family='poisson'"
+            )
+        fits: dict[float, tuple[GlmmDeviance, Optimum]] = {}
+        start = optimum.parameters
+
+        def profile(log_theta: float) -> float:
+            nonlocal start
+            deviance = data.deviance(
+                Family("negative_binomial", nb_theta=float(np.exp(log_theta))), n_agq
+            )
+            fit = self._optimise(deviance, start=start, step_scale=0.1)
+            fits[log_theta] = (deviance, fit)
+            start = fit.parameters
+            return fit.value
+
+        low, high = np.log(first) - NB_INTERVAL, np.log(first) + NB_INTERVAL
+        result = minimize_scalar(
+            profile, bounds=(low, high), method="bounded", options={"xatol": NB_TOLERANCE}
+        )
+        best = min(fits, key=lambda k: fits[k][1].value)
+        at_edge = bool(min(best - low, high - best) < 1e3 * NB_TOLERANCE)
+        if at_edge:
+            warnings.warn(
+                f"MixedGLM: the negative binomial theta {np.exp(best):.6g} is at the edge "
+                f"of the searched interval [{np.exp(low):.6g}, {np.exp(high):.6g}] "
+                "(glmer.nb's: the first estimate times exp(+-3)); the likelihood may keep "
+                "rising beyond it",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        info = {
+            "first_estimate": first,
+            "interval": (float(np.exp(low)), float(np.exp(high))),
+            "fits": len(fits),
+            "converged": bool(result.success),
+            "at_edge": at_edge,
+        }
+        deviance, fit = fits[best]
+        return deviance, fit, info
+
+    def _fit_laplace(
+        self, data: GlmmData, deviance: GlmmDeviance, optimum: Optimum | None = None
+    ) -> None:
+        """The fitted state at glmer's optimum (found here unless given)."""
+        if optimum is None:
+            optimum = self._optimise(deviance)
+        if self.n_agq == 0:
+            modes = deviance.modes(optimum.parameters)
+            value = modes.penalised_deviance + modes.factor.logdet_Z + deviance.constant
+            solution = self._conditional_solution(deviance, modes)
+            # glmer computes no Hessian at nAGQ = 0: vcov is the conditional estimate.
             beta_cov, method = solution.beta_cov, "conditional"
             theta_se = np.full(deviance.n_theta, np.nan)
         else:
-            beta_cov = parameter_cov[deviance.n_theta :, deviance.n_theta :]
-            theta_se = np.sqrt(np.diag(parameter_cov)[: deviance.n_theta])
-        self._set_fitted(
-            parsed, design, deviance, modes.theta, modes.beta, modes.u, modes.eta, value,
-            saturated, dropped, solution, beta_cov, theta_se,
-        )  # fmt: skip
+            theta, beta = deviance.split(optimum.parameters)
+            modes = deviance.modes(theta, beta)
+            value = optimum.value
+            solution = self._conditional_solution(deviance, modes)
+            parameter_cov, method = self._hessian_cov(deviance, theta, beta)
+            if parameter_cov is None:
+                beta_cov, method = solution.beta_cov, "conditional"
+                theta_se = np.full(deviance.n_theta, np.nan)
+            else:
+                beta_cov = parameter_cov[deviance.n_theta :, deviance.n_theta :]
+                theta_se = np.sqrt(np.diag(parameter_cov)[: deviance.n_theta])
+        self._set_fitted(data, deviance, modes, value, solution, beta_cov, theta_se)
         self.convergence_.update(
             pirls_iterations=modes.iterations,
             pirls_converged=modes.converged,
             standard_errors=method,
-            stage1=first,
-            stage2=second,
+            **optimum.stages,
         )
-        if not (first["converged"] and second["converged"] and modes.converged):
+        stages_converged = all(stage["converged"] for stage in optimum.stages.values())
+        if not (stages_converged and modes.converged):
             warnings.warn(
                 f"MixedGLM: the fit stopped without converging ({self.convergence_})",
                 ConvergenceWarning,
                 stacklevel=3,
             )
 
-    def _fit_pql(self, parsed, design, deviance, saturated, dropped) -> None:
+    def _fit_pql(self, data: GlmmData, deviance: GlmmDeviance) -> None:
         """Penalised quasi-likelihood with the iterative solver (``_pql``)."""
         fit = fit_pql(deviance, theta_start(deviance.qs))
         theta_se = np.full(deviance.n_theta, np.nan)
+        modes = Modes(fit.theta, fit.beta, fit.u, fit.eta, None, None, np.nan, 0, True)
         self._set_fitted(
-            parsed, design, deviance, fit.theta, fit.beta, fit.u, fit.eta, fit.laplace,
-            saturated, dropped, fit.solution, fit.solution.beta_cov, theta_se,
-        )  # fmt: skip
+            data, deviance, modes, fit.laplace, fit.solution, fit.solution.beta_cov, theta_se
+        )
         self.convergence_.update(fit.info, standard_errors="conditional")
         if not fit.info["converged"]:
             warnings.warn(
@@ -345,15 +700,22 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             return np.full(len(frame), default)
         return numeric_matrix(frame, [name], role)[:, 0]
 
-    def _check_outcome(self, y: np.ndarray, weights: np.ndarray, response: str | None) -> None:
+    def _check_outcome(
+        self, y: np.ndarray, weights: np.ndarray, response: str | None, weighted: bool
+    ) -> None:
         name = f"response column {response!r}" if response else "y"
+        source = " and ".join(
+            ([f"column {self.weights!r}"] if self.weights else [])
+            + (["sample_weight"] if weighted else [])
+        )
         if np.any(weights < 0):
             raise ValueError(
                 f"weights: column {self.weights!r} has {int(np.sum(weights < 0))} negative value(s)"
             )
         if not np.any(weights > 0):
             raise ValueError(
-                f"weights: column {self.weights!r} is 0 in every row; there is nothing to fit"
+                f"weights: {source} {'is' if ' and ' not in source else 'are'} 0 in every "
+                "row; there is nothing to fit"
             )
         observed = np.unique(y[weights > 0])
         if observed.size == 1:
@@ -361,7 +723,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             # rate 0) and PIRLS has no finite mode; glmer stops: "Response is constant".
             raise ValueError(
                 f"{name} is constant (every value {observed[0]:g}"
-                f"{' where weights > 0' if self.weights else ''}): no variation to model "
+                f"{' where weights > 0' if source else ''}): no variation to model "
                 f"with family={self.family!r}; glmer refuses it too (Response is constant)"
             )
         if self.family == "binomial":
@@ -379,59 +741,49 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             successes = y * weights
             if not np.allclose(successes, np.round(successes), atol=1e-7):
                 warnings.warn(
-                    f"{name} times weights {self.weights!r} is not a whole number of "
-                    "successes in some rows",
+                    f"{name} times weights ({source}) is not a whole number of successes "
+                    "in some rows",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         else:
             if np.any(y < 0):
                 raise ValueError(
-                    f"{name} has {int(np.sum(y < 0))} negative value(s); family='poisson' "
-                    "needs counts"
+                    f"{name} has {int(np.sum(y < 0))} negative value(s); "
+                    f"family={self.family!r} needs counts"
                 )
             if not np.allclose(y, np.round(y)):
                 warnings.warn(
-                    f"{name} has non-integer values for family='poisson'",
+                    f"{name} has non-integer values for family={self.family!r}",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
     @staticmethod
     def _conditional_solution(deviance: GlmmDeviance, modes: Modes) -> Solution:
         """Conditional (co)variances from the exact factor at the modes, with X included
         for the conditional cov(beta) that is used where the Hessian fails."""
-        family = deviance.family
-        mu = family.mean(modes.eta)
-        mu_eta = family.mu_eta(mu)
-        cross = weighted_cross_products(
-            deviance.matrices,
-            modes.eta - deviance.offset + (deviance.y - mu) / mu_eta,
-            deviance.weights * mu_eta,
+        working, working_weights = deviance.family.working(
+            deviance.y, deviance.weights, modes.eta, deviance.offset
         )
+        cross = weighted_cross_products(deviance.matrices, working, working_weights)
         return solve(
             ProfiledDeviance(cross, deviance.qs, deviance.levels, False), modes.theta, sigma=1.0
         )
 
     def _set_fitted(
         self,
-        parsed,
-        design: Design,
+        data: GlmmData,
         deviance: GlmmDeviance,
-        theta: np.ndarray,
-        beta: np.ndarray,
-        u: np.ndarray,
-        eta: np.ndarray,
+        modes: Modes,
         value: float,
-        saturated: float,
-        dropped: list[str],
         solution: Solution,
         beta_cov: np.ndarray,
         theta_se: np.ndarray,
     ) -> None:
-        family = deviance.family
+        family, design, theta = deviance.family, data.design, modes.theta
         names = pd.Index(design.fixed_names, dtype=object)
-        self._parsed = parsed
+        self._parsed = data.parsed
         self._deviance = deviance
         self._design_terms = design.terms
         self._fixed_spec = design.fixed_spec
@@ -440,19 +792,20 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self._templates = deviance.templates(theta)
         self.theta_ = theta
         self.theta_se_ = theta_se
-        self.coef_ = pd.Series(beta, index=names)
+        self.coef_ = pd.Series(modes.beta, index=names)
         self.coef_cov_ = pd.DataFrame(beta_cov, index=names, columns=names)
         self.coef_se_ = pd.Series(np.sqrt(np.diag(beta_cov)), index=names)
-        n_parameters = deviance.n_theta + deviance.p
+        # lme4 counts a negative binomial's theta as a parameter (npar.merMod).
+        n_parameters = deviance.n_theta + deviance.p + (family.name == "negative_binomial")
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
-        kernel = family.kernel(deviance.y, deviance.weights, eta)
-        self.deviance_ = float(np.sum(kernel) - saturated)
+        kernel = family.kernel(deviance.y, deviance.weights, modes.eta)
+        self.deviance_ = float(np.sum(kernel) - family.saturated(data.y, data.weights))
         self.n_obs_ = int(len(design.y))
         self.aic_ = self.objective_ + 2 * n_parameters
         self.bic_ = self.objective_ + np.log(self.n_obs_) * n_parameters
-        self.dropped_columns_ = dropped
-        self._term_b = deviance.random_effects(self._templates, u)
+        self.dropped_columns_ = data.dropped
+        self._term_b = deviance.random_effects(self._templates, modes.u)
         self._term_cov = solution.b_cov
         self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
             design.terms, self._term_b, self._term_cov
@@ -508,37 +861,12 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     # -- prediction ------------------------------------------------------------------
-    def predict(
-        self,
-        X: Any,
-        *,
-        include_random: bool | Sequence[str] = True,
-        scale: str = "response",
-    ) -> np.ndarray:
-        """Predicted mean (probability or rate) or linear predictor for new rows.
-
-        Parameters
-        ----------
-        X : DataFrame (pandas or polars)
-            Holds every column the formula uses, and the offset column if any.
-        include_random : bool or sequence of str
-            True: conditional on the estimated random effects; False: fixed effects
-            only (random effects at 0, as glmer's ``re.form = NA``); a list of
-            grouping-factor names: only those terms.
-        scale : {"response", "link"}
-            The mean (``type = "response"``) or the linear predictor (``"link"``).
-
-        Returns
-        -------
-        numpy.ndarray
-        """
+    def _linear_predictor(self, X: Any, include_random: bool | Sequence[str]) -> np.ndarray:
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        if scale not in SCALES:
-            raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
         frame = validated_frame(self, X, reset=False)
         eta = self._fixed_matrix(frame) @ self.coef_.to_numpy()
-        eta += self._column(frame, self.offset, "offset", 0.0)
+        eta += self._offset_vector(frame)
         selected = self._included_factors(include_random)
         for term, b in zip(self._design_terms, self._term_b, strict=True):
             group = factor_keys(frame, term.spec.group_cols)
@@ -550,17 +878,92 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                 values = np.asarray(term.model_spec.get_model_matrix(frame), dtype=float)
                 seen = ~unseen
                 eta[seen] += np.einsum("ij,ij->i", values[seen], b[codes[seen]])
-        if scale == "link":
-            return eta
-        return Family(self.family).mean(eta)
+        return eta
+
+    def predict(
+        self,
+        X: Any,
+        *,
+        include_random: bool | Sequence[str] = True,
+        scale: str | None = None,
+    ) -> np.ndarray:
+        """Class labels (binomial) or the predicted mean or linear predictor (counts).
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars)
+            Holds every column the formula uses, and the offset column if any.
+        include_random : bool or sequence of str
+            True: conditional on the estimated random effects; False: fixed effects
+            only (random effects at 0, as glmer's ``re.form = NA``); a list of
+            grouping-factor names: only those terms.
+        scale : {"response", "link"}, optional
+            For the count families: the mean (``type = "response"``, the default) or
+            the linear predictor (``"link"``). Not taken with ``family="binomial"``,
+            whose ``predict`` is a classifier's: the class of probability above 1/2
+            (``classes_[1]`` where ``predict_proba(X)[:, 1] > 0.5``); the
+            probabilities are ``predict_proba``, the linear predictor
+            ``decision_function``.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        if self.family == "binomial":
+            if scale is not None:
+                raise ValueError(
+                    f"scale: family='binomial' predicts class labels, so scale={scale!r} "
+                    "is not taken; use predict_proba(X)[:, 1] for probabilities or "
+                    "decision_function(X) for the linear predictor"
+                )
+            probability = self.predict_proba(X, include_random=include_random)[:, 1]
+            return self.classes_[(probability > 0.5).astype(int)]
+        scale = "response" if scale is None else scale
+        if scale not in SCALES:
+            raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+        eta = self._linear_predictor(X, include_random)
+        return eta if scale == "link" else self._deviance.family.mean(eta)
 
     def predict_proba(self, X: Any, *, include_random: bool | Sequence[str] = True) -> np.ndarray:
-        """Probabilities of 0 and 1 per row, shape (n, 2); binomial family only."""
+        """Probabilities of ``classes_`` (0 and 1) per row, shape (n, 2): glmer's
+        ``predict(type = "response")`` in the second column; binomial family only."""
         check_is_fitted(self, "coef_")
         if self.family != "binomial":
             raise ValueError(f"predict_proba: needs family='binomial', not {self.family!r}")
-        p = self.predict(X, include_random=include_random)
+        p = self._deviance.family.mean(self._linear_predictor(X, include_random))
         return np.column_stack([1 - p, p])
+
+    def decision_function(
+        self, X: Any, *, include_random: bool | Sequence[str] = True
+    ) -> np.ndarray:
+        """The linear predictor per row (glmer's ``predict(type = "link")``), offsets
+        included: the log-odds of class 1 with the logit link; with other links a
+        monotone transform of its probability (positive above 1/2 for probit and
+        cauchit, above log(log 2) for cloglog)."""
+        return self._linear_predictor(X, include_random)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy for ``family="binomial"``, R^2 of the mean for the count families.
+
+        ``y`` may be omitted when the formula names the response. With binomial
+        proportions (``weights`` naming the trials) the accuracy is over the trials:
+        the share of successes where class 1 is predicted, of failures elsewhere.
+        """
+        check_is_fitted(self, "coef_")
+        parsed = parse_formula(self.formula)
+        frame = validated_frame(self, X, reset=False)
+        target = as_target(resolve_response(parsed, frame, y), len(frame))
+        weights = self._column(frame, self.weights, "weights", default=1.0)
+        weights = weights * sample_weights(sample_weight, len(frame))
+        if self.family == "binomial":
+            label = self.predict(frame)
+            correct = np.where(label == 1, target, 1 - target)
+            return float(np.sum(weights * correct) / np.sum(weights))
+        mean = self.predict(frame)
+        centre = np.average(target, weights=weights)
+        residual = np.sum(weights * (target - mean) ** 2)
+        total = np.sum(weights * (target - centre) ** 2)
+        return float(1 - residual / total) if total > 0 else float("nan")
 
     # -- inference -------------------------------------------------------------------
     def confint(self, level: float = 0.95) -> pd.DataFrame:
@@ -577,12 +980,19 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     def summary(self) -> str:
         """A summary table in the layout of lme4's ``print(summary(fit))``."""
         check_is_fitted(self, "coef_")
-        link = "logit" if self.family == "binomial" else "log"
+        family = self._deviance.family
+        name = (
+            f"Negative Binomial({self.nb_theta_:.4g})"
+            if family.name == "negative_binomial"
+            else family.name
+        )
         if self.solver_ == "iterative":
             fitted_by = (
                 "penalized quasi-likelihood (logLik: the Laplace approximation at its "
                 "estimates; standard errors conditional)"
             )
+        elif self.n_agq == 0:
+            fitted_by = "maximum likelihood (Adaptive Gauss-Hermite Quadrature, nAGQ = 0)"
         elif self.n_agq == 1:
             fitted_by = "maximum likelihood (Laplace Approximation)"
         else:
@@ -591,7 +1001,7 @@ class MixedGLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             )
         lines = [
             f"Generalized linear mixed model fit by {fitted_by}",
-            f" Family: {self.family}  ( {link} )",
+            f" Family: {name}  ( {family.link} )",
             f"Formula: {self.formula}",
             f"     AIC: {self.aic_:.4f}    BIC: {self.bic_:.4f}    logLik: {self.loglik_:.4f}"
             f"    deviance: {self.deviance_:.4f}",

@@ -5,7 +5,7 @@ optimiser tries; for crossed factors with tens of thousands of levels that facto
 not fit. Penalised quasi-likelihood (Breslow & Clayton 1993; MASS's ``glmmPQL``)
 replaces the likelihood by a sequence of linear mixed models: at the current linear
 predictor eta, the working response ``z = eta - offset + (y - mu) / mu'(eta)`` with
-working weights ``w mu'(eta)`` is fitted by maximum likelihood with the residual
+working weights ``w mu'(eta)^2 / V(mu)`` is fitted by maximum likelihood with the residual
 variance fixed at 1 (binomial and Poisson have no free dispersion), by the iterative
 solver; the new fixed effects and modes give the next eta, until eta stops changing.
 
@@ -53,15 +53,15 @@ def fit_pql(deviance: GlmmDeviance, start: np.ndarray) -> PqlFit:
         Starting theta.
     """
     family, matrices = deviance.family, deviance.matrices
-    eta = family.link(family.start(deviance.y, deviance.weights))
+    eta = family.linkfun(family.start(deviance.y, deviance.weights))
     theta = np.asarray(start, dtype=float)
     warm, products, inner = None, 0, 0
     converged = False
     for outer in range(1, MAX_OUTER + 1):  # noqa: B007 (reported below)
-        mu = family.mean(eta)
-        mu_eta = family.mu_eta(mu)
-        working = eta - deviance.offset + (deviance.y - mu) / mu_eta
-        cross = weighted_cross_products(matrices, working, deviance.weights * mu_eta)
+        working, working_weights = family.working(
+            deviance.y, deviance.weights, eta, deviance.offset
+        )
+        cross = weighted_cross_products(matrices, working, working_weights)
         objective = ProfiledDeviance(cross, deviance.qs, deviance.levels, reml=False)
         iterative = IterativeDeviance(objective, warm=warm)
         state, info = iterative.fit(theta, sigma2=1.0)
