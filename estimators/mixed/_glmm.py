@@ -727,16 +727,17 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
                 f"with family={self.family!r}; glmer refuses it too (Response is constant)"
             )
         if self.family == "binomial":
-            if self.weights is None and not np.all((y == 0) | (y == 1)):
+            if not source and not np.all((y == 0) | (y == 1)):
                 bad = pd.unique(y[(y != 0) & (y != 1)])[:5]
                 raise ValueError(
                     f"{name} must be 0/1 for family='binomial' (found e.g. {list(bad)}); "
-                    "for proportions of successes name the trials with weights='column'"
+                    "for proportions of successes name the trials with weights='column' "
+                    "or pass them as sample_weight"
                 )
             if np.any((y < 0) | (y > 1)):
                 raise ValueError(
                     f"{name} must be a proportion in [0, 1] for family='binomial' with "
-                    f"weights={self.weights!r}"
+                    f"weights ({source})"
                 )
             successes = y * weights
             if not np.allclose(successes, np.round(successes), atol=1e-7):
