@@ -12,7 +12,7 @@
 #
 # Writes
 #   tests/estimators/fixtures/data/sleepstudy_extra.csv.gz   sleepstudy with a weight
-#       column w, positive exposure, a numeric offset column base and a factor var1
+#       column w, positive exposure, a numeric offset column base, factors var1 and part
 #   tests/estimators/fixtures/data/online_daily.csv.gz       online_services rows
 #       aggregated to user x day means (y, x1, x2) with their number of rows n
 #   tests/estimators/fixtures/data/<data>_new.csv.gz         new data for prediction
@@ -66,7 +66,8 @@ extra <- data.frame(
   w = 1 + subject_code %% 3 + sleepstudy$Days / 10,
   exposure = 1 + ((rows * 7) %% 11) / 4,
   base = 250 + 10 * (subject_code %% 4),
-  var1 = factor(subject_code %% 5 + 1)
+  var1 = factor(subject_code %% 5 + 1),
+  part = factor(c("a", "b", "c")[sleepstudy$Days %/% 4 + 1])
 )
 write_csv_gz(extra, "sleepstudy_extra.csv.gz")
 check_round_trip(extra, "sleepstudy_extra.csv.gz")
@@ -100,7 +101,8 @@ newdata <- list(
     w = c(1, 2, 3, 1.5, 2, 1, 1, 4),
     exposure = c(1, 2, 3.5, 1.25, 2, 1, 3, 2.5),
     base = c(250, 260, 270, 280, 250, 260, 270, 280),
-    var1 = c("1", "2", "3", "4", "5", "1", "3", "5")
+    var1 = c("1", "2", "3", "4", "5", "1", "3", "5"),
+    part = c("a", "b", "c", "a", "a", "a", "b", "c")
   ),
   online_daily = data.frame(
     user = c(as.character(daily$user[c(1, 2)]), "u999", "u999", as.character(daily$user[3])),
@@ -141,7 +143,12 @@ models <- list(
   model("names_treatment", "sleepstudy_extra",
         "Reaction ~ var1 * Days + (1 | Subject)", FALSE),
   model("names_no_intercept_ml", "sleepstudy_extra",
-        "Reaction ~ 0 + var1:Days + var1 + (1 | Subject)", FALSE)
+        "Reaction ~ 0 + var1:Days + var1 + (1 | Subject)", FALSE),
+  # R orders an interaction's variables by their first appearance in the formula.
+  model("names_interaction_order", "sleepstudy_extra",
+        "Reaction ~ Days + var1:Days + (1 | Subject)", TRUE),
+  model("names_factor_interaction", "sleepstudy_extra",
+        "Reaction ~ part + var1 + var1:part + (1 | Subject)", FALSE)
 )
 
 objective <- function(fit) if (isREML(fit)) REMLcrit(fit) else deviance(fit)

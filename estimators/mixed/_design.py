@@ -39,6 +39,91 @@ def lme4_name(name: str) -> str:
     return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name)
 
 
+def _name_parts(name: str) -> list[str]:
+    """A formulaic column name split at the ':' of an interaction (not inside brackets,
+    parentheses or backticks): ``var1[T.2]:part[T.b]`` -> ``['var1[T.2]', 'part[T.b]']``."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(name):
+        if char == "`":
+            quoted = not quoted
+        elif not quoted and char in "[(":
+            depth += 1
+        elif not quoted and char in "])":
+            depth -= 1
+        elif char == ":" and depth == 0 and not quoted:
+            parts.append(name[start:i])
+            start = i + 1
+    parts.append(name[start:])
+    return parts
+
+
+def _factor_of(part: str) -> str:
+    """The factor a column-name part belongs to: ``var1[T.2]`` -> ``var1``."""
+    return re.sub(r"\[[^\]]*\]$", "", part)
+
+
+def r_column_order(columns: Sequence[str], fixed: str) -> tuple[np.ndarray, list[str]]:
+    """The fixed-effects columns in R's order, and their names as lme4 prints them.
+
+    R names an interaction's variables in the order they first appear in the formula
+    (``Days + var1:Days`` gives ``Days:var12``, not ``var12:Days``), and within an
+    interaction of factors the first variable's levels vary fastest. formulaic keeps
+    each term's variables as written; this reorders the parts of each name, and the
+    columns of an interaction of several factors, accordingly.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        formulaic's column names, in its order.
+    fixed : str
+        The fixed part of the formula as written, which gives R's variable order.
+
+    Returns
+    -------
+    order : numpy.ndarray
+        Positions of formulaic's columns in R's order.
+    names : list of str
+        lme4's names, in R's order.
+
+    Examples
+    --------
+    >>> columns = ["Intercept", "Days", "var1[T.2]:Days"]
+    >>> order, names = r_column_order(columns, "1 + Days + var1:Days")
+    >>> order.tolist(), names
+    ([0, 1, 2], ['(Intercept)', 'Days', 'Days:var12'])
+    """
+    text = re.sub(r"\s+", "", fixed)
+
+    def rank(factor: str) -> int:
+        # The factor as a whole token: x is not found inside exposure.
+        pattern = r"(?<![\w.`])" + re.escape(re.sub(r"\s+", "", factor)) + r"(?![\w.`])"
+        found = re.search(pattern, text)
+        return found.start() if found else len(text)
+
+    order: list[int] = []
+    names: list[str] = []
+    start = 0
+    while start < len(columns):
+        signature = [_factor_of(part) for part in _name_parts(columns[start])]
+        stop = start
+        # The columns of one term (one set of factors) are consecutive.
+        while (
+            stop < len(columns)
+            and [_factor_of(part) for part in _name_parts(columns[stop])] == signature
+        ):
+            stop += 1
+        block = [_name_parts(columns[k]) for k in range(start, stop)]
+        positions = sorted(range(len(signature)), key=lambda j: (rank(signature[j]), j))
+        levels = [list(dict.fromkeys(parts[j] for parts in block)) for j in range(len(signature))]
+        # R's first variable varies fastest: sort by the last one first.
+        keys = [tuple(levels[j].index(parts[j]) for j in reversed(positions)) for parts in block]
+        for k in sorted(range(len(block)), key=lambda k: keys[k]):
+            order.append(start + k)
+            names.append(":".join(lme4_name(block[k][j]) for j in positions))
+        start = stop
+    return np.array(order, dtype=int), names
+
+
 def required_columns(expr: str) -> set[str]:
     """The data columns a formulaic expression reads, including those of its
     ``offset(...)`` terms (``offset`` itself is lme4's marker, not a column)."""
@@ -178,7 +263,9 @@ class Design:
     X: np.ndarray
     fixed_names: list[str]
     fixed_spec: Any
-    kept: np.ndarray  # indices of the fixed columns kept after dropping rank deficiency
+    # Indices of formulaic's fixed columns kept after dropping rank deficiency, in R's
+    # column order (``r_column_order``).
+    kept: np.ndarray
     terms: list[RandomTerm]
     codes: list[np.ndarray]
     values: list[np.ndarray]
@@ -229,10 +316,13 @@ def build_design(
     check_finite(frame, list(dict.fromkeys(used)))
 
     fixed = formulaic.model_matrix(parsed.fixed, frame, na_action="raise")
-    names = [lme4_name(name) for name in fixed.columns]
-    X = np.asarray(fixed, dtype=float)
-    kept = _independent_columns(X)
-    dropped = [names[k] for k in range(len(names)) if k not in set(kept.tolist())]
+    # Columns in R's order and with lme4's names, so that rank deficiency drops the
+    # column lme4 drops; ``kept`` indexes formulaic's columns.
+    order, names = r_column_order(list(fixed.columns), parsed.fixed)
+    X = np.asarray(fixed, dtype=float)[:, order]
+    independent = _independent_columns(X)
+    kept = order[independent]
+    dropped = [names[k] for k in range(len(names)) if k not in set(independent.tolist())]
     if len(kept) >= len(frame):
         raise saturated_error(fixed.model_spec, frame, len(kept))
 
@@ -260,8 +350,8 @@ def build_design(
     # Largest factor first (stable for ties), as lme4 orders them.
     order = sorted(range(len(terms)), key=lambda k: -len(terms[k].levels))
     design = Design(
-        X=X[:, kept],
-        fixed_names=[names[k] for k in kept],
+        X=X[:, independent],
+        fixed_names=[names[k] for k in independent],
         fixed_spec=fixed.model_spec,
         kept=kept,
         terms=[terms[k] for k in order],

@@ -4,7 +4,8 @@ The reference values are JSON fixtures written by
 ``benchmarks/reference/lmer_weights_offsets.R`` (regenerate with ``Rscript
 benchmarks/reference/lmer_weights_offsets.R``): weighted sleepstudy, online data
 aggregated to user x day means weighted by their counts, offsets in the formula and as a
-column, and lme4's coefficient names with and without an intercept; REML and ML.
+column, and lme4's coefficient names (and column order) with and without an intercept
+and in interactions; REML and ML.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def test_every_case_is_covered():
         "names_no_intercept",
         "names_no_intercept_ml",
         "names_treatment",
+        "names_interaction_order",
+        "names_factor_interaction",
     } <= set(MODELS)
 
 
