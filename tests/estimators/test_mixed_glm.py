@@ -245,6 +245,26 @@ def test_predictions_with_new_levels(model):
     np.testing.assert_allclose(mean(fit, training)[:10], ref["fitted_head"], rtol=1e-3)
 
 
+NEGATIVE_BINOMIAL = [m for m in MODELS if reference(m)["family"] == "negative_binomial"]
+
+
+@pytest.mark.parametrize("model", NEGATIVE_BINOMIAL)
+def test_negative_binomial_theta_matches_glmer_nb(model):
+    """glmer.nb searched with tol = 1e-9 in log(theta) (the fixture) and with its
+    default 5e-5 (``nb_default``, whose objective is that of its own PIRLS tolerance)."""
+    ref = reference(model)
+    fit = fitted(model)
+    assert fit.nb_theta_ == pytest.approx(ref["nb_theta"], rel=1e-5)
+    assert fit.nb_theta_ == pytest.approx(ref["nb_default"]["nb_theta"], rel=5e-5)
+    assert fit.objective_ <= ref["nb_default"]["objective"]
+    info = fit.convergence_["nb_theta"]
+    assert info["converged"] and not info["at_edge"]
+    low, high = info["interval"]
+    assert low < fit.nb_theta_ < high
+    assert high / low == pytest.approx(np.exp(6))  # glmer.nb's log(theta) +- 3
+    assert f"Negative Binomial({fit.nb_theta_:.4g})  ( log )" in fit.summary()
+
+
 # -- aggregation ------------------------------------------------------------------------
 
 
