@@ -2,7 +2,8 @@
 
 CI installs R with lme4, so these run there; each design draws its structure (numbers
 of levels, unbalanced group sizes, crossed factor or not, random slope or not, true
-variances including zero) from its seed.
+variances including zero, prior weights and an offset or not) from its seed. The R side
+is ``lme4_live.R``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import shutil
 import subprocess
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,25 +24,7 @@ pytestmark = pytest.mark.r
 
 SEEDS = list(range(10))
 
-R_SCRIPT = r"""
-suppressPackageStartupMessages({library(lme4); library(jsonlite)})
-args <- commandArgs(trailingOnly = TRUE)
-designs <- fromJSON(args[1], simplifyVector = FALSE)
-out <- list()
-for (d in designs) {
-  data <- read.csv(d$path, stringsAsFactors = TRUE)
-  data$g <- factor(data$g); data$h <- factor(data$h)
-  fit <- lmer(as.formula(d$formula), data, REML = d$reml,
-              control = lmerControl(optCtrl = list(xtol_abs = 1e-10, ftol_abs = 1e-12,
-                                                   xtol_rel = 0)))
-  vc <- as.data.frame(VarCorr(fit))
-  out[[length(out) + 1]] <- list(
-    objective = if (d$reml) REMLcrit(fit) else deviance(fit),
-    fixef = as.list(fixef(fit)),
-    sdcor = vc$sdcor, singular = isSingular(fit))
-}
-cat(toJSON(out, digits = NA, auto_unbox = TRUE))
-"""
+R_SCRIPT = Path(__file__).with_name("lme4_live.R")
 
 
 def _r_available() -> bool:
@@ -63,7 +47,8 @@ def design(seed: int) -> tuple[pd.DataFrame, str, bool]:
     f = rng.choice(["a", "b", "c"], n)
     sd_g = rng.choice([0.0, 0.3, 1.5])
     y = 1.0 + 0.5 * x + np.select([f == "b", f == "c"], [0.4, -0.2], 0.0)
-    y = y + rng.normal(0, sd_g, n_g)[g] + rng.normal(size=n)
+    y = y + rng.normal(0, sd_g, n_g)[g]
+    noise = rng.normal(size=n)
     formula = "y ~ x + f + (1 | g)"
     crossed = rng.random() < 0.5
     h = rng.integers(0, int(rng.integers(3, 12)), n)
@@ -73,7 +58,20 @@ def design(seed: int) -> tuple[pd.DataFrame, str, bool]:
     elif rng.random() < 0.6:
         y = y + rng.normal(0, 0.5, n_g)[g] * x
         formula = "y ~ x + f + (1 + x | g)"
-    frame = pd.DataFrame({"y": y, "x": x, "f": f, "g": [f"g{k}" for k in g], "h": h})
+    # Prior weights: rows as means of 1-5 observations, residual variance 1 / w.
+    w = rng.integers(1, 6, n).astype(float) if rng.random() < 0.5 else np.ones(n)
+    o = rng.normal(0, 2, n) if rng.random() < 0.5 else np.zeros(n)
+    frame = pd.DataFrame(
+        {
+            "y": y + noise / np.sqrt(w) + o,
+            "x": x,
+            "f": f,
+            "g": [f"g{k}" for k in g],
+            "h": h,
+            "w": w,
+            "o": o,
+        }
+    )
     return frame, formula, bool(rng.random() < 0.7)
 
 
@@ -89,7 +87,7 @@ def lme4_fits(tmp: str) -> list[dict]:
     with open(spec_path, "w") as handle:
         json.dump(specs, handle)
     result = subprocess.run(
-        ["Rscript", "-e", R_SCRIPT, spec_path], capture_output=True, text=True, check=True
+        ["Rscript", str(R_SCRIPT), spec_path], capture_output=True, text=True, check=True
     )
     return json.loads(result.stdout)
 
@@ -105,12 +103,13 @@ def reference(tmp_path_factory):
 def test_random_design_matches_lme4(seed, reference):
     frame, formula, reml = design(seed)
     ref = reference[seed]
-    fit = MixedLM(formula, reml=reml).fit(frame)
+    fit = MixedLM(formula, reml=reml, weights="w", offset="o").fit(frame)
     # Ours may find a lower optimum; never a notably higher one.
     assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
     assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-5)
     assert fit.is_singular_ == ref["singular"]
     names = list(ref["fixef"])
+    assert list(fit.coef_.index) == names
     np.testing.assert_allclose(fit.coef_[names], list(ref["fixef"].values()), rtol=1e-3, atol=1e-4)
     if not ref["singular"]:
         np.testing.assert_allclose(fit.varcorr_["sdcor"], ref["sdcor"], rtol=1e-3, atol=1e-4)
