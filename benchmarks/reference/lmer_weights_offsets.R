@@ -119,16 +119,18 @@ stopifnot(!"u999" %in% levels(daily$user), !"999" %in% levels(daily$day))
 # Models
 # ---------------------------------------------------------------------------
 
-model <- function(name, data, formula, reml, weights = NULL, offset = NULL) {
+model <- function(name, data, formula, reml, weights = NULL, offset = NULL,
+                  profile = FALSE) {
   list(name = name, data = data, formula = formula, reml = reml, weights = weights,
-       offset = offset)
+       offset = offset, profile = profile)
 }
 sleep_slopes <- "Reaction ~ Days + (Days | Subject)"
 daily_crossed <- "y ~ x1 + x2 + (1 | user) + (1 | day)"
 sleep_offsets <- paste("Reaction ~ Days + offset(10 * log(exposure)) + offset(2 * Days)",
                        "+ (Days | Subject)")
 models <- list(
-  model("sleepstudy_weights", "sleepstudy_extra", sleep_slopes, TRUE, weights = "w"),
+  model("sleepstudy_weights", "sleepstudy_extra", sleep_slopes, TRUE, weights = "w",
+        profile = TRUE),
   model("sleepstudy_weights_ml", "sleepstudy_extra", sleep_slopes, FALSE, weights = "w"),
   model("online_daily_weights", "online_daily", daily_crossed, TRUE, weights = "n"),
   model("online_daily_weights_ml", "online_daily", daily_crossed, FALSE, weights = "n"),
@@ -226,6 +228,16 @@ for (spec in models) {
   stopifnot(isTRUE(all.equal(unname(lme4_conditional), ours$conditional, tolerance = 1e-10)))
   stopifnot(isTRUE(all.equal(unname(lme4_marginal), ours$marginal, tolerance = 1e-10)))
 
+  # Profile intervals of the standard deviations, correlation and sigma only: with
+  # prior weights, lme4 1.1-31's profiles of the fixed effects are not monotonic and
+  # its intervals for them collapse (narrower than Wald's by a factor of 50).
+  profile_ci <- NULL
+  if (spec$profile) {
+    ci <- captured(paste(spec$name, "confint profile"),
+                   confint(fit, method = "profile", parm = "theta_"))
+    profile_ci <- json_intervals(ci)
+  }
+
   record <- list(
     name = spec$name,
     formula = spec$formula,
@@ -248,6 +260,7 @@ for (spec in models) {
     predictions_marginal = json_array(ours$marginal),
     fitted_head = json_array(head(fitted(fit), 10)),
     devfun_at = devfun_at,
+    confint_profile = profile_ci,
     lme4_version = as.character(packageVersion("lme4")),
     R_version = as.character(getRversion())
   )

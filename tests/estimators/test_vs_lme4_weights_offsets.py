@@ -173,3 +173,18 @@ def test_scalable_solvers_take_weights(model, solver):
     if solver == "sparse":
         assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
         assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-6)
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if reference(m)["confint_profile"]])
+def test_profile_intervals_of_the_variance_parameters(model):
+    """lme4 interpolates a spline through profile points; we find the bounds by root
+    finding, so the two agree to a few parts in 1e4. The fixture holds the variance
+    parameters only: lme4's fixed-effect profiles fail with prior weights."""
+    ref = reference(model)
+    ours = fitted(model).confint(method="profile")
+    for name, bounds in ref["confint_profile"].items():
+        np.testing.assert_allclose(ours.loc[name], bounds, rtol=5e-4, atol=1e-6, err_msg=name)
+    # Our fixed-effect profiles stay near the Wald intervals (quadratic log-likelihood).
+    wald = fitted(model).confint(method="wald")
+    fixed = list(ref["fixef"])
+    np.testing.assert_allclose(ours.loc[fixed], wald.loc[fixed], rtol=2e-2)
