@@ -2,7 +2,8 @@
 
 Run from the repository root, ``make bench-glmm`` or::
 
-    .venv/bin/python benchmarks/bench_glmm.py [--skip-lme4] [--rows N] [--users N]
+    .venv/bin/python benchmarks/bench_glmm.py [--skip-lme4] [--skip-negative-binomial]
+        [--rows N] [--users N]
         [--ctr-users N [N ...]] [--lme4-timeout SECONDS]
 
 Cases, every one fitted by both with the Laplace approximation:
@@ -14,11 +15,16 @@ Cases, every one fitted by both with the Laplace approximation:
   (1 | user)``; a user has at most four distinct rows (display x click), so the rows
   merge into patterns;
 * simulated 0/1 outcomes, 1M rows and 50k users by default: ``y ~ treatment + x +
-  (1 | user)`` with a continuous covariate, so that nothing merges.
+  (1 | user)`` with a continuous covariate, so that nothing merges;
+* negative binomial counts, ours ``family="negative_binomial"`` against ``glmer.nb``
+  (theta estimated by both): the fixture's simulated counts (``counts_nb.csv.gz``,
+  ``y ~ x + treat + (1 | g)``, 1,500 rows) and grouseticks (``TICKS ~ YEAR + cHEIGHT +
+  (1 | BROOD) + (1 | LOCATION)``, 403 rows).
 
 Ours: one warm-up fit on cbpp, then the median of the timed fits in this process. glmer:
-``glmer(formula, data, family = binomial)`` with default control, in one ``Rscript``
-process per case with ``R_LD_LIBRARY_PATH`` pointing at OpenBLAS, ``system.time`` around
+``glmer(formula, data, family = binomial)`` with default control (``glmer.nb(formula,
+data)`` for the counts), by ``benchmarks/bench_glmm.R`` in one ``Rscript`` process per
+case with ``R_LD_LIBRARY_PATH`` pointing at OpenBLAS, ``system.time`` around
 the ``glmer`` call only, stopped after ``--lme4-timeout`` seconds (the row then says it
 did not finish). The table goes to stdout and, as JSON, to
 ``benchmarks/results/bench_glmm.json``.
@@ -48,30 +54,7 @@ FIXTURES = ROOT / "tests" / "estimators" / "fixtures" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_glmm.json"
 LME4_TIMEOUT = 1200.0  # seconds; glmer on millions of rows may take far longer
 
-GLMER_SCRIPT = r"""
-suppressPackageStartupMessages({library(lme4); library(jsonlite)})
-args <- commandArgs(trailingOnly = TRUE)
-data <- read.csv(args[1])
-for (column in strsplit(args[3], ",")[[1]]) data[[column]] <- factor(data[[column]])
-repeats <- as.integer(args[4])
-seconds <- numeric(0)
-notes <- character(0)
-note <- function(condition, restart) {
-  notes <<- c(notes, conditionMessage(condition))
-  invokeRestart(restart)
-}
-for (k in seq_len(repeats)) {
-  seconds[k] <- system.time(withCallingHandlers(
-    fit <- glmer(as.formula(args[2]), data, family = binomial),
-    warning = function(w) note(w, "muffleWarning"),
-    message = function(m) note(m, "muffleMessage")
-  ))[["elapsed"]]
-}
-result <- list(seconds = seconds, objective = -2 * as.numeric(logLik(fit)),
-               notes = unique(notes), lme4 = as.character(packageVersion("lme4")),
-               blas = extSoftVersion()[["BLAS"]])
-cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "")
-"""
+GLMER_SCRIPT = Path(__file__).with_name("bench_glmm.R")
 
 
 @dataclass
@@ -84,6 +67,7 @@ class Case:
     weights: str | None = None
     repeats: int = 1
     lme4_repeats: int = 1
+    family: str = "binomial"
 
 
 def cbpp_case() -> Case:
@@ -115,6 +99,38 @@ def ctr_case(n_users: int) -> Case:
     )
 
 
+def negative_binomial_cases() -> list[Case]:
+    """glmer.nb's model on the fixtures' simulated overdispersed counts and on
+    grouseticks."""
+    counts = pd.read_csv(FIXTURES / "counts_nb.csv.gz")
+    ticks = pd.read_csv(FIXTURES / "grouseticks.csv.gz")
+    for column in ("BROOD", "LOCATION", "YEAR"):
+        ticks[column] = ticks[column].astype(str)
+    ticks_formula = "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)"
+    return [
+        Case(
+            name="counts_nb (glmer.nb)",
+            formula="y ~ x + treat + (1 | g)",
+            formula_r="y ~ x + treat + (1 | g)",
+            factors=("g",),
+            frame=counts,
+            family="negative_binomial",
+            repeats=3,
+            lme4_repeats=3,
+        ),
+        Case(
+            name="grouseticks (glmer.nb)",
+            formula=ticks_formula,
+            formula_r=ticks_formula,
+            factors=("BROOD", "LOCATION", "YEAR"),
+            frame=ticks[["TICKS", "YEAR", "cHEIGHT", "BROOD", "LOCATION"]],
+            family="negative_binomial",
+            repeats=3,
+            lme4_repeats=3,
+        ),
+    ]
+
+
 def simulated(n_rows: int, n_users: int, seed: int = 2024) -> pd.DataFrame:
     """0/1 outcomes with a user intercept (sd 0.8), a binary treatment, a three-level
     segment and a continuous covariate."""
@@ -139,7 +155,7 @@ def simulated(n_rows: int, n_users: int, seed: int = 2024) -> pd.DataFrame:
 def time_ours(case: Case) -> dict[str, Any]:
     seconds, fit = [], None
     for _ in range(case.repeats):
-        model = estimators.MixedGLM(case.formula, family="binomial", weights=case.weights)
+        model = estimators.MixedGLM(case.formula, family=case.family, weights=case.weights)
         start = time.perf_counter()
         fit = model.fit(case.frame)
         seconds.append(time.perf_counter() - start)
@@ -147,18 +163,20 @@ def time_ours(case: Case) -> dict[str, Any]:
         "seconds": statistics.median(seconds),
         "objective": fit.objective_,
         "patterns": fit.n_patterns_,
-        "evaluations": fit.convergence_["stage1"]["evaluations"]
-        + fit.convergence_["stage2"]["evaluations"],
+        "evaluations": sum(
+            stage["evaluations"]
+            for name, stage in fit.convergence_.items()
+            if name.startswith("stage")
+        ),
+        "nb_theta": fit.nb_theta_,
     }
 
 
 def run_glmer(case: Case, workdir: Path, timeout: float = LME4_TIMEOUT) -> dict[str, Any]:
     csv = workdir / "case.csv"  # case names hold characters such as "/"
     case.frame.to_csv(csv, index=False)
-    script = workdir / "bench_glmm.R"
-    script.write_text(GLMER_SCRIPT)
-    command = ["Rscript", str(script), str(csv), case.formula_r, ",".join(case.factors)]
-    command.append(str(case.lme4_repeats))
+    command = ["Rscript", str(GLMER_SCRIPT), str(csv), case.formula_r, ",".join(case.factors)]
+    command += [str(case.lme4_repeats), case.family]
     try:
         result = run_r(command, timeout)
     finally:
@@ -171,6 +189,7 @@ def run_glmer(case: Case, workdir: Path, timeout: float = LME4_TIMEOUT) -> dict[
         "seconds": statistics.median(np.atleast_1d(out["seconds"])),
         "objective": float(out["objective"]),
         "warnings": out["notes"],
+        "nb_theta": out.get("nb_theta"),
         "versions": {"lme4": out["lme4"], "BLAS": out["blas"]},
     }
 
@@ -178,6 +197,9 @@ def run_glmer(case: Case, workdir: Path, timeout: float = LME4_TIMEOUT) -> dict[
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-lme4", action="store_true", help="time ours only")
+    parser.add_argument(
+        "--skip-negative-binomial", action="store_true", help="leave out the glmer.nb cases"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the 0/1 data")
     parser.add_argument("--users", type=int, default=50_000, help="users of the 0/1 data")
     parser.add_argument(
@@ -206,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             frame=simulated(args.rows, args.users),
         )
     )
+    if not args.skip_negative_binomial:
+        cases += negative_binomial_cases()
     lme4 = not args.skip_lme4 and shutil.which("Rscript") is not None
     time_ours(cbpp_case())  # warm-up: imports, formulaic, first BLAS calls
     records = []
