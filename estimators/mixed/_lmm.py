@@ -104,7 +104,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``. Random-effects
         terms: ``(1 | g)``, ``(1 + x | g)``, ``(0 + x | g)``, ``(1 + x || g)``, nested
         ``(1 | a/b)``, interactions ``(1 | a:b)``, several terms for crossed factors. The
-        fixed part is read by formulaic (treatment contrasts for categorical columns).
+        fixed part is read by formulaic (treatment contrasts for categorical columns);
+        its ``offset(expr)`` terms (``offset(log(exposure))``) enter the linear
+        predictor with coefficient 1.
     reml : bool
         REML (default, like ``lmer``) or maximum likelihood.
     new_levels : {"population", "error"}
@@ -147,7 +149,10 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     coef_ : pandas.Series
-        Fixed effects by name (lme4's names, e.g. ``(Intercept)``).
+        Fixed effects by name, in lme4's order and with its names: ``(Intercept)``,
+        ``var12`` (treatment contrasts), ``var11`` (a factor coded in full without an
+        intercept), ``Days:var12`` (an interaction's variables in their order of first
+        appearance in the formula).
     coef_se_ : pandas.Series
         Their standard errors.
     coef_cov_ : pandas.DataFrame
@@ -203,6 +208,16 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
     >>> more["y"] = 1 + 2 * more["x"] + rng.normal(size=20)[g] + rng.normal(size=200)
     >>> model.update(more).n_obs_, model.n_levels_
     (400, {'g': 40})
+
+    Rows that are means of several observations, weighted by their counts, and an
+    offset; the criterion at any theta, without fitting, as lme4's ``devFunOnly``:
+
+    >>> data["n"] = rng.integers(1, 5, size=200)
+    >>> data["base"] = 0.5
+    >>> weighted = MixedLM("y ~ x + offset(base) + (1 | g)", weights="n").fit(data)
+    >>> devfun = MixedLM("y ~ x + offset(base) + (1 | g)", weights="n").deviance_function(data)
+    >>> bool(np.isclose(devfun(weighted.theta_), weighted.objective_))
+    True
     """
 
     def __init__(
