@@ -105,10 +105,10 @@ class Family:
             raise ValueError("nb_theta: family='negative_binomial' needs a theta")
 
     @property
-    def newton(self) -> bool:
-        """Whether PIRLS's Fisher scoring is Newton's method (a canonical link: logit
-        for binomial, log for Poisson; the negative binomial's log link is not its
-        canonical one)."""
+    def canonical(self) -> bool:
+        """Whether the link is canonical, so that Fisher scoring is Newton's method
+        (logit for binomial, log for Poisson; the negative binomial's log link is not
+        its canonical one)."""
         return (self.name, self.link) in {("binomial", "logit"), ("poisson", "log")}
 
     def mean(self, eta: np.ndarray) -> np.ndarray:
@@ -165,6 +165,21 @@ class Family:
         mu_eta = self.mu_eta(eta)
         response = eta - offset + (y - mu) / mu_eta
         return response, weights * mu_eta**2 / self.variance(mu)
+
+    def newton_working(
+        self, y: np.ndarray, weights: np.ndarray, eta: np.ndarray, offset: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Working response and weights of a Newton step towards the conditional modes:
+        with the observed information where it is positive for every y (the negative
+        binomial's log link: ``(y + theta) mu theta / (mu + theta)^2``), so that PIRLS
+        converges quadratically; Fisher scoring (``working``) otherwise. The modes are
+        the same; the Laplace value takes the Fisher weights at them, as lme4."""
+        if self.name != "negative_binomial":
+            return self.working(y, weights, eta, offset)
+        mu, theta = self.mean(eta), self.nb_theta
+        observed = (y + theta) * mu * theta / (mu + theta) ** 2
+        score = y - (y + theta) * mu / (mu + theta)
+        return eta - offset + score / observed, weights * observed
 
     def start(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """R's starting means (``mustart`` of the family's ``initialize``)."""
@@ -365,7 +380,11 @@ class GlmmDeviance:
             current = self._penalised(eta, u)
         converged, iterations = False, 0
         while True:
-            working, working_weights = self.family.working(self.y, self.weights, eta, self.offset)
+            done = converged or iterations >= self.max_iterations
+            # Newton steps while iterating; at the modes the factor of the Laplace
+            # value, with the Fisher weights.
+            weigh = self.family.working if done else self.family.newton_working
+            working, working_weights = weigh(self.y, self.weights, eta, self.offset)
             if not joint:
                 working -= self.matrices.X @ beta
             cross = weighted_cross_products(
@@ -373,7 +392,7 @@ class GlmmDeviance:
             )
             objective = ProfiledDeviance(cross, self.qs, self.levels, reml=False)
             factor = objective.factor(theta)
-            if converged or iterations >= self.max_iterations:
+            if done:
                 break
             iterations += 1
             beta_new, u1, u_rest = spherical_modes(objective, factor)
@@ -381,7 +400,7 @@ class GlmmDeviance:
             if not joint:
                 beta_new = beta
             size = max(np.max(np.abs(u_new - u), initial=0.0), np.max(np.abs(beta_new - beta)))
-            if not self.family.newton and np.isfinite(current) and size < FIXED_POINT_STEP:
+            if not self.family.canonical and np.isfinite(current) and size < FIXED_POINT_STEP:
                 # Fisher scoring converges linearly, and near the mode a step lowers the
                 # penalised deviance by less than its rounding error, so a stop on that
                 # change leaves the modes ~1e-7 off and the Laplace value ~1e-7 noisy.
