@@ -305,6 +305,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         if not np.isfinite(value):
             raise FloatingPointError("the objective is not finite at any theta tried")
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)
+        self._sample_weighted = sample_weight is not None
         return self
 
     def deviance_function(
@@ -407,6 +408,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             "solver_reason": "theta given: one evaluation",
         }
         self._set_fitted(parsed, design, objective, theta, value, info, dropped, solution=solution)
+        self._sample_weighted = sample_weight is not None
         return self
 
     def _prepare(self, X: Any, y: Any, sample_weight: Any = None):
@@ -808,12 +810,15 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         method = "REML" if self.reml else "maximum likelihood"
         criterion = "REML criterion at convergence" if self.reml else "deviance"
-        lines = [
-            f"Linear mixed model fit by {method}",
-            f"Formula: {self.formula}",
-            f"{criterion}: {self.objective_:.4f}    logLik: {self.loglik_:.4f}",
-            "",
-        ]
+        lines = [f"Linear mixed model fit by {method}", f"Formula: {self.formula}"]
+        weights = [self.weights] if self.weights is not None else []
+        if getattr(self, "_sample_weighted", False):
+            weights.append("sample_weight")
+        if weights:
+            lines.append(f"Weights: {' * '.join(weights)}")
+        if self.offset is not None:
+            lines.append(f" Offset: {self.offset}")
+        lines += [f"{criterion}: {self.objective_:.4f}    logLik: {self.loglik_:.4f}", ""]
         lines += [*self._random_effects_lines(residual_sd=self.sigma_), "", "Fixed effects:"]
         fixed = pd.DataFrame(
             {

@@ -220,3 +220,12 @@ def test_parameters_survive_clone():
 )
 def test_lme4_names_of_categorical_columns(formulaic_name, lme4):
     assert lme4_name(formulaic_name) == lme4
+
+
+def test_summary_names_the_weights_and_the_offset_as_lme4_prints_them():
+    frame = sleepstudy()
+    text = MixedLM(FORMULA, weights="w", offset="base").fit(frame).summary()
+    assert "\nWeights: w\n Offset: base\n" in text
+    text = MixedLM(FORMULA).fit(frame, sample_weight=frame["w"]).summary()
+    assert "\nWeights: sample_weight\n" in text
+    assert "Weights" not in MixedLM(FORMULA).fit(frame).summary()
