@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
@@ -344,7 +344,9 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         >>> bool(np.isclose(devfun(model.theta_), model.objective_))
         True
         """
-        _, design, _, objective, choice = self._prepare(X, y, sample_weight)
+        # A fresh copy prepares the design, so that a fitted model keeps its state
+        # (_prepare records X's columns as fit does).
+        _, design, _, objective, choice = clone(self)._prepare(X, y, sample_weight)
         n_theta = sum(term.n_theta for term in design.terms)
         groups = [term.spec.group for term in design.terms]
         if choice.solver == "sparse":
