@@ -155,9 +155,10 @@ def test_deviance_function_needs_no_fit_and_matches_the_fit():
     assert not hasattr(model, "coef_")
     model.fit(frame)
     assert devfun(model.theta_) == pytest.approx(model.objective_, rel=1e-12)
-    # On a fitted model it leaves the fit as it was.
-    model.deviance_function(frame[["y", "x1", "x2", "user", "day", "n"]])
-    assert model.n_features_in_ == frame.shape[1]
+    # On a fitted model it leaves the fit as it was (here: X's recorded width).
+    model.fit(frame.assign(extra=0.0))
+    model.deviance_function(frame)
+    assert model.n_features_in_ == frame.shape[1] + 1
     assert devfun(model.theta_ * 1.2) > model.objective_
     with pytest.raises(ValueError, match="theta: expected 2 value"):
         devfun([1.0])
