@@ -132,8 +132,20 @@ def as_weights(sample_weight: Any, n_rows: int) -> np.ndarray | None:
     if (weight < 0).any():
         raise ValueError(f"sample_weight: {int(np.sum(weight < 0))} negative value(s)")
     if not (weight > 0).any():
-        raise ValueError("sample_weight: every weight is 0; at least one must be positive")
+        raise ValueError("sample_weight: every weight is zero; at least one must be positive")
     return weight
+
+
+def weighted_moments(
+    matrix: np.ndarray, weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation, weighted by ``weight`` (None: equal
+    weights); a row of weight 2 counts as two rows. A matrix without columns gives
+    empty arrays."""
+    weight = np.ones(len(matrix)) if weight is None else weight
+    share = weight / weight.sum()
+    mean = share @ matrix
+    return mean, np.sqrt(share @ (matrix - mean) ** 2)
 
 
 def weighted_rows(
@@ -203,7 +215,7 @@ def class_labels(y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     if classes.size > 2:
         raise ValueError(
             f"y: a binary outcome takes two values, got {classes.size} classes "
-            f"({list(classes[:5])}...); this model is not a multiclass classifier"
+            f"({list(classes[:5])}...). Only binary classification is supported."
         )
     return classes, target.astype(float)
 
@@ -277,6 +289,20 @@ def check_policy(new_levels: str) -> None:
         raise ValueError(f"new_levels: expected one of {NEW_LEVEL_POLICIES}, got {new_levels!r}")
 
 
+def check_group_values(column: pd.Series, name: Hashable) -> None:
+    """Refuse missing (NaN, None) and infinite values in a grouping column, naming it."""
+    missing = int(column.isna().sum())
+    if missing:
+        raise ValueError(
+            f"group column {name!r} has {missing} missing value(s) (NaN or None); drop "
+            "those rows or give them a level of their own"
+        )
+    if pd.api.types.is_float_dtype(column.dtype):
+        infinite = int(np.isinf(column.to_numpy(dtype=float)).sum())
+        if infinite:
+            raise ValueError(f"group column {name!r} has {infinite} infinite value(s) (inf)")
+
+
 class LevelCodes:
     """Map the levels of a grouping column seen in training to codes 0..L-1.
 
@@ -300,20 +326,24 @@ class LevelCodes:
     def __init__(self, values: Any, name: Hashable, allow_missing: bool = False) -> None:
         column = pd.Series(values)
         self.allow_missing = allow_missing
+        self.name = name
         if allow_missing:
             column = column[column.notna()]
-        elif column.isna().any():
-            raise ValueError(
-                f"group column {name!r} has {int(column.isna().sum())} missing value(s)"
-            )
-        self.name = name
+        else:
+            check_group_values(column, name)
         if isinstance(column.dtype, pd.CategoricalDtype):
             # The levels present, as plain values: their order must not depend on the
             # category order a container happens to carry (polars and pandas differ).
             present = np.unique(column.cat.codes.to_numpy())
             self.levels = pd.Index(np.asarray(column.cat.categories)[present]).sort_values()
         else:
-            self.levels = pd.Index(pd.unique(column)).sort_values()
+            try:
+                self.levels = pd.Index(pd.unique(column)).sort_values()
+            except TypeError:
+                raise TypeError(
+                    f"group column {name!r} holds values that are neither numbers nor text "
+                    "(or mixes them); each argument must be a string or a number"
+                ) from None
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -328,10 +358,14 @@ class LevelCodes:
         ValueError
             When ``new_levels="error"`` and some level was not seen in training.
         """
-        codes = self.levels.get_indexer(matched_ids(pd.Series(values), self.levels))
-        unseen = codes < 0
+        column = pd.Series(values)
         if getattr(self, "allow_missing", False):
-            unseen &= pd.notna(pd.Series(values)).to_numpy()
+            present = column.notna().to_numpy()
+        else:
+            check_group_values(column, self.name)
+            present = np.ones(len(column), bool)
+        codes = self.levels.get_indexer(matched_ids(column, self.levels))
+        unseen = (codes < 0) & present
         if new_levels == "error" and unseen.any():
             raise unseen_levels_error(self.name, pd.Series(values)[unseen])
         return codes

@@ -36,6 +36,7 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_moments,
     weighted_rows,
 )
 from estimators._tuning import (
@@ -86,9 +87,7 @@ class _GLMOnGroups(BaseEstimator):
         features = numeric_matrix(frame, self.feature_cols_, "feature_cols")
         if fitting:
             # Weighted moments, so that a weight of 2 standardises as a duplicated row.
-            self.feature_mean_ = np.average(features, axis=0, weights=weight)
-            variance = np.average((features - self.feature_mean_) ** 2, axis=0, weights=weight)
-            scale = np.sqrt(variance)
+            self.feature_mean_, scale = weighted_moments(features, weight)
             self.feature_scale_ = np.where(scale > 0, scale, 1.0)
         standardized = (features - self.feature_mean_) / self.feature_scale_
         return sp.hstack(
@@ -204,6 +203,11 @@ class LogisticFixedEffects(_LogisticOnGroups):
     group_effects_ : dict of pandas.Series
         Centred effects per factor and level.
     model_ : LogisticRegression
+    n_iter_ : int
+        Iterations of L-BFGS.
+    classes_ : numpy.ndarray
+        The two outcomes seen in training, sorted; ``predict_proba`` gives their
+        probabilities in that order.
     """
 
     def __init__(
@@ -228,6 +232,7 @@ class LogisticFixedEffects(_LogisticOnGroups):
         design, target, weight = self._prepare(X, y, sample_weight)
         model = LogisticRegression(C=np.inf, tol=1e-8, max_iter=self.max_iter)
         self._store(model.fit(design, target, sample_weight=weight))
+        self.n_iter_ = int(np.max(model.n_iter_))
         return self
 
 

@@ -33,6 +33,7 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_moments,
     weighted_rows,
 )
 
@@ -400,7 +401,7 @@ class FixedEffects(_CoefficientInference, RegressorMixin, BaseEstimator):
         LSQR iterations each took (none when the projection is exact)."""
         weight = root**2
         if not codes:
-            mean = np.average(features, axis=0, weights=weight)
+            mean, _ = weighted_moments(features, weight)
             return root[:, None] * (features - mean), []
         if len(codes) == 1:
             # One factor: the projection is the weighted mean within each level, exactly.

@@ -46,6 +46,12 @@ def count_target(y: Any, n_rows: int) -> np.ndarray:
     return target
 
 
+def count_tags(tags: Any) -> Any:
+    """scikit-learn tags of a model of counts: the outcome must be non-negative."""
+    tags.target_tags.positive_only = True
+    return tags
+
+
 def one_blas_thread() -> threadpool_limits:
     """A context in which BLAS runs on one thread.
 
@@ -72,6 +78,9 @@ class _PoissonOnGroups(RegressorMixin, _GLMOnGroups):
 
     def _target(self, y: Any, n_rows: int) -> np.ndarray:
         return count_target(y, n_rows)
+
+    def __sklearn_tags__(self) -> Any:
+        return count_tags(super().__sklearn_tags__())
 
     def _regressor(self, alpha: float, **options: Any) -> PoissonRegressor:
         return PoissonRegressor(
@@ -225,6 +234,8 @@ class PoissonRidge(_PoissonOnGroups):
     intercept_, coef_, group_effects_, solver_, model_
         As :class:`PoissonFixedEffects`; effects are centred over every level and
         ``model_`` is the fit to all training rows at ``alpha_``.
+    n_iter_ : int
+        Iterations of the solver in that final fit.
 
     Examples
     --------
@@ -295,6 +306,7 @@ class PoissonRidge(_PoissonOnGroups):
         with one_blas_thread():
             model = self._regressor(self.alpha_ / weight.sum())
             model.fit(design, target, sample_weight=weight)
+        self.n_iter_ = int(model.n_iter_)
         self._store(model)
         return self
 
@@ -311,3 +323,6 @@ class HistGBMPoisson(HistGBM):
 
     def _target(self, y: Any, n_rows: int) -> np.ndarray:
         return count_target(y, n_rows)
+
+    def __sklearn_tags__(self) -> Any:
+        return count_tags(super().__sklearn_tags__())

@@ -21,6 +21,7 @@ from estimators._columns import (
     linear_predictor,
     numeric_matrix,
     validated_frame,
+    weighted_moments,
     weighted_rows,
 )
 
@@ -128,8 +129,7 @@ class RidgeOneHot(RegressorMixin, BaseEstimator):
         self.levels_ = {name: LevelCodes(frame[name], name) for name in group_cols}
         codes = {name: levels.encode(frame[name]) for name, levels in self.levels_.items()}
 
-        mean = np.average(features, axis=0, weights=weight)
-        scale = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=weight))
+        mean, scale = weighted_moments(features, weight)
         scale = np.where(scale > 0, scale, 1.0)
         problem = _RidgeProblem((features - mean) / scale, codes, target, weight)
 

@@ -23,6 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
+    allow_missing_features,
     as_target,
     check_columns,
     check_policy,
@@ -106,6 +107,16 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         self.new_levels = new_levels
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Any:
+        # The trees route missing feature values (group values must not be missing).
+        return allow_missing_features(super().__sklearn_tags__())
+
+    def _features(self, frame: pd.DataFrame) -> np.ndarray:
+        """The feature columns for the trees; without any, one constant column, so that
+        the trees fit the mean and the model is a random-intercept model."""
+        features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
+        return features if features.shape[1] else np.zeros((len(frame), 1))
+
     def _groups_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The group columns under their own names (as text, so that a column index
         works in a formula too): the mixed model's messages then name the user's
@@ -161,7 +172,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         if not self.group_cols_:
             raise ValueError("group_cols: MixedBoosting needs at least one grouping column")
         self.feature_cols_ = default_features(frame, self.feature_cols, exclude=self.group_cols_)
-        features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
+        features = self._features(frame)
         groups = self._groups_frame(frame)
         formula, response = self._formula(groups)
         random_part = np.zeros_like(target)
@@ -205,7 +216,7 @@ class MixedBoosting(RegressorMixin, BaseEstimator):
         check_policy(self.new_levels)
         frame = validated_frame(self, X, reset=False)
         check_columns(frame, self.group_cols_, "group_cols")
-        features = numeric_matrix(frame, self.feature_cols_, "feature_cols", allow_missing=True)
+        features = self._features(frame)
         groups = self._groups_frame(frame)
         # The policy as set now, even if changed since fitting (set_params).
         mixed = copy.copy(self.mixed_).set_params(new_levels=self.new_levels)
