@@ -14,6 +14,12 @@ test outcomes and predictions. What a metric needs is declared (``needs``):
 
 Lower is better unless the metric is in ``HIGHER_IS_BETTER``; coverage metrics are
 best at their nominal level, so they rank by distance to it (``rank_value``).
+
+When the data set has a weights column, every prediction metric is weighted by the test
+rows' weights (``Scored.weight``): each mean over rows becomes a weighted mean (RMSE is
+``sqrt(sum w e^2 / sum w)``, R^2 compares with the weighted mean outcome, coverage is
+the weighted share, AUC weights each row as scikit-learn's ``sample_weight`` does), so
+a row of weight 2 counts as two rows.
 """
 
 from __future__ import annotations
@@ -41,25 +47,41 @@ class Scored:
         Predicted mean (a probability for binary outcomes).
     std : numpy.ndarray or None
         Predictive standard deviation, where the model gives one.
+    weight : numpy.ndarray or None
+        Row weights of the test rows (None: every row counts once).
     """
 
     y: np.ndarray
     mean: np.ndarray
     std: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def subset(self, mask: np.ndarray) -> Scored:
         """The rows selected by ``mask``."""
-        return Scored(self.y[mask], self.mean[mask], None if self.std is None else self.std[mask])
+        return Scored(
+            self.y[mask],
+            self.mean[mask],
+            None if self.std is None else self.std[mask],
+            None if self.weight is None else self.weight[mask],
+        )
+
+    def average(self, values: np.ndarray) -> float:
+        """The mean of per-row ``values``, weighted by the row weights when there are
+        any; NaN when the weights of these rows sum to 0."""
+        if self.weight is None:
+            return float(np.mean(values))
+        total = float(np.sum(self.weight))
+        return float(np.sum(self.weight * values) / total) if total > 0 else float("nan")
 
 
 def rmse(scored: Scored) -> float:
     """Root mean squared error."""
-    return float(np.sqrt(np.mean((scored.y - scored.mean) ** 2)))
+    return float(np.sqrt(scored.average((scored.y - scored.mean) ** 2)))
 
 
 def mae(scored: Scored) -> float:
     """Mean absolute error."""
-    return float(np.mean(np.abs(scored.y - scored.mean)))
+    return scored.average(np.abs(scored.y - scored.mean))
 
 
 def r2(scored: Scored) -> float:
@@ -67,17 +89,17 @@ def r2(scored: Scored) -> float:
 
     NaN when the test outcomes are constant (SST = 0).
     """
-    total = np.sum((scored.y - scored.y.mean()) ** 2)
-    if total == 0:
+    total = scored.average((scored.y - scored.average(scored.y)) ** 2)
+    if not total > 0:
         return float("nan")
-    return float(1.0 - np.sum((scored.y - scored.mean) ** 2) / total)
+    return float(1.0 - scored.average((scored.y - scored.mean) ** 2) / total)
 
 
 def nlpd(scored: Scored) -> float:
     """Mean Gaussian negative log predictive density of the outcomes (nats per row)."""
     variance = np.asarray(scored.std, dtype=float) ** 2
-    return float(
-        np.mean(0.5 * np.log(2 * np.pi * variance) + (scored.y - scored.mean) ** 2 / (2 * variance))
+    return scored.average(
+        0.5 * np.log(2 * np.pi * variance) + (scored.y - scored.mean) ** 2 / (2 * variance)
     )
 
 
@@ -85,7 +107,7 @@ def _coverage(level: float) -> Callable[[Scored], float]:
     z = float(stats.norm.ppf(0.5 + level / 2))
 
     def coverage(scored: Scored) -> float:
-        return float(np.mean(np.abs(scored.y - scored.mean) <= z * np.asarray(scored.std)))
+        return scored.average(np.abs(scored.y - scored.mean) <= z * np.asarray(scored.std))
 
     coverage.__doc__ = (
         f"Share of outcomes inside the central {level:.0%} Gaussian predictive interval."
@@ -99,7 +121,7 @@ def crps(scored: Scored) -> float:
     sd = np.asarray(scored.std, dtype=float)
     z = (scored.y - scored.mean) / sd
     score = sd * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
-    return float(np.mean(score))
+    return scored.average(score)
 
 
 def _probabilities(scored: Scored) -> np.ndarray:
@@ -109,7 +131,7 @@ def _probabilities(scored: Scored) -> np.ndarray:
 def log_loss(scored: Scored) -> float:
     """Mean negative log-likelihood of 0/1 outcomes under the predicted probabilities."""
     p = _probabilities(scored)
-    return float(-np.mean(scored.y * np.log(p) + (1 - scored.y) * np.log1p(-p)))
+    return -scored.average(scored.y * np.log(p) + (1 - scored.y) * np.log1p(-p))
 
 
 def brier(scored: Scored) -> float:
@@ -118,14 +140,14 @@ def brier(scored: Scored) -> float:
     On one row per impression this is the seed analysis's impression-weighted mean
     squared prediction error of click-through rates (``weighted_mspe``).
     """
-    return float(np.mean((scored.y - scored.mean) ** 2))
+    return scored.average((scored.y - scored.mean) ** 2)
 
 
 def auc(scored: Scored) -> float:
     """Area under the ROC curve; NaN when the test rows hold one class only."""
     if np.unique(scored.y).size < 2:
         return float("nan")
-    return float(roc_auc_score(scored.y, scored.mean))
+    return float(roc_auc_score(scored.y, scored.mean, sample_weight=scored.weight))
 
 
 def poisson_deviance(scored: Scored) -> float:
@@ -134,7 +156,7 @@ def poisson_deviance(scored: Scored) -> float:
     mu = np.maximum(np.asarray(scored.mean, dtype=float), 1e-10)
     y = scored.y
     ratio = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
-    return float(np.mean(2.0 * (ratio - (y - mu))))
+    return scored.average(2.0 * (ratio - (y - mu)))
 
 
 @dataclass(frozen=True)

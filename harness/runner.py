@@ -68,15 +68,34 @@ def fill_roles(spec: EstimatorSpec, dataset: Dataset) -> dict[str, Any]:
     return params
 
 
+def accepts_sample_weight(estimator: Any) -> bool:
+    """Whether the estimator's ``fit`` takes a ``sample_weight`` argument."""
+    try:
+        return "sample_weight" in inspect.signature(estimator.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def skip_reason(spec: EstimatorSpec, dataset: Dataset) -> str | None:
     """Why the estimator cannot apply to the data (its dependency is missing, it does
-    not model the data's family, it needs a grouping factor the data lacks), or None."""
+    not model the data's family, it needs a grouping factor the data lacks, the data
+    have row weights and its ``fit`` takes no ``sample_weight``), or None.
+
+    A weighted data set and a model that cannot take weights give a skipped row rather
+    than an unweighted fit: scored with weighted metrics beside weighted fits, an
+    unweighted fit would be compared on unequal terms, and silently so."""
     entry = estimators.info(spec.name)
     reason = entry.missing_reason()
     if reason is None and dataset.family not in entry.families:
         reason = f"{entry.name} does not support the {dataset.family} family"
     if reason is None and entry.needs_groups and not dataset.groups:
         reason = f"{entry.name} needs a grouping factor and the data has none"
+    if reason is None and dataset.weights is not None:
+        if not accepts_sample_weight(entry.factory_for(dataset.family)()):
+            reason = (
+                f"{entry.name} takes no sample_weight and the data set has row weights "
+                f"(column {dataset.weights!r})"
+            )
     return reason
 
 
@@ -212,7 +231,7 @@ def predicted_mean(estimator: Any, X: Any) -> np.ndarray:
     """
     if not is_classifier(estimator):
         return np.asarray(estimator.predict(X), dtype=float)
-    classes = list(estimator.classes_)
+    classes = np.asarray(estimator.classes_).tolist()
     if 1 not in classes:
         raise ValueError(
             f"{type(estimator).__name__}: classes_ {classes} do not include the outcome 1 "
@@ -229,9 +248,16 @@ def _accepts_return_std(estimator: Any) -> bool:
 
 
 def _fit_and_predict(
-    estimator: Any, X_train: Any, y_train: np.ndarray, X_test: Any, want_std: bool
+    estimator: Any,
+    X_train: Any,
+    y_train: np.ndarray,
+    X_test: Any,
+    want_std: bool,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, float, float, PeakMemory]:
     """Fit and predict; returns (mean, std or None, fit seconds, predict seconds, memory).
+
+    ``sample_weight`` (the training rows' weights) goes to ``fit`` when given.
 
     Each call alone is timed by the wall clock; nothing traces it. The memory is the
     process's peak resident size over fit and predict, which the kernel keeps at no
@@ -240,7 +266,10 @@ def _fit_and_predict(
     with_std = want_std and _accepts_return_std(estimator)
     watch = watch_peak_memory()
     started = time.perf_counter()
-    estimator.fit(X_train, y_train)
+    if sample_weight is None:
+        estimator.fit(X_train, y_train)
+    else:
+        estimator.fit(X_train, y_train, sample_weight=sample_weight)
     fitted = time.perf_counter()
     std = None
     if with_std and not is_classifier(estimator):
@@ -325,6 +354,8 @@ def run_job(
         "n_rows": dataset.n_rows,
         "n_train": int(fold.train.size),
         "n_test": int(fold.test.size),
+        # The weights column the fit and the metrics used (None: unweighted).
+        "weights": dataset.weights,
         # Nadeau-Bengio's correction applies to test rows resampled from the training
         # data; fresh draws are independent of it.
         "test_train_ratio": 0.0 if test_data is not None else fold.test.size / fold.train.size,
@@ -340,6 +371,8 @@ def run_job(
         row |= {f"est.{key}": _encode(value) for key, value in sorted(params.items())}
         X, y = dataset.X, dataset.y.to_numpy()
         y_test = test_source.y.to_numpy()[fold.test]
+        weight = dataset.sample_weight
+        test_weight = test_source.sample_weight
         want_std = any(metric_registry.info(name).needs == "std" for name in metric_names)
         # An estimator's warnings (a solver that fell back, a fit that did not converge)
         # belong to its row, not to the console between progress-bar updates.
@@ -351,6 +384,7 @@ def run_job(
                 y[fold.train],
                 test_source.X.iloc[fold.test],
                 want_std,
+                None if weight is None else weight[fold.train],
             )
         row["warnings"] = _warning_text(caught)
         if mean.shape != (fold.test.size,):
@@ -362,7 +396,8 @@ def run_job(
             # Which solver a model with several chose for these data (solver="auto").
             "solver": str(getattr(estimator, "solver_", "")),
         }
-        row |= _scores(metric_names, Scored(y_test, mean, std), fold, dataset, estimator, job)
+        scored = Scored(y_test, mean, std, None if test_weight is None else test_weight[fold.test])
+        row |= _scores(metric_names, scored, fold, dataset, estimator, job)
     except JobTimeout:
         return _failed(row, JobTimeout(f"fit and predict ran over the time limit of {seconds:g} s"))
     except Exception as error:  # a failing job is data, not an abort

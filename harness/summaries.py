@@ -93,7 +93,8 @@ def fit_summary(spec: Any, dataset: Any) -> dict[str, Any]:
         model, _ = build_estimator(spec, dataset, stable_seed(spec.label, dataset.meta["hash"]))
         if "standard_errors" in model.get_params(deep=False):
             model.set_params(standard_errors=True)  # a summary is about inference
-        model.fit(dataset.X, dataset.y.to_numpy())
+        weighted = {} if dataset.weights is None else {"sample_weight": dataset.sample_weight}
+        model.fit(dataset.X, dataset.y.to_numpy(), **weighted)
         intervals = _confint(model)
         summary["coefficients"] = _coefficients(model, intervals)
         summary["variance_components"] = _variance_components(model, intervals)

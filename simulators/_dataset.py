@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 Family = Literal["gaussian", "binomial", "poisson"]
@@ -36,6 +37,25 @@ def _freeze(mapping: dict[str, Any] | None) -> MappingProxyType:
     return MappingProxyType(dict(mapping or {}))
 
 
+def _check_weights(column: pd.Series, name: str) -> None:
+    """Refuse a weights column that is not numeric, finite and non-negative with a
+    positive total; the message names the column."""
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        raise ValueError(f"weights: column {name!r} is {column.dtype}, not numeric")
+    values = column.to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"weights: column {name!r} has {int(bad.sum())} missing or infinite value(s)"
+        )
+    if (values < 0).any():
+        raise ValueError(
+            f"weights: column {name!r} has {int((values < 0).sum())} negative value(s)"
+        )
+    if not (values > 0).any():
+        raise ValueError(f"weights: column {name!r} is zero in every row")
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Observations with their roles and, where known, the truth that generated them.
@@ -62,6 +82,10 @@ class Dataset:
         (factor -> pandas Series indexed by unit id).
     meta : mapping
         ``name``, ``params``, ``seed`` and the content ``hash`` of the frame.
+    weights : str or None
+        Optional column of row weights (numeric, finite, non-negative, not all zero):
+        the harness passes them to ``fit`` as ``sample_weight`` and weights the
+        prediction metrics with the test rows' weights. Not part of ``X``.
     """
 
     frame: pd.DataFrame
@@ -73,6 +97,7 @@ class Dataset:
     time: str | None = None
     truth: MappingProxyType = field(default_factory=lambda: _freeze(None))
     meta: MappingProxyType = field(default_factory=lambda: _freeze(None))
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -83,10 +108,14 @@ class Dataset:
         roles = {"target": [self.target], "features": self.features, "groups": self.groups}
         if self.time is not None:
             roles["time"] = [self.time]
+        if self.weights is not None:
+            roles["weights"] = [self.weights]
         for role, names in roles.items():
             missing = [name for name in names if name not in columns]
             if missing:
                 raise ValueError(f"{role}: column(s) {missing} not in the data frame")
+        if self.weights is not None:
+            _check_weights(self.frame[self.weights], self.weights)
         meta = dict(self.meta)
         meta.setdefault("hash", frame_hash(self.frame))
         object.__setattr__(self, "nesting", _freeze(self.nesting))
@@ -108,6 +137,13 @@ class Dataset:
     def y(self) -> pd.Series:
         """The outcome."""
         return self.frame[self.target]
+
+    @property
+    def sample_weight(self) -> np.ndarray | None:
+        """The row weights as floats, or None when the data set has no weights column."""
+        if self.weights is None:
+            return None
+        return self.frame[self.weights].to_numpy(dtype=float)
 
     def __repr__(self) -> str:
         name = self.meta.get("name", "data")

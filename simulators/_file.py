@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "family": "gaussian",
     # {inner: outer} for a grouping factor nested in another, e.g. {user: region}.
     "nesting": None,
+    # A column of row weights (numeric, >= 0): fits get them as sample_weight and the
+    # prediction metrics are weighted by them.
+    "weights": None,
 }
 READERS = {".csv": pl.read_csv, ".parquet": pl.read_parquet, ".pq": pl.read_parquet}
 SCHEMAS = {
@@ -50,6 +53,9 @@ def check_params(params: dict[str, Any]) -> None:
     _names(params["features"], "features")
     if params["time"] is not None and not isinstance(params["time"], str):
         raise ValueError(f"params.time: expected a column name, got {params['time']!r}")
+    weights = params.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ValueError(f"params.weights: expected a column name, got {weights!r}")
     if params["family"] not in FAMILIES:
         raise ValueError(f"params.family: expected one of {FAMILIES}, got {params['family']!r}")
     if params["nesting"] is not None and not isinstance(params["nesting"], dict):
@@ -61,6 +67,7 @@ def check_params(params: dict[str, Any]) -> None:
         "groups": _names(params["groups"], "groups"),
         "features": _names(params["features"], "features"),
         "time": [params["time"]] if params["time"] else [],
+        "weights": [weights] if weights else [],
     }
     for role, names in roles.items():
         for column in names:
@@ -101,11 +108,13 @@ def read_file(seed: int, params: dict[str, Any]) -> Dataset:
         raise ValueError(f"params.path: {str(path)!r} has no rows")
     target, groups = params["target"], _names(params["groups"], "groups")
     features, time = _names(params["features"], "features"), params["time"]
+    weights = params.get("weights")
     roles = {
         "target": [target],
         "groups": groups,
         "features": features,
         "time": [time] if time else [],
+        "weights": [weights] if weights else [],
     }
     for role, columns in roles.items():
         for column in columns:
@@ -114,12 +123,15 @@ def read_file(seed: int, params: dict[str, Any]) -> Dataset:
                     f"params.{role}: column {column!r} not in {path.name}; "
                     f"its columns are {table.columns}"
                 )
-    for role, column in [("target", target)] + [("features", c) for c in features]:
+    numeric = [("target", target)] + [("features", c) for c in features]
+    for role, column in numeric + ([("weights", weights)] if weights else []):
         if not table[column].dtype.is_numeric() and table[column].dtype != pl.Boolean:
             raise ValueError(
                 f"params.{role}: column {column!r} is {table[column].dtype}, not numeric"
             )
-    for column in [target, *groups, *features] + ([time] if time else []):
+    for column in (
+        [target, *groups, *features] + ([time] if time else []) + ([weights] if weights else [])
+    ):
         missing = table[column].null_count()
         if table[column].dtype.is_float():
             missing += int(table[column].is_nan().sum())
@@ -131,7 +143,13 @@ def read_file(seed: int, params: dict[str, Any]) -> Dataset:
     if params["family"] == "poisson" and not (y >= 0).all():
         raise ValueError(f"params.target: poisson column {target!r} has negative values")
     frame = table.select(
-        list(dict.fromkeys([target, *groups, *features] + ([time] if time else [])))
+        list(
+            dict.fromkeys(
+                [target, *groups, *features]
+                + ([time] if time else [])
+                + ([weights] if weights else [])
+            )
+        )
     )
     if time in (target, *groups, *features):
         # A column that is the time and also a feature (years since sign-up, say): the
@@ -151,4 +169,5 @@ def read_file(seed: int, params: dict[str, Any]) -> Dataset:
         nesting=params["nesting"] or {},
         time=time,
         meta={"name": f"file:{path.name}", "params": params, "seed": seed},
+        weights=weights,
     )

@@ -106,3 +106,40 @@ def test_registry_and_ranking_direction():
     values = pd.Series([0.8, 0.95, 0.9])
     assert metrics.info("coverage90").rank_value(values).round(6).tolist() == [0.1, 0.05, 0.0]
     assert metrics.info("r2").rank_value(values).tolist() == [-0.8, -0.95, -0.9]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["rmse", "mae", "r2", "nlpd", "coverage90", "crps", "log_loss", "brier", "auc"],
+)
+def test_integer_weights_score_as_repeated_rows(name):
+    """A test row of weight k counts as k rows: the weighted metric equals the
+    unweighted one on the rows repeated."""
+    rng = np.random.default_rng(1)
+    binary = name in ("log_loss", "brier", "auc")
+    y = rng.integers(0, 2, 40).astype(float) if binary else rng.normal(size=40)
+    mean = rng.uniform(0.05, 0.95, 40) if binary else y + rng.normal(size=40)
+    sd = rng.uniform(0.5, 2.0, 40)
+    weight = rng.integers(0, 4, 40).astype(float)
+    weight[:2] = [1.0, 2.0]  # both outcomes kept for the AUC
+    repeat = weight.astype(int)
+    function = metrics.get(name)
+    weighted = function(Scored(y, mean, sd, weight))
+    repeated = function(
+        Scored(np.repeat(y, repeat), np.repeat(mean, repeat), np.repeat(sd, repeat))
+    )
+    assert weighted == pytest.approx(repeated, rel=1e-12)
+    assert weighted != pytest.approx(function(Scored(y, mean, sd)), rel=1e-6)
+
+
+def test_poisson_deviance_and_subsets_carry_the_weights():
+    y = np.array([0.0, 1.0, 3.0, 2.0])
+    mean = np.array([0.5, 1.0, 2.0, 2.5])
+    weight = np.array([2.0, 0.0, 1.0, 1.0])
+    scored = Scored(y, mean, None, weight)
+    kept = Scored(np.repeat(y, [2, 0, 1, 1]), np.repeat(mean, [2, 0, 1, 1]))
+    assert metrics.poisson_deviance(scored) == pytest.approx(metrics.poisson_deviance(kept))
+    part = scored.subset(np.array([True, True, False, False]))
+    np.testing.assert_array_equal(part.weight, [2.0, 0.0])
+    # Rows of weight 0 alone: nothing to average.
+    assert np.isnan(metrics.rmse(scored.subset(np.array([False, True, False, False]))))

@@ -10,11 +10,14 @@ import polars as pl
 import pytest
 import yaml
 
+from estimators import LogisticFixedEffects, PooledOLS
 from harness.config import parse_config
 from harness.jobs import all_jobs, expand
 from harness.report import render_report
-from harness.runner import run_sweep
+from harness.runner import predicted_mean, run_job, run_sweep
+from harness.splits import Fold
 from harness.store import ResultStore
+from simulators import simulate as simulate_online
 
 
 def _config(text, **changes):
@@ -366,3 +369,71 @@ def test_an_estimators_warnings_are_kept_in_its_row_and_shown(tiny_config_text, 
     assert table.filter(pl.col("estimator") == "pooled_ols")["warnings"].null_count() == 2
     html = render_report(tmp_path).read_text()
     assert "Warnings of successful jobs" in html and html.count(warned[0][:40]) >= 1
+
+
+def _weighted_file_config(tmp_path, estimator_names):
+    """A file data set with an integer weights column, and a config over it."""
+    data = simulate_online("online_services", seed=5, n_users=40, n_items=5)
+    weights = np.random.default_rng(0).integers(0, 4, data.n_rows).astype(float)
+    path = tmp_path / "weighted.parquet"
+    pl.from_pandas(data.frame.assign(w=weights)).write_parquet(path)
+    params = {
+        "path": str(path),
+        "target": data.target,
+        "groups": list(data.groups[:1]),
+        "features": list(data.features),
+        "weights": "w",
+    }
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "name": "weighted",
+                "scenarios": [{"simulator": "file", "params": params}],
+                "splits": [{"scheme": "random", "folds": 2}],
+                "estimators": estimator_names,
+                "metrics": ["rmse", "r2"],
+            },
+            sort_keys=False,
+        )
+    )
+    return config, simulate_online("file", **params)
+
+
+def test_weights_reach_fit_and_metrics_and_the_row(tmp_path):
+    config, data = _weighted_file_config(tmp_path, ["pooled_ols", "statsmodels_mixedlm"])
+    jobs = {job.estimator.name: job for job in all_jobs(expand(config)) if job.fold == 0}
+    n = data.n_rows
+    fold = Fold(train=np.arange(0, n, 2), test=np.arange(1, n, 2), unit_train_rows=None)
+    row = run_job(jobs["pooled_ols"], data, fold, ("rmse", "r2"), "weighted")
+    assert row["status"] == "ok" and row["weights"] == "w"
+    weight = data.sample_weight
+    model = PooledOLS(feature_cols=list(data.features))
+    model.fit(data.X.iloc[fold.train], data.y.iloc[fold.train], sample_weight=weight[fold.train])
+    error = data.y.to_numpy()[fold.test] - model.predict(data.X.iloc[fold.test])
+    # The weighted RMSE is the RMSE of the test rows repeated by their weights.
+    repeated = np.repeat(error, weight[fold.test].astype(int))
+    assert row["rmse"] == pytest.approx(np.sqrt(np.mean(repeated**2)), rel=1e-10)
+    # A model whose fit takes no weights is skipped with the reason, not fitted unweighted.
+    skipped = run_job(jobs["statsmodels_mixedlm"], data, fold, ("rmse",), "weighted")
+    assert skipped["status"] == "skipped"
+    assert (
+        "takes no sample_weight and the data set has row weights (column 'w')" in (skipped["error"])
+    )
+
+
+def test_binary_models_are_scored_from_predict_proba():
+    """The runner scores a classifier's probability of the outcome 1, whichever column
+    of predict_proba holds it, and any other model's predict."""
+    data = simulate_online("online_services", seed=2, n_users=50, n_items=5, family="binomial")
+    X, y = data.X, data.y.to_numpy()
+    model = LogisticFixedEffects(feature_cols=list(data.features), group_cols=["user"])
+    model.fit(X, y)
+    np.testing.assert_array_equal(predicted_mean(model, X), model.predict_proba(X)[:, 1])
+    assert set(np.unique(model.predict(X))) <= {0, 1}
+    flipped = LogisticFixedEffects(feature_cols=list(data.features), group_cols=["user"])
+    flipped.fit(X, np.where(y == 1, 1, 2))  # classes_ [1, 2]: the outcome 1 comes first
+    np.testing.assert_allclose(predicted_mean(flipped, X), model.predict_proba(X)[:, 1], atol=1e-4)
+    ridge = PooledOLS(feature_cols=list(data.features)).fit(X, y)
+    np.testing.assert_array_equal(predicted_mean(ridge, X), ridge.predict(X))
+    with pytest.raises(ValueError, match=r"classes_ \['no', 'yes'\] do not include the outcome 1"):
+        predicted_mean(model.fit(X, np.where(y == 1, "yes", "no")), X)

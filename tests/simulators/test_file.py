@@ -90,3 +90,36 @@ estimators: [pooled_ols]
 """
     with pytest.raises(ConfigError, match="scenarios\\[0\\].params.groups: column 'usr' not in"):
         parse_config(text)
+
+
+def test_a_weights_column_is_a_role(tmp_path, table):
+    path = tmp_path / "events.csv"
+    table.with_columns(impressions=pl.Series([1.0, 2.0, 0.0, 1.0, 3.0, 1.0])).write_csv(path)
+    data = simulate("file", **_roles(path, weights="impressions"))
+    assert data.weights == "impressions"
+    assert "impressions" not in data.X.columns  # a weight is not a covariate
+    assert data.sample_weight.tolist() == [1.0, 2.0, 0.0, 1.0, 3.0, 1.0]
+    assert simulate("file", **_roles(path)).sample_weight is None
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([1.0, -1.0, 1.0, 1.0, 1.0, 1.0], "weights: column 'w' has 1 negative value"),
+        ([0.0] * 6, "weights: column 'w' is zero in every row"),
+        ([1.0, float("inf"), 1.0, 1.0, 1.0, 1.0], "weights: column 'w' has 1 missing or infinite"),
+        (["a", "b", "c", "d", "e", "f"], "params.weights: column 'w' is String, not numeric"),
+    ],
+)
+def test_weights_are_checked(tmp_path, table, weights, message):
+    path = tmp_path / "events.parquet"
+    table.with_columns(w=pl.Series(weights)).write_parquet(path)
+    with pytest.raises(ValueError, match=message):
+        simulate("file", **_roles(path, weights="w"))
+
+
+def test_weights_naming_a_missing_column_fail_the_config(tmp_path, table):
+    path = tmp_path / "events.csv"
+    table.write_csv(path)
+    with pytest.raises(ValueError, match="params.weights: column 'w' not in events.csv"):
+        simulate("file", **_roles(path, weights="w"))
