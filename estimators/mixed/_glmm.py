@@ -244,7 +244,11 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
     family : {"binomial", "poisson", "negative_binomial"}
         ``"negative_binomial"`` is ``glmer.nb``'s model: variance ``mu + mu^2 / theta``
         with theta (R's ``size``) estimated by maximising the Laplace likelihood over
-        it, a GLMM refitted at each value, or fixed by ``nb_theta``.
+        it, a GLMM refitted at each value, or fixed by ``nb_theta``. With ``n_agq > 1``
+        the full quadrature likelihoods are compared across theta (glmer.nb compares
+        its quadrature deviances, which leave out terms that depend on theta, and
+        can end at the edge of its interval: theta 0.083 and a singular fit on
+        simulated counts whose theta is 1.5).
     link : str, optional
         None for the canonical link (logit for binomial, log for the counts); for
         binomial also ``"probit"``, ``"cloglog"`` or ``"cauchit"``, as
@@ -601,24 +605,30 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
                 "Poisson GLMM's (the first estimate of theta is not finite); fit "
                 "family='poisson'"
             )
-        fits: dict[float, tuple[GlmmDeviance, Optimum]] = {}
+        fits: dict[float, tuple[GlmmDeviance, Optimum, float]] = {}
         start = optimum.parameters
 
         def profile(log_theta: float) -> float:
             nonlocal start
-            deviance = data.deviance(
-                Family("negative_binomial", nb_theta=float(np.exp(log_theta))), n_agq
-            )
+            family = Family("negative_binomial", nb_theta=float(np.exp(log_theta)))
+            deviance = data.deviance(family, n_agq)
             fit = self._optimise(deviance, start=start, step_scale=0.1)
-            fits[log_theta] = (deviance, fit)
             start = fit.parameters
-            return fit.value
+            value = fit.value
+            if n_agq > 1:
+                # Quadrature values are built from deviance residuals, whose saturated
+                # part depends on theta: compare the full -2 log-likelihoods.
+                value += family.saturated(data.y, data.weights) + family.constant(
+                    data.y, data.weights
+                )
+            fits[log_theta] = (deviance, fit, value)
+            return value
 
         low, high = np.log(first) - NB_INTERVAL, np.log(first) + NB_INTERVAL
         result = minimize_scalar(
             profile, bounds=(low, high), method="bounded", options={"xatol": NB_TOLERANCE}
         )
-        best = min(fits, key=lambda k: fits[k][1].value)
+        best = min(fits, key=lambda k: fits[k][2])
         at_edge = bool(min(best - low, high - best) < 1e3 * NB_TOLERANCE)
         if at_edge:
             warnings.warn(
@@ -636,7 +646,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             "converged": bool(result.success),
             "at_edge": at_edge,
         }
-        deviance, fit = fits[best]
+        deviance, fit, _ = fits[best]
         return deviance, fit, info
 
     def _fit_laplace(

@@ -66,6 +66,16 @@ def test_negative_binomial_fits_overdispersed_counts_better_than_poisson():
     assert 1.2 < negative_binomial.nb_theta_ < 1.9
 
 
+def test_quadrature_compares_full_likelihoods_across_theta():
+    """glmer.nb(nAGQ = 5) on these counts ends at theta 0.083, the edge of its interval,
+    with a singular fit (R 4.2, lme4 1.1-31): its quadrature deviances leave out the
+    saturated part, which depends on theta. The full likelihood peaks near the Laplace
+    estimate."""
+    fit = MixedGLM(FORMULA, family="negative_binomial", n_agq=5).fit(data())
+    assert fit.nb_theta_ == pytest.approx(reference()["nb_theta"], rel=0.01)
+    assert not fit.convergence_["nb_theta"]["at_edge"] and not fit.is_singular_
+
+
 def test_first_estimate_recovers_theta_from_known_means():
     """MASS's theta.ml given the true means: consistent for the simulated size."""
     rng = np.random.default_rng(3)
