@@ -34,6 +34,9 @@
 #   converged deviance function at its own theta ("nb_default" records the default
 #   fit's theta and objective either way). "devfun_at" is the deviance function at
 #   the stored fit's theta of the negative binomial.
+# * grouseticks_nb uses the centred height (cHEIGHT), as glmer_reference.R's
+#   grouseticks model: with the uncentred HEIGHT glmer warns of a failure to converge
+#   on a reparametrisation of the same optimum (see grouseticks_height there).
 # * counts_exposure's offset is log(exposure), in the formula as
 #   offset(log(exposure)); the column log_exposure holds the same values for the
 #   offset= parameter.
