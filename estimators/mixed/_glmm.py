@@ -612,7 +612,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             nonlocal start
             family = Family("negative_binomial", nb_theta=float(np.exp(log_theta)))
             deviance = data.deviance(family, n_agq)
-            fit = self._optimise(deviance, start=start, step_scale=0.1)
+            fit = self._optimise(deviance, start=start, step_scale=0.02)
             start = fit.parameters
             value = fit.value
             if n_agq > 1:
