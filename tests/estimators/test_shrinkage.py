@@ -234,3 +234,37 @@ def test_unseen_levels_population_or_error(name, small_data):
         strict.predict(X[~train])
     with pytest.raises(ValueError, match="new_levels: expected one of"):
         MAKERS[name](new_levels="zero").fit(X, y)
+
+
+def _brute_force_weighted_loo(design, y, weight, alpha):
+    """Each row's error from the weighted ridge fitted without it, averaged with the
+    weights; the features standardised with weighted moments of all rows."""
+    errors = [
+        y[i]
+        - Ridge(alpha=alpha)
+        .fit(np.delete(design, i, 0), np.delete(y, i), sample_weight=np.delete(weight, i))
+        .predict(design[[i]])[0]
+        for i in range(len(y))
+    ]
+    return float(np.average(np.square(errors), weights=weight))
+
+
+@pytest.mark.parametrize("groups", [[], ["user"], ["user", "item"]])
+def test_weighted_ridge_leave_one_out_is_exact(groups):
+    data = simulate("online_services", seed=11, n_users=25, n_items=6)
+    frame, y = data.frame.iloc[:90], data.y.to_numpy()[:90]
+    weight = np.random.default_rng(2).uniform(0.3, 3.0, 90)
+    alphas = [0.1, 1.0, 10.0]
+    model = RidgeOneHot(feature_cols=FEATURES, group_cols=groups, alphas=alphas)
+    model.fit(frame, y, sample_weight=weight)
+    values = frame[FEATURES].to_numpy(float)
+    mean = np.average(values, axis=0, weights=weight)
+    scale = np.sqrt(np.average((values - mean) ** 2, axis=0, weights=weight))
+    design = (values - mean) / scale
+    if groups:
+        design = np.column_stack([design, pd.get_dummies(frame[groups].astype(str), dtype=float)])
+    brute_force = [_brute_force_weighted_loo(design, y, weight, alpha) for alpha in alphas]
+    np.testing.assert_allclose(model.cv_scores_.to_numpy(), brute_force, rtol=1e-8)
+    # At the chosen penalty the fit is scikit-learn's weighted ridge on the same design.
+    reference = Ridge(alpha=model.alpha_).fit(design, y, sample_weight=weight)
+    np.testing.assert_allclose(model.predict(frame), reference.predict(design), atol=1e-8)
