@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -438,7 +438,9 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             row_pattern=row_pattern,
         )
 
-    def deviance_function(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> Any:
+    def deviance_function(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None
+    ) -> Callable[[np.ndarray], float]:
         """The objective the fit minimises, as a function, without fitting (glmer's
         ``devFunOnly = TRUE``).
 
@@ -674,7 +676,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             else:
                 beta_cov = parameter_cov[deviance.n_theta :, deviance.n_theta :]
                 theta_se = np.sqrt(np.diag(parameter_cov)[: deviance.n_theta])
-        self._set_fitted(data, deviance, modes, value, solution, beta_cov, theta_se)
+        point = (modes.theta, modes.beta, modes.u, modes.eta)
+        self._set_fitted(data, deviance, point, value, solution, beta_cov, theta_se)
         self.convergence_.update(
             pirls_iterations=modes.iterations,
             pirls_converged=modes.converged,
@@ -693,9 +696,9 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         """Penalised quasi-likelihood with the iterative solver (``_pql``)."""
         fit = fit_pql(deviance, theta_start(deviance.qs))
         theta_se = np.full(deviance.n_theta, np.nan)
-        modes = Modes(fit.theta, fit.beta, fit.u, fit.eta, None, None, np.nan, 0, True)
+        point = (fit.theta, fit.beta, fit.u, fit.eta)
         self._set_fitted(
-            data, deviance, modes, fit.laplace, fit.solution, fit.solution.beta_cov, theta_se
+            data, deviance, point, fit.laplace, fit.solution, fit.solution.beta_cov, theta_se
         )
         self.convergence_.update(fit.info, standard_errors="conditional")
         if not fit.info["converged"]:
@@ -787,13 +790,16 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         self,
         data: GlmmData,
         deviance: GlmmDeviance,
-        modes: Modes,
+        point: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         value: float,
         solution: Solution,
         beta_cov: np.ndarray,
         theta_se: np.ndarray,
     ) -> None:
-        family, design, theta = deviance.family, data.design, modes.theta
+        """Store the fit at ``point``, (theta, beta, u, eta), with -2 log-likelihood
+        ``value``."""
+        family, design = deviance.family, data.design
+        theta, beta, u, eta = point
         names = pd.Index(design.fixed_names, dtype=object)
         self._parsed = data.parsed
         self._deviance = deviance
@@ -804,20 +810,20 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         self._templates = deviance.templates(theta)
         self.theta_ = theta
         self.theta_se_ = theta_se
-        self.coef_ = pd.Series(modes.beta, index=names)
+        self.coef_ = pd.Series(beta, index=names)
         self.coef_cov_ = pd.DataFrame(beta_cov, index=names, columns=names)
         self.coef_se_ = pd.Series(np.sqrt(np.diag(beta_cov)), index=names)
         # lme4 counts a negative binomial's theta as a parameter (npar.merMod).
         n_parameters = deviance.n_theta + deviance.p + (family.name == "negative_binomial")
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
-        kernel = family.kernel(deviance.y, deviance.weights, modes.eta)
+        kernel = family.kernel(deviance.y, deviance.weights, eta)
         self.deviance_ = float(np.sum(kernel) - family.saturated(data.y, data.weights))
         self.n_obs_ = int(len(design.y))
         self.aic_ = self.objective_ + 2 * n_parameters
         self.bic_ = self.objective_ + np.log(self.n_obs_) * n_parameters
         self.dropped_columns_ = data.dropped
-        self._term_b = deviance.random_effects(self._templates, modes.u)
+        self._term_b = deviance.random_effects(self._templates, u)
         self._term_cov = solution.b_cov
         self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
             design.terms, self._term_b, self._term_cov
