@@ -34,7 +34,13 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from estimators._columns import as_target, check_policy, unseen_levels_error, validated_frame
+from estimators._columns import (
+    as_target,
+    check_policy,
+    unseen_levels_error,
+    validated_frame,
+    weighted_rows,
+)
 from estimators._process import run_in_session
 from estimators.mixed._design import (
     Design,
@@ -287,7 +293,13 @@ fit <- NULL
 seconds <- tryCatch(
   withCallingHandlers(
     system.time(
-      fit <- lmer(as.formula(spec$formula), data = data, REML = isTRUE(spec$reml))
+      fit <- if (is.null(spec$weights)) {
+        lmer(as.formula(spec$formula), data = data, REML = isTRUE(spec$reml))
+      } else {
+        # The weights as a value in the call: lmer's weights are prior weights.
+        do.call(lmer, list(as.formula(spec$formula), data = data,
+                           REML = isTRUE(spec$reml), weights = data[[spec$weights]]))
+      }
     )[["elapsed"]],
     warning = keep("warning"), message = keep("message")),
   error = function(e) fail("lmer", conditionMessage(e)))
@@ -428,8 +440,12 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         self.new_levels = new_levels
         self.rscript = rscript
 
-    def fit(self, X: Any, y: Any = None) -> Lme4:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Lme4:
         """Fit with ``lmer``; ``y`` may be omitted when the formula names the response.
+
+        ``sample_weight`` (optional, one non-negative weight per row) is ``lmer``'s
+        ``weights`` (prior weights: residual variance ``sigma^2 / w``); rows of weight 0
+        are left out before R sees the data.
 
         Raises
         ------
@@ -437,9 +453,22 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
             When ``Rscript`` is missing, R cannot load lme4 or jsonlite, or ``lmer``
             fails; the message quotes R's error.
         """
+        weight = None
+        if sample_weight is not None:
+            X, y, weight = weighted_rows(validated_frame(self, X, reset=True), y, sample_weight)
         parsed, frame, target, design = self._prepare(X, y)
         columns, table = self._r_table(parsed, frame, target, design)
         response = table.columns[-1]
+        weights_column = None
+        if weight is not None:
+            weights_column = "mixbench_weights"
+            while weights_column in table.columns:
+                weights_column += "_"
+            # Before the response, which stays the table's last column.
+            table.insert(len(table.columns) - 1, weights_column, weight)
+            columns.insert(
+                len(columns) - 1, {"name": weights_column, "kind": "numeric", "levels": []}
+            )
         formula = f"{response} ~ {self.formula.split('~', 1)[-1].strip()}"
         if shutil.which(self.rscript) is None:
             raise ReferenceFitError(
@@ -456,6 +485,7 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
                 "formula": formula,
                 "reml": bool(self.reml),
                 "columns": columns,
+                "weights": weights_column,
             }
             (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
             self._run(folder)

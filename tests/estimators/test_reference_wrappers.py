@@ -305,3 +305,21 @@ def test_fallback_modes_equal_statsmodels_random_effects(statsmodels_ready):
     )
     expected = np.concatenate([crossed.ranef_[name]["(Intercept)"] for name in ("plate", "sample")])
     np.testing.assert_allclose(modes, expected, rtol=1e-6, atol=1e-10)
+
+
+def test_lme4_sample_weight_is_lmers_prior_weights_as_in_mixed_lm(lme4_ready):
+    """Weighted lmer through Rscript and MixedLM with the same sample_weight reach the
+    same REML criterion and estimates; rows of weight 0 are left out of both."""
+    data = read("sleepstudy.csv.gz")
+    weight = np.random.default_rng(6).uniform(0.3, 3.0, len(data))
+    weight[:7] = 0.0
+    X, y = data[["Days", "Subject"]], data["Reaction"]
+    ours = Lme4(SLEEPSTUDY).fit(X, y, sample_weight=weight)
+    kept = weight > 0
+    assert ours.n_obs_ == int(kept.sum())
+    mixed = MixedLM(SLEEPSTUDY).fit(X[kept], y[kept], sample_weight=weight[kept])
+    assert ours.objective_ == pytest.approx(mixed.objective_, rel=1e-6)
+    np.testing.assert_allclose(ours.coef_.to_numpy(), mixed.coef_.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.sigma_, mixed.sigma_, rtol=1e-3)
+    unweighted = Lme4(SLEEPSTUDY).fit(X, y)
+    assert ours.objective_ != pytest.approx(unweighted.objective_, rel=1e-3)

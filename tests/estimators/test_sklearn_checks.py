@@ -238,6 +238,12 @@ LME4_FAILURES = {
     "check_n_features_in": NUMPY_FORMULA,
     "check_fit2d_predict1d": NUMPY_FORMULA,
     "check_requires_y_none": RESPONSE_FROM_X,
+    "check_sample_weight_equivalence_on_dense_data": NUMPY_FORMULA,
+    "check_sample_weights_list": NUMPY_FORMULA,
+    "check_sample_weights_not_an_array": NUMPY_FORMULA,
+    "check_sample_weights_not_overwritten": NUMPY_FORMULA,
+    "check_sample_weights_pandas_series": NUMPY_FORMULA,
+    "check_sample_weights_shape": NUMPY_FORMULA,
 }
 MIXEDLM_FAILURES = {
     "check_fit_score_takes_y": NUMPY_FORMULA,
