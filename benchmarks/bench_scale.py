@@ -104,6 +104,7 @@ from bench_lmm import GNU_TIME, lme4_unavailable
 import estimators
 import simulators
 from estimators.mixed._solvers import estimate_costs
+from harness.runner import predicted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_scale.json"
@@ -266,7 +267,8 @@ def _fit_child(
             model.fit(frame)
             seconds = time.perf_counter() - start
         peak = peak_rss_kb()
-        np.save(prediction_path, model.predict(frame))
+        # Probabilities for a binary outcome (a classifier's predict gives labels).
+        np.save(prediction_path, predicted_mean(model, frame))
         varcorr = [
             [row.grp, row.var1 if isinstance(row.var1, str) else None,
              row.var2 if isinstance(row.var2, str) else None, float(row.vcov)]
