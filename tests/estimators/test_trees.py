@@ -148,3 +148,29 @@ def test_unseen_levels_population_or_error(name, small_data):
         strict.predict(X[~train])
     with pytest.raises(ValueError, match="new_levels: expected one of"):
         MAKERS[name](new_levels="zero").fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["random_forest", "target_encoded_gbm", "hist_gbm"])
+def test_tree_models_take_missing_group_values_as_they_declare(name):
+    """Tree models declare NaN support (scikit-learn's allow_nan tag): a missing group
+    value is no level, routed as missing in fitting and prediction, even under
+    new_levels="error" (missing is not an unseen level); a missing value in any other
+    model's group column is an error naming the column."""
+    from sklearn.utils import get_tags
+
+    import estimators
+
+    data = simulate("online_services", seed=3, n_users=60, n_items=6)
+    X = data.X.assign(user=data.X["user"].astype(object))
+    X.loc[X.index[::7], "user"] = None
+    roles = {"feature_cols": list(data.features), "group_cols": ["user", "item"]}
+    settings = {"random_state": 0}
+    if "new_levels" in estimators.get(name).get_params():
+        settings["new_levels"] = "error"
+    model = estimators.get(name, **roles, **settings)
+    assert get_tags(model).input_tags.allow_nan
+    prediction = model.fit(X, data.y).predict(X)
+    assert np.all(np.isfinite(prediction))
+    strict = estimators.get("fixed_effects", **roles)
+    with pytest.raises(ValueError, match=r"group column 'user' has \d+ missing value\(s\) \(NaN"):
+        strict.fit(X, data.y)
