@@ -163,7 +163,11 @@ class Family:
         ``sqrtXwt^2``)."""
         mu = self.mean(eta)
         mu_eta = self.mu_eta(eta)
-        response = eta - offset + (y - mu) / mu_eta
+        # probit and cauchit leave mu_eta unclamped, as lme4: far in the tails it is 0,
+        # and so is the row's weight; its working response is then the linear predictor.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            response = eta - offset + (y - mu) / mu_eta
+        response = np.where(mu_eta > 0, response, eta - offset)
         return response, weights * mu_eta**2 / self.variance(mu)
 
     def newton_working(

@@ -71,6 +71,14 @@ def test_means_are_clamped_where_lme4_clamps_them():
     cauchit = Family("binomial", "cauchit").mean(far)
     assert cauchit[1] == pytest.approx(1 - stats.cauchy.sf(40), rel=1e-15)
     assert cauchit[0] == pytest.approx(stats.cauchy.cdf(-40), rel=1e-12)
+    # Where probit's density underflows, the row drops out of PIRLS (weight 0) rather
+    # than turning its working response into nan.
+    eta = np.array([-45.0, 45.0])
+    response, weights = Family("binomial", "probit").working(
+        np.array([0.0, 1.0]), np.ones(2), eta, np.zeros(2)
+    )
+    np.testing.assert_array_equal(weights, [0.0, 0.0])
+    np.testing.assert_array_equal(response, eta)
 
 
 def test_links_that_do_not_fit_the_family_are_refused():
