@@ -1,6 +1,9 @@
 """Penalised quasi-likelihood (``MixedGLM(solver="iterative")``) against the Laplace fit."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import estimators.mixed._glmm as glmm
@@ -8,6 +11,7 @@ from estimators import MixedGLM
 from simulators import simulate
 
 FORMULA = "y ~ x1 + (1 | user) + (1 | item)"
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
 
 def _data(family: str, events: float):
@@ -78,3 +82,25 @@ def test_pql_refuses_quadrature_and_random_slopes():
         MixedGLM("y ~ x1 + (1 | user)", n_agq=5, solver="iterative").fit(frame)
     with pytest.raises(ValueError, match="random intercepts only"):
         MixedGLM("y ~ x1 + (1 + x1 | user)", solver="iterative").fit(frame)
+
+
+@pytest.mark.parametrize(
+    ("formula", "data", "options"),
+    [
+        ("y ~ x + (1 | user) + (1 | item)", "binary.csv.gz", {"link": "probit"}),
+        (
+            "y ~ x + treat + (1 | g)",
+            "counts_nb.csv.gz",
+            {"family": "negative_binomial", "nb_theta": 1.5},
+        ),
+    ],
+)
+def test_pql_takes_other_links_and_a_fixed_negative_binomial(formula, data, options):
+    """The working models use the link's working weights (mu_eta^2 / variance)."""
+    frame = pd.read_csv(FIXTURES / data)
+    laplace = MixedGLM(formula, solver="exact", **options).fit(frame)
+    pql = MixedGLM(formula, solver="iterative", **options).fit(frame)
+    assert pql.convergence_["converged"]
+    np.testing.assert_allclose(pql.theta_, laplace.theta_, rtol=0.05)
+    np.testing.assert_allclose(pql.coef_, laplace.coef_, atol=0.3 * laplace.coef_se_.max())
+    assert laplace.objective_ - 0.05 < pql.objective_ < laplace.objective_ + 1
