@@ -8,7 +8,7 @@ import pytest
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import log_loss, mean_poisson_deviance
-from sklearn.model_selection import GroupKFold, cross_validate
+from sklearn.model_selection import GroupKFold, StratifiedKFold, check_cv, cross_validate
 
 import estimators
 from harness.config import EstimatorSpec
@@ -197,7 +197,9 @@ def test_classifiers_give_labels_probabilities_and_classes(name):
     np.testing.assert_allclose(probability.sum(axis=1), 1.0)
     labels = model.predict(data.X.iloc[:30])
     np.testing.assert_array_equal(labels, model.classes_[np.argmax(probability, axis=1)])
-    assert 0.0 <= model.score(data.X, data.y) <= 1.0
+    # score is the accuracy of the labels; cross-validation stratifies by outcome.
+    assert model.score(data.X, data.y) == np.mean(model.predict(data.X) == data.y)
+    assert isinstance(check_cv(5, data.y, classifier=is_classifier(model)), StratifiedKFold)
 
 
 # What sample_weight means to each estimator; None: its fit takes none (the harness
