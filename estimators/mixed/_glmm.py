@@ -335,7 +335,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         Per stage: optimiser, evaluations, return code, converged; PIRLS convergence at
         the optimum; singular fit; how the standard errors were computed; for an
         estimated negative binomial theta, ``nb_theta`` (first estimate, interval,
-        fits, whether the estimate is at the interval's edge).
+        fits, the profile as (theta, -2 log-likelihood) pairs, whether the estimate is
+        at the interval's edge).
 
     Examples
     --------
@@ -645,6 +646,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             "first_estimate": first,
             "interval": (float(np.exp(low)), float(np.exp(high))),
             "fits": len(fits),
+            # -2 log-likelihood at each theta tried (the full one with quadrature).
+            "profile": [(float(np.exp(k)), float(fits[k][2])) for k in sorted(fits)],
             "converged": bool(result.success),
             "at_edge": at_edge,
         }

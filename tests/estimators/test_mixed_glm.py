@@ -266,6 +266,9 @@ def test_negative_binomial_theta_matches_glmer_nb(model):
     low, high = info["interval"]
     assert low < fit.nb_theta_ < high
     assert high / low == pytest.approx(np.exp(6))  # glmer.nb's log(theta) +- 3
+    thetas, values = zip(*info["profile"], strict=True)
+    assert len(thetas) == info["fits"] and min(values) == pytest.approx(fit.objective_)
+    assert thetas[int(np.argmin(values))] == fit.nb_theta_
     assert f"Negative Binomial({fit.nb_theta_:.4g})  ( log )" in fit.summary()
 
 
