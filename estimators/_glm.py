@@ -385,6 +385,8 @@ class LogisticRidge(_PenalisedLogistic):
     patience : int or None
         Stop going down the grid once the held-out deviance has not improved on its
         minimum for this many penalties in a row; None tries the whole grid.
+    tol : float
+        Stopping tolerance of each L-BFGS fit (``LogisticRegression``'s ``tol``).
     random_state : int or None
         Shuffling of the inner folds.
 
@@ -426,6 +428,7 @@ class LogisticRidge(_PenalisedLogistic):
         standardize_groups: bool = False,
         patience: int | None = None,
         new_levels: str = "population",
+        tol: float = 1e-4,
         random_state: int | None = None,
     ) -> None:
         self.feature_cols = feature_cols
@@ -439,6 +442,7 @@ class LogisticRidge(_PenalisedLogistic):
         self.standardize_groups = standardize_groups
         self.patience = patience
         self.new_levels = new_levels
+        self.tol = tol
         self.random_state = random_state
 
     def _grid(self, rows: MergedRows) -> np.ndarray:
@@ -458,7 +462,7 @@ class LogisticRidge(_PenalisedLogistic):
         self, C: float, design: sp.csr_matrix, target: np.ndarray, weight: np.ndarray, previous: Any
     ) -> Any:
         # Warm-started from the same fold's fit at the previous (larger) penalty.
-        model = previous or LogisticRegression(max_iter=1000, warm_start=True)
+        model = previous or LogisticRegression(max_iter=1000, warm_start=True, tol=self.tol)
         keep = weight > 0
         return model.set_params(C=C).fit(design[keep], target[keep], sample_weight=weight[keep])
 

@@ -73,8 +73,9 @@ class MergedRows:
     row_weight: np.ndarray | None = None
 
     @property
-    def n_rows(self) -> int:
-        return int(self.count.sum())
+    def n_rows(self) -> float:
+        """The number of training rows, or their total weight when rows are weighted."""
+        return float(self.count.sum())
 
 
 def merge_rows(

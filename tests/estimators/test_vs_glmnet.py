@@ -94,3 +94,39 @@ def test_cell_folds_and_the_1se_rule_are_cv_glmnets(tmp_path, make, alpha):
     index = np.flatnonzero(np.isclose(lambdas, minimum.penalty_, rtol=1e-8))[0]
     assert abs(index - int(np.argmin(reference["cvm"]))) <= 1
     assert reference["cvm"][index] == pytest.approx(min(reference["cvm"]), rel=1e-3)
+
+
+@pytest.mark.skipif(not _glmnet_available(), reason="needs R with glmnet and jsonlite")
+def test_weighted_ridge_is_glmnet_with_weights(tmp_path):
+    """sample_weight is glmnet's weights: at one penalty (the inverse penalty C of a
+    total weight W is lambda = 1 / (W C)), with every column standardised by weighted
+    moments, the fitted probabilities are glmnet's."""
+    data = simulate("ctr_experiment", seed=3, n_users=60)
+    weight = np.random.default_rng(8).uniform(0.5, 3.0, data.n_rows)
+    penalty = 0.01
+    model = LogisticRidge(
+        feature_cols=["display"],
+        group_cols=["user"],
+        Cs=[1.0 / (weight.sum() * penalty)],
+        cv=2,
+        standardize_groups=True,
+        tol=1e-10,
+    ).fit(data.X, data.y, sample_weight=weight)
+    assert model.penalty_ == pytest.approx(penalty, rel=1e-12)
+    rows = data.frame[["user", "display", "click"]].assign(weight=weight)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "out.json"
+    subprocess.run(
+        [
+            "Rscript",
+            str(SCRIPT.with_name("glmnet_weighted.R")),
+            str(tmp_path / "rows.csv"),
+            repr(penalty),
+            "0",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    reference = np.asarray(json.loads(out.read_text())["probability"])
+    np.testing.assert_allclose(model.predict_proba(data.X)[:, 1], reference, rtol=1e-5)
