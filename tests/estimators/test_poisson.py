@@ -278,3 +278,21 @@ def test_the_registry_serves_the_poisson_peers():
     # The other families keep their models.
     assert not isinstance(estimators.get("fixed_effects", family="binomial"), PoissonFixedEffects)
     assert not isinstance(estimators.get("hist_gbm"), HistGBMPoisson)
+
+
+def test_weighted_fixed_effects_match_statsmodels_glm_with_prior_weights(dense_units):
+    """sample_weight is glm's prior weights (statsmodels' var_weights): the same
+    coefficients and fitted means; rows of weight 0 are left out."""
+    sm = pytest.importorskip("statsmodels.api")
+    frame, y = dense_units.frame, dense_units.y.to_numpy()
+    weight = np.random.default_rng(9).uniform(0.2, 3.0, len(y))
+    weight[:25] = 0.0
+    ours = PoissonFixedEffects(feature_cols=FEATURES, group_cols=["user", "item"])
+    ours.fit(frame, y, sample_weight=weight)
+    kept = weight > 0
+    _, design = _statsmodels_glm(frame[kept], y[kept])
+    reference = sm.GLM(y[kept], design, family=sm.families.Poisson(), var_weights=weight[kept]).fit(
+        tol=1e-13, maxiter=100
+    )
+    np.testing.assert_allclose(ours.coef_[FEATURES], reference.params[FEATURES], rtol=1e-6)
+    np.testing.assert_allclose(ours.predict(frame[kept]), reference.predict(design), rtol=1e-6)
