@@ -262,3 +262,25 @@ def test_lasso_checks_the_binary_target():
         LassoOneHot(feature_cols=["x"], group_cols=["g"]).fit(frame, [0.0, 1.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="feature_cols: column\\(s\\) \\['z'\\] not found"):
         LassoOneHot(feature_cols=["z"], group_cols=["g"]).fit(frame, [0.0, 1.0, 0.0, 1.0])
+
+
+def test_weighted_logistic_fixed_effects_is_the_glm_with_prior_weights(dense_units):
+    """sample_weight is glm's prior weights (statsmodels' var_weights for a binomial
+    GLM of 0/1 outcomes): the same fitted probabilities; rows of weight 0 left out."""
+    sm = pytest.importorskip("statsmodels.api")
+    frame, y = dense_units.frame, dense_units.y.to_numpy()
+    features = ["x1", "x2", "treat"]
+    weight = np.random.default_rng(10).uniform(0.2, 3.0, len(y))
+    weight[:30] = 0.0
+    ours = LogisticFixedEffects(feature_cols=features, group_cols=["user", "item"])
+    ours.fit(frame, y, sample_weight=weight)
+    kept = weight > 0
+    dummies = pd.get_dummies(frame[["user", "item"]][kept], drop_first=True, dtype=float)
+    design = sm.add_constant(np.column_stack([frame[features][kept].to_numpy(float), dummies]))
+    reference = sm.GLM(
+        y[kept], design, family=sm.families.Binomial(), var_weights=weight[kept]
+    ).fit(tol=1e-12, maxiter=100)
+    np.testing.assert_allclose(
+        ours.predict_proba(frame[kept])[:, 1], reference.predict(design), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(ours.coef_.to_numpy(), reference.params[1:4], rtol=1e-3)
