@@ -345,6 +345,12 @@ def run_job(
         worker's peak was taken (a key of :data:`harness.resources.MEASURES`, with
         ``+subprocess_vmhwm`` when a subprocess's peak is added). ``warnings`` holds
         the distinct warnings of the fit and predict (None when there were none).
+        ``weights`` names the data set's weights column (None without one): the
+        training rows' weights went to ``fit`` as ``sample_weight`` and the metrics
+        are weighted by the test rows' weights (see :mod:`harness.metrics`); a model
+        whose ``fit`` takes no ``sample_weight`` gets a skipped row instead.
+        A classifier is scored on its probability of the outcome 1
+        (:func:`predicted_mean`), any other model on ``predict``.
     """
     row = _base_row(job, config_name)
     test_source = dataset if test_data is None else test_data
