@@ -136,11 +136,20 @@ _REGISTRY: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "mixed_glm",
                 MixedGLM,
                 "generalized linear mixed model, lme4 formula syntax, Laplace or adaptive "
-                "quadrature (glmer); binomial (logit) or poisson (log)",
+                "quadrature (glmer); binomial (logit, probit, cloglog, cauchit) or poisson (log)",
                 families=("binomial", "poisson"),
                 roles=("formula",),
                 needs_groups=True,
                 variants={"poisson": partial(MixedGLM, family="poisson")},
+            ),
+            EstimatorInfo(
+                "mixed_glm_nb",
+                partial(MixedGLM, family="negative_binomial"),
+                "negative binomial generalized linear mixed model for overdispersed counts, "
+                "lme4 formula syntax, theta estimated by alternating with the fit (glmer.nb)",
+                families=("poisson",),
+                roles=("formula",),
+                needs_groups=True,
             ),
             EstimatorInfo(
                 "lme4",

@@ -229,6 +229,7 @@ WEIGHT_MEANING: dict[str, str | None] = {
     "mixed_boosting": "weighted loss",
     "mixed_lm": "precision",
     "mixed_glm": "prior weights (binomial trials)",
+    "mixed_glm_nb": "prior weights",
     "lme4": "precision",
     "statsmodels_mixedlm": None,
 }
