@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,statsmodels,distributed
+EXTRAS := dev,statsmodels,distributed,data
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 

