@@ -263,10 +263,9 @@ def test_invalid_params_name_the_field(params, message):
 def test_unknown_simulator_lists_the_valid_ones():
     with pytest.raises(KeyError, match="online_servics.*did you mean 'online_services'") as error:
         simulate("online_servics")
-    assert "Available simulators: archers, ctr_experiment, file, online_services" in str(
-        error.value
-    )
-    assert simulators.available() == ["archers", "ctr_experiment", "file", "online_services"]
+    names = ["archers", "ctr_experiment", "file", "online_services", "rdataset"]
+    assert f"Available simulators: {', '.join(names)}" in str(error.value)
+    assert simulators.available() == names
 
 
 def test_dataset_refuses_roles_missing_from_the_frame():
