@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+import simulators
 from harness import figures as plots
 from harness.across import across_sections
 from harness.compare import primary_metrics, write_comparison
@@ -172,6 +173,9 @@ def _overview(config: Config, table: pd.DataFrame) -> list[dict[str, Any]]:
                 "simulator": scenario.simulator,
                 "family": families.get(scenario.label, ""),
                 "data_sets": scenario.n_repeats(config.repeats),
+                # A real data set cannot be redrawn: say how its repeats were made.
+                "repeats": simulators.info(scenario.simulator).repeats(scenario.params),
+                "observed": simulators.info(scenario.simulator).observed,
                 "splits": ", ".join(
                     f"{split.label} ({split.folds} fold{'s' if split.folds > 1 else ''})"
                     for split in splits

