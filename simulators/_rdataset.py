@@ -320,6 +320,17 @@ def rdataset(seed: int, params: dict[str, Any]) -> Dataset:
         Naming the parameter: the optional package missing (``params.package``), an
         unknown package or data set (with close matches), a bad filter or step, a
         role naming a column the data lack, or values a role cannot take.
+
+    Examples
+    --------
+    >>> from simulators import simulate
+    >>> ticks = simulate(
+    ...     "rdataset", seed=1, package="lme4", name="grouseticks", target="TICKS",
+    ...     family="poisson", groups=["BROOD", "LOCATION"], nesting={"BROOD": "LOCATION"},
+    ...     features=["cHEIGHT"], resample={"by": "LOCATION"},
+    ... )
+    >>> ticks.frame["LOCATION"].nunique(), ticks.meta["repeats"]
+    (63, 'bootstrap over LOCATION units')
     """
     table = _prepared(params)
     by = params["resample"]["by"]
