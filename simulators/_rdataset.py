@@ -38,7 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "where": None,
     # Steps applied in order after the filter, each a mapping naming one operation:
     # {log: column}, {divide: column, by: number}, {since_first: column, within: group}
-    # (the column minus its first value per unit), {one_hot: column} (a 0/1 column
+    # (the column minus its smallest value per unit: the time since the unit's first
+    # observation), {one_hot: column} (a 0/1 column
     # "<column>_<level>" per level but the first). An ``as`` key names a new column;
     # without it the step replaces its column.
     "transform": [],
