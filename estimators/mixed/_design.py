@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from estimators._columns import matched_ids
+from estimators._columns import matched_ids, validated_frame
 from estimators.mixed._formula import FormulaError, ParsedFormula, RandomTermSpec, split_offsets
 
 
@@ -217,7 +217,14 @@ def factor_keys(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Index:
 
 def factor_levels(keys: pd.Index, columns: tuple[str, ...]) -> pd.Index:
     """The distinct levels of a grouping factor, sorted (a level's code is its place)."""
-    levels = keys.unique()
+    try:
+        levels = keys.unique()
+    except TypeError:
+        # An unhashable value (a list, a dict) cannot be a level.
+        raise TypeError(
+            f"group column(s) {list(columns)} hold values that are neither numbers nor "
+            "text; each argument must be a string or a number"
+        ) from None
     try:
         return levels.sort_values()
     except TypeError:
@@ -275,14 +282,56 @@ class Design:
     category_rows: pd.Series | None = None
 
 
+def formula_frame(estimator: Any, X: Any, *, reset: bool) -> pd.DataFrame:
+    """``X`` as ``validated_frame`` reads it, with its columns named by text.
+
+    A formula names columns by text, while a plain array's columns are the integers
+    0..k-1 (and a DataFrame may have integer labels too): a column whose label is not
+    text is named by its text here, so that ``y ~ x + (1 | `0`)`` reads column 0 of an
+    array. Other estimators keep ``validated_frame``'s labels.
+
+    Raises
+    ------
+    ValueError
+        When two labels have the same text (``0`` and ``"0"``), naming them; in
+        fitting (``reset=True``), for a single row.
+    """
+    frame = validated_frame(estimator, X, reset=reset)
+    if reset and len(frame) == 1:
+        # lmer and glmer stop too: one row cannot separate a random effect from the
+        # fixed part (or the residual).
+        raise ValueError(
+            f"X: 1 sample; {type(estimator).__name__} needs several rows to fit a random effect"
+        )
+    labels = list(frame.columns)
+    if all(isinstance(label, str) for label in labels):
+        return frame
+    text = [label if isinstance(label, str) else str(label) for label in labels]
+    if len(set(text)) < len(text):
+        repeated = sorted({name for name in text if text.count(name) > 1})
+        raise ValueError(
+            f"X: columns {repeated} are named twice once written as text (a formula "
+            "names columns by text); rename them"
+        )
+    # set_axis does not copy the data (pandas' copy-on-write).
+    return frame.set_axis(text, axis=1)
+
+
 def resolve_response(parsed: ParsedFormula, frame: pd.DataFrame, y: Any) -> Any:
     """``y`` if given, otherwise the formula's response column of ``frame``."""
     if y is not None:
         return y
     if parsed.response is None:
-        raise ValueError("y: not given and the formula has no response (left of '~')")
+        raise ValueError(
+            "y: not given and the formula has no response (left of '~'); this estimator "
+            "requires y to be passed, but the target y is None"
+        )
     if parsed.response not in frame.columns:
-        raise ValueError(f"response column {parsed.response!r} not found in X")
+        raise ValueError(
+            f"response column {parsed.response!r} not found in X, and y is not given: "
+            "this estimator requires y to be passed, but the target y is None (or X "
+            "holding the formula's response column)"
+        )
     return frame[parsed.response]
 
 

@@ -16,8 +16,9 @@ from scipy import stats
 from scipy.optimize import minimize_scalar
 from scipy.special import digamma, polygamma
 from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from estimators._columns import (
@@ -25,7 +26,6 @@ from estimators._columns import (
     check_policy,
     numeric_matrix,
     unseen_levels_error,
-    validated_frame,
 )
 from estimators.mixed._design import (
     Design,
@@ -34,6 +34,7 @@ from estimators.mixed._design import (
     design_matrices,
     effects_by_factor,
     factor_keys,
+    formula_frame,
     resolve_response,
     warn_dropped,
     weighted_cross_products,
@@ -86,6 +87,7 @@ class GlmmData:
     weight_rows: np.ndarray
     offset_rows: np.ndarray
     row_pattern: np.ndarray  # the merged row of each row as given
+    classes: np.ndarray | None = None  # binomial: the class labels, y's 1 is classes[1]
 
     @property
     def qs(self) -> list[int]:
@@ -218,6 +220,110 @@ def sample_weights(sample_weight: Any, n_rows: int) -> np.ndarray:
     return values
 
 
+def binary_outcome(
+    outcome: Any, weights: np.ndarray, *, name: str, weighted: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A binomial outcome as the classes and, per row, 1 for ``classes[1]`` and 0 for
+    ``classes[0]``, or the proportion of successes.
+
+    Two labels of any kind (0/1, 1/2, text, booleans) are classes, sorted as
+    ``numpy.unique`` sorts them, as scikit-learn's classifiers read them. Numbers in
+    [0, 1] that are not all 0 or 1 are proportions of successes when there are prior
+    weights (``weighted``: the trials, glmer's ``weights=``); the classes are then
+    ``[0, 1]``.
+
+    Parameters
+    ----------
+    outcome : array-like
+        One value per row (``len(weights)`` rows).
+    weights : numpy.ndarray
+        The prior weights, already checked: a class seen only in rows of weight 0 is
+        not seen.
+    name : str
+        The outcome as errors name it (``y`` or the response column).
+    weighted : bool
+        Whether there are prior weights (a weights column or ``sample_weight``).
+
+    Returns
+    -------
+    classes : numpy.ndarray
+    target : numpy.ndarray
+        Floats: 0/1, or proportions.
+
+    Raises
+    ------
+    ValueError
+        Naming the outcome: missing values, a continuous outcome (without weights,
+        or outside [0, 1]), more than two classes, one class among the rows of
+        positive weight.
+    """
+    if type(outcome).__module__.startswith("polars"):
+        outcome = outcome.to_numpy()
+    values = np.asarray(outcome)
+    n_rows = len(weights)
+    if values.ndim == 2 and values.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; "
+            "it is read as one outcome per row",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"{name}: expected one outcome per row, got shape {values.shape}")
+    if values.shape[0] != n_rows:
+        raise ValueError(f"{name}: has {values.shape[0]} values but X has {n_rows} rows")
+    missing = pd.isna(values) if values.dtype.kind in "OUS" else np.zeros(n_rows, bool)
+    if values.dtype.kind in "fc":
+        missing = ~np.isfinite(values)
+    if missing.any():
+        raise ValueError(f"{name}: {int(missing.sum())} missing or infinite value(s)")
+    if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+        if weighted and np.all((values >= 0) & (values <= 1)):
+            return np.array([0, 1]), values.astype(float)
+        bad = pd.unique(values[values != np.round(values)])[:5]
+        raise ValueError(
+            f"{name} must be 0/1 or two class labels for family='binomial' (found e.g. "
+            f"{list(bad)}: Unknown label type: continuous); for proportions of successes "
+            "in [0, 1] name the trials with weights='column' or pass them as sample_weight"
+        )
+    try:
+        classes, codes = np.unique(values, return_inverse=True)
+    except TypeError:
+        raise ValueError(
+            f"{name} mixes values of several types (Unknown label type: mixed); convert "
+            "the labels to one type"
+        ) from None
+    if classes.size > 2:
+        raise ValueError(
+            f"{name} must be 0/1 or two class labels for family='binomial', got "
+            f"{classes.size} classes (e.g. {list(classes[:5])}). Only binary "
+            "classification is supported. For proportions of successes name the trials "
+            "with weights='column' or pass them as sample_weight"
+        )
+    present = np.unique(codes[weights > 0])
+    if present.size < 2:
+        # Every probability would be 0 or 1, the fixed effects infinite; glmer stops:
+        # "Response is constant".
+        where = " where weights > 0" if weighted else ""
+        raise ValueError(
+            f"{name} is constant (every value {classes[present[0]]!r}{where}): only one "
+            "class, and a classifier needs two; glmer refuses it too (Response is constant)"
+        )
+    return classes, codes.astype(float)
+
+
+def _is_classifier(model: MixedGLM) -> bool:
+    """Whether ``model`` is a classifier (``family="binomial"``): only then does it have
+    ``predict_proba`` and ``decision_function``, so that scikit-learn (``hasattr``)
+    treats a count model as the regressor it is."""
+    if model.family != "binomial":
+        raise AttributeError(
+            f"this method needs family='binomial' (a classifier), not {model.family!r}"
+        )
+    return True
+
+
 class MixedGLM(FittedMixedModel, BaseEstimator):
     """Generalized linear mixed model in lme4's formula syntax, fitted as ``glmer`` (and
     ``glmer.nb``).
@@ -326,7 +432,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         Conditional covariance blocks per factor, shape (levels, q, q).
     is_singular_ : bool
     n_obs_ : int
-        Rows of the data.
+        Rows of the data, apart from those of weight 0 (left out of the fit).
     n_patterns_ : int
         Distinct rows after merging identical ones (what the fit iterates over).
     n_levels_ : dict
@@ -389,6 +495,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             tags.estimator_type = "regressor"
             tags.classifier_tags = None
             tags.regressor_tags = RegressorTags()
+            # Counts are never negative (scikit-learn's checks then draw y >= 1).
+            tags.target_tags.positive_only = True
         return tags
 
     # -- the data --------------------------------------------------------------------
@@ -409,13 +517,33 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         """Read and check the data of a fit (records the columns of X on ``self``)."""
         self._check_settings()
         parsed = parse_formula(self.formula)
-        frame = validated_frame(self, X, reset=True)
-        response = parsed.response if y is None else "y"
-        target = as_target(resolve_response(parsed, frame, y), len(frame))
+        frame = formula_frame(self, X, reset=True)
+        response = parsed.response if y is None else None
+        outcome = resolve_response(parsed, frame, y)
         weights = self._column(frame, self.weights, "weights", default=1.0)
         weights = weights * sample_weights(sample_weight, len(frame))
         offset = self._offset_vector(frame)
-        self._check_outcome(target, weights, response, sample_weight is not None)
+        weighted = sample_weight is not None
+        self._check_weights(weights, weighted)
+        classes = None
+        if self.family == "binomial":
+            classes, target = binary_outcome(
+                outcome,
+                weights,
+                name=f"response column {response!r}" if response else "y",
+                weighted=weighted or self.weights is not None,
+            )
+        else:
+            target = as_target(outcome, len(frame))
+        self._check_outcome(target, weights, response, weighted)
+        if not np.all(weights > 0):
+            # A row of weight 0 adds nothing to the likelihood; it is left out before the
+            # design, as R's glm drops zero-weight cases, so that the fit is the fit to
+            # the other rows to the last digit (its levels alone would add effects fixed
+            # at 0 and change the optimiser's path). Such levels count as unseen.
+            rows = np.flatnonzero(weights > 0)
+            frame, target = frame.iloc[rows], target[rows]
+            weights, offset = weights[rows], offset[rows]
         design, dropped = build_design(parsed, frame, target)
         qs = [term.q for term in design.terms]
         if self.n_agq > 1 and (len(qs) != 1 or qs[0] != 1):
@@ -437,6 +565,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             weight_rows=weight_rows,
             offset_rows=offset_rows,
             row_pattern=row_pattern,
+            classes=classes,
         )
 
     def deviance_function(
@@ -530,7 +659,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             self._fit_laplace(data, deviance, optimum)
         self.nb_theta_ = deviance.family.nb_theta
         if self.family == "binomial":
-            self.classes_ = np.array([0, 1])
+            self.classes_ = data.classes
         elif hasattr(self, "classes_"):
             del self.classes_  # from an earlier fit as a classifier
         self.n_patterns_ = int(len(data.y_rows))
@@ -600,8 +729,14 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             modes = poisson.modes(optimum.parameters)
         else:
             modes = poisson.modes(*poisson.split(optimum.parameters))
-        mu = poisson.family.mean(modes.eta)[data.row_pattern]
-        first = theta_ml(data.y, mu, data.weights)
+        # Rows of one pattern and one count share a mean: summed as one row of their
+        # total weight, a row of weight 2 and two equal rows give the same sums to the
+        # last digit (and so the same interval and fits below).
+        cells = np.column_stack([data.row_pattern, data.y])
+        _, first_row, cell = np.unique(cells, axis=0, return_index=True, return_inverse=True)
+        cell_weights = np.bincount(cell.ravel(), weights=data.weights)
+        mu = poisson.family.mean(modes.eta)[data.row_pattern[first_row]]
+        first = theta_ml(data.y[first_row], mu, cell_weights)
         if not np.isfinite(first) or first <= 0:
             raise ValueError(
                 "family='negative_binomial': the counts show no overdispersion beyond the "
@@ -717,14 +852,16 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             return np.full(len(frame), default)
         return numeric_matrix(frame, [name], role)[:, 0]
 
-    def _check_outcome(
-        self, y: np.ndarray, weights: np.ndarray, response: str | None, weighted: bool
-    ) -> None:
-        name = f"response column {response!r}" if response else "y"
-        source = " and ".join(
+    def _weight_source(self, weighted: bool) -> str:
+        """Where the prior weights come from, for errors."""
+        return " and ".join(
             ([f"column {self.weights!r}"] if self.weights else [])
             + (["sample_weight"] if weighted else [])
         )
+
+    def _check_weights(self, weights: np.ndarray, weighted: bool) -> None:
+        """Refuse negative prior weights and weights that are all zero."""
+        source = self._weight_source(weighted)
         if np.any(weights < 0):
             raise ValueError(
                 f"weights: column {self.weights!r} has {int(np.sum(weights < 0))} negative value(s)"
@@ -732,8 +869,14 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         if not np.any(weights > 0):
             raise ValueError(
                 f"weights: {source} {'is' if ' and ' not in source else 'are'} 0 in every "
-                "row; there is nothing to fit"
+                "row (every weight is zero); there is nothing to fit"
             )
+
+    def _check_outcome(
+        self, y: np.ndarray, weights: np.ndarray, response: str | None, weighted: bool
+    ) -> None:
+        name = f"response column {response!r}" if response else "y"
+        source = self._weight_source(weighted)
         observed = np.unique(y[weights > 0])
         if observed.size == 1:
             # The fixed effects' estimates are infinite (every probability 0 or 1, every
@@ -885,7 +1028,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
     def _linear_predictor(self, X: Any, include_random: bool | Sequence[str]) -> np.ndarray:
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = validated_frame(self, X, reset=False)
+        frame = formula_frame(self, X, reset=False)
         eta = self._fixed_matrix(frame) @ self.coef_.to_numpy()
         eta += self._offset_vector(frame)
         selected = self._included_factors(include_random)
@@ -945,22 +1088,24 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         eta = self._linear_predictor(X, include_random)
         return eta if scale == "link" else self._deviance.family.mean(eta)
 
+    @available_if(_is_classifier)
     def predict_proba(self, X: Any, *, include_random: bool | Sequence[str] = True) -> np.ndarray:
-        """Probabilities of ``classes_`` (0 and 1) per row, shape (n, 2): glmer's
-        ``predict(type = "response")`` in the second column; binomial family only."""
+        """Probabilities of ``classes_`` per row, shape (n, 2): glmer's
+        ``predict(type = "response")``, the probability of ``classes_[1]``, in the second
+        column. Binomial family only (a count model has no such attribute)."""
         check_is_fitted(self, "coef_")
-        if self.family != "binomial":
-            raise ValueError(f"predict_proba: needs family='binomial', not {self.family!r}")
         p = self._deviance.family.mean(self._linear_predictor(X, include_random))
         return np.column_stack([1 - p, p])
 
+    @available_if(_is_classifier)
     def decision_function(
         self, X: Any, *, include_random: bool | Sequence[str] = True
     ) -> np.ndarray:
         """The linear predictor per row (glmer's ``predict(type = "link")``), offsets
-        included: the log-odds of class 1 with the logit link; with other links a
+        included: the log-odds of ``classes_[1]`` with the logit link; with other links a
         monotone transform of its probability (positive above 1/2 for probit and
-        cauchit, above log(log 2) for cloglog)."""
+        cauchit, above log(log 2) for cloglog). Binomial family only; for the count
+        families the linear predictor is ``predict(X, scale="link")``."""
         return self._linear_predictor(X, include_random)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
@@ -972,14 +1117,21 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         parsed = parse_formula(self.formula)
-        frame = validated_frame(self, X, reset=False)
-        target = as_target(resolve_response(parsed, frame, y), len(frame))
+        frame = formula_frame(self, X, reset=False)
+        outcome = resolve_response(parsed, frame, y)
         weights = self._column(frame, self.weights, "weights", default=1.0)
         weights = weights * sample_weights(sample_weight, len(frame))
         if self.family == "binomial":
             label = self.predict(frame)
-            correct = np.where(label == 1, target, 1 - target)
+            values = np.asarray(outcome)
+            if values.dtype.kind in "biuf" and set(self.classes_.tolist()) == {0, 1}:
+                # 0/1 outcomes or proportions: the share of the trials predicted right.
+                target = as_target(outcome, len(frame))
+                correct = np.where(label == 1, target, 1 - target)
+            else:
+                correct = (label == values.ravel()).astype(float)
             return float(np.sum(weights * correct) / np.sum(weights))
+        target = as_target(outcome, len(frame))
         mean = self.predict(frame)
         centre = np.average(target, weights=weights)
         residual = np.sum(weights * (target - mean) ** 2)

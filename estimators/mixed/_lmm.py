@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from estimators._columns import as_target, check_policy, unseen_levels_error, validated_frame
+from estimators._columns import as_target, check_policy, unseen_levels_error
 from estimators.mixed._design import (
     Design,
     build_design,
@@ -23,6 +23,7 @@ from estimators.mixed._design import (
     design_matrices,
     effects_by_factor,
     factor_keys,
+    formula_frame,
     offset_columns,
     required_columns,
     resolve_response,
@@ -419,7 +420,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         if self.na_action not in ("raise", "drop"):
             raise ValueError(f"na_action: expected 'raise' or 'drop', got {self.na_action!r}")
         parsed = parse_formula(self.formula)
-        frame = validated_frame(self, X, reset=True)
+        frame = formula_frame(self, X, reset=True)
         name = "y" if y is not None else f"response column {parsed.response!r}"
         y = resolve_response(parsed, frame, y)
         if sample_weight is not None:
@@ -495,7 +496,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         parsed = self._parsed
-        frame = validated_frame(self, X_new, reset=False)
+        frame = formula_frame(self, X_new, reset=False)
         used = self._used_columns()
         missing = [c for c in sorted(used) if c not in frame.columns]
         if missing:
@@ -712,7 +713,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = validated_frame(self, X, reset=False)
+        frame = formula_frame(self, X, reset=False)
         fixed = self._fixed_matrix(frame)
         prediction = fixed @ self.coef_.to_numpy() + self._offset_vector(frame)
         variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)

@@ -28,7 +28,10 @@ def minimize_bobyqa(
 
     The tolerances are tighter than lme4's defaults (whose relative x tolerance of 1e-4
     can stop ~1e-4 short of the optimum in theta). A one-dimensional problem, which
-    BOBYQA does not take, goes to a bounded scalar search.
+    BOBYQA does not take, goes to a bounded scalar search. When rounding errors stop
+    BOBYQA (NLopt's ROUNDOFF_LIMITED, which its Python binding raises), the best point
+    evaluated is returned: NLopt documents it as typically a useful result, and it is
+    counted as converged, with ``roundoff_limited`` set in the info.
 
     Returns
     -------
@@ -40,11 +43,15 @@ def minimize_bobyqa(
         ``optimizer``, ``evaluations``, ``return_code`` and ``converged``.
     """
     evaluations = 0
+    best: dict[str, Any] = {"value": np.inf, "x": None}
 
     def counted(x: np.ndarray) -> float:
         nonlocal evaluations
         evaluations += 1
-        return float(function(x))
+        value = float(function(x))
+        if value < best["value"]:
+            best.update(value=value, x=np.array(x, dtype=float))
+        return value
 
     upper = np.full(start.size, np.inf) if upper is None else upper
     x = np.clip(np.asarray(start, dtype=float), lower, upper)
@@ -61,7 +68,19 @@ def minimize_bobyqa(
     optimizer.set_maxeval(max_evaluations)
     if initial_step is not None:
         optimizer.set_initial_step(initial_step)
-    x = optimizer.optimize(x)
+    try:
+        x = optimizer.optimize(x)
+    except nlopt.RoundoffLimited:
+        if best["x"] is None:
+            raise
+        info = {
+            "optimizer": "bobyqa",
+            "evaluations": evaluations,
+            "return_code": int(nlopt.ROUNDOFF_LIMITED),
+            "converged": True,
+            "roundoff_limited": True,
+        }
+        return best["x"], float(best["value"]), info
     result = optimizer.last_optimize_result()
     info = {
         "optimizer": "bobyqa",
