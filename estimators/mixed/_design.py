@@ -288,7 +288,9 @@ def formula_frame(estimator: Any, X: Any, *, reset: bool) -> pd.DataFrame:
     A formula names columns by text, while a plain array's columns are the integers
     0..k-1 (and a DataFrame may have integer labels too): a column whose label is not
     text is named by its text here, so that ``y ~ x + (1 | `0`)`` reads column 0 of an
-    array. Other estimators keep ``validated_frame``'s labels.
+    array. Other estimators keep ``validated_frame``'s labels. (In the fixed part,
+    formulaic reads a backtick-quoted number as that number: name such a column
+    ``Q('1')`` there.)
 
     Raises
     ------

@@ -335,10 +335,12 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
     found inside PIRLS, then (theta, beta) jointly, both with BOBYQA. With
     ``n_agq=0`` the first stage is the fit, as ``glmer(..., nAGQ = 0)``.
 
-    With ``family="binomial"`` the model is a scikit-learn classifier (``predict``
-    gives class labels 0/1, ``predict_proba`` their probabilities, ``score`` the
-    accuracy); with the count families it is a regressor (``predict`` gives the mean,
-    ``score`` R^2).
+    With ``family="binomial"`` the model is a scikit-learn classifier: the outcome is
+    any two class labels (0/1, 1/2, text), ``classes_`` holds them sorted and the model
+    is of the probability of ``classes_[1]``; ``predict`` gives labels,
+    ``predict_proba`` their probabilities, ``score`` the accuracy. With the count
+    families it is a regressor (``predict`` gives the mean, ``score`` R^2) and has no
+    ``predict_proba`` or ``decision_function``.
 
     Parameters
     ----------
@@ -346,7 +348,9 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         lme4 syntax, e.g. ``"y ~ x + (1 | user) + (1 | item)"``, with the random-effects
         terms :class:`MixedLM` takes and ``offset(...)`` terms (``offset(log(days))``),
         added to the linear predictor in fitting and prediction. For binomial data the
-        response is 0/1, or a proportion of successes when ``weights`` names the trials.
+        response is two class labels (the model is of the second, in sorted order), or
+        numbers in [0, 1], not all 0 or 1, that are proportions of successes when there
+        are prior weights (``weights`` or ``sample_weight``: the trials), as in glmer.
     family : {"binomial", "poisson", "negative_binomial"}
         ``"negative_binomial"`` is ``glmer.nb``'s model: variance ``mu + mu^2 / theta``
         with theta (R's ``size``) estimated by maximising the Laplace likelihood over
@@ -412,7 +416,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         The negative binomial's theta (``getME(fit, "glmer.nb.theta")``); None for the
         other families.
     classes_ : numpy.ndarray
-        ``[0, 1]``, for ``family="binomial"`` only.
+        For ``family="binomial"`` only: the two class labels, sorted (``[0, 1]`` for
+        proportions).
     objective_ : float
         -2 log-likelihood (the Laplace or quadrature approximation).
     loglik_ : float
@@ -609,14 +614,17 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame (pandas or polars)
+        X : DataFrame (pandas or polars) or 2-d array
             Every column the formula uses, and the ``weights`` and ``offset`` columns.
+            An array's columns are named by their text: the formula's `` `0` `` is
+            column 0 (in the fixed part write ``Q('1')``, since formulaic reads a
+            backtick-quoted number as the number).
         y : array-like, optional
             The response; may be omitted when the formula names it.
         sample_weight : array-like, optional
             Prior weights per row, as glmer's ``weights=`` (multiplied by the
             ``weights`` column when both are given): for binomial proportions, the
-            trials.
+            trials. Rows of weight 0 are left out of the fit.
 
         Returns
         -------

@@ -246,8 +246,11 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame (pandas or polars)
+        X : DataFrame (pandas or polars) or 2-d array
             Every column the formula uses (and the ``weights`` and ``offset`` columns).
+            An array's columns are named by their text: the formula's `` `0` `` is
+            column 0 (in the fixed part write ``Q('1')``, since formulaic reads a
+            backtick-quoted number as the number).
         y : array-like, optional
             The response; by default the formula's response column of X.
         sample_weight : array-like, optional
