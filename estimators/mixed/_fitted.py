@@ -54,6 +54,19 @@ class FittedMixedModel:
     ``_design_terms``, ``_fixed_spec``, ``_fixed_kept``, ``_category_rows``,
     ``varcorr_``, ``n_levels_`` and ``n_obs_``)."""
 
+    @property
+    def _weights_column(self) -> str | None:
+        """The ``weights`` column as the frame the model reads names it: by its text, so
+        that ``weights=2`` names column 2 of a plain array (``formula_frame``)."""
+        name = getattr(self, "weights", None)
+        return name if name is None or isinstance(name, str) else str(name)
+
+    @property
+    def _offset_column(self) -> str | None:
+        """The ``offset`` column by its text, as ``_weights_column``."""
+        name = getattr(self, "offset", None)
+        return name if name is None or isinstance(name, str) else str(name)
+
     def _used_columns(self) -> set:
         """Columns of X the formula reads, apart from the response, with those of its
         offsets and the ``offset`` column, if any."""
@@ -62,8 +75,8 @@ class FittedMixedModel:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
         for expr in self._parsed.offsets:
             used |= offset_columns(expr)
-        if getattr(self, "offset", None) is not None:
-            used.add(self.offset)
+        if self._offset_column is not None:
+            used.add(self._offset_column)
         return used
 
     def _offset_vector(self, frame: pd.DataFrame) -> np.ndarray:
@@ -78,7 +91,7 @@ class FittedMixedModel:
         offset = np.zeros(len(frame))
         for expr in parse_formula(self.formula).offsets:
             offset += offset_values(expr, frame)
-        column = getattr(self, "offset", None)
+        column = self._offset_column
         if column is not None:
             if column not in frame.columns:
                 raise ValueError(f"offset: column {column!r} not found in X")

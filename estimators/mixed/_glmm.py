@@ -371,12 +371,13 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         modes, their standard errors conditional).
     nb_theta : float, optional
         For ``family="negative_binomial"``: a fixed theta, or None to estimate it.
-    weights : str, optional
-        Column of X with prior weights: the number of trials of each row for binomial
-        proportions (glmer's ``weights=``); multiplied by ``sample_weight`` in fit.
-    offset : str, optional
-        Column of X added to the linear predictor (log exposure for counts), besides
-        any ``offset(...)`` terms of the formula.
+    weights : str or int, optional
+        Column of X (of a plain array, its index) with prior weights: the number of
+        trials of each row for binomial proportions (glmer's ``weights=``);
+        multiplied by ``sample_weight`` in fit.
+    offset : str or int, optional
+        Column of X (of a plain array, its index) added to the linear predictor (log
+        exposure for counts), besides any ``offset(...)`` terms of the formula.
     new_levels : {"population", "error"}
         At predict time, a level not seen in fitting gets random effect 0 or raises; a
         level of a fixed-effect categorical column not seen in fitting raises, or gets
@@ -473,8 +474,8 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         link: str | None = None,
         n_agq: int = 1,
         nb_theta: float | None = None,
-        weights: str | None = None,
-        offset: str | None = None,
+        weights: str | int | None = None,
+        offset: str | int | None = None,
         new_levels: str = "population",
         solver: str = "auto",
     ) -> None:
@@ -525,7 +526,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         frame = formula_frame(self, X, reset=True)
         response = parsed.response if y is None else None
         outcome = resolve_response(parsed, frame, y)
-        weights = self._column(frame, self.weights, "weights", default=1.0)
+        weights = self._column(frame, self._weights_column, "weights", default=1.0)
         weights = weights * sample_weights(sample_weight, len(frame))
         offset = self._offset_vector(frame)
         weighted = sample_weight is not None
@@ -1127,7 +1128,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
         parsed = parse_formula(self.formula)
         frame = formula_frame(self, X, reset=False)
         outcome = resolve_response(parsed, frame, y)
-        weights = self._column(frame, self.weights, "weights", default=1.0)
+        weights = self._column(frame, self._weights_column, "weights", default=1.0)
         weights = weights * sample_weights(sample_weight, len(frame))
         if self.family == "binomial":
             label = self.predict(frame)

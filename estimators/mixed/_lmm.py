@@ -137,15 +137,17 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         iterative one; ``solver_`` and ``convergence_`` record the choice and why.
         A solver that would not fit in memory is refused before any work, naming one
         that would. Every solver and ``update`` accept prior weights.
-    weights : str, optional
-        Column of X with prior (precision) weights, lme4's ``weights=``: row i has
-        residual variance ``sigma^2 / w_i``, as for a row that is the mean of ``w_i``
-        observations. The criterion is lme4's (it loses ``sum(log w)``). Weights must be
-        finite and positive; ``fit``'s ``sample_weight`` multiplies them.
-    offset : str, optional
-        Column of X added to the linear predictor with coefficient 1 (lme4's
-        ``offset=``), in fitting and in prediction; ``offset(expr)`` terms of the
-        formula's fixed part (``offset(log(exposure))``) add to it.
+    weights : str or int, optional
+        Column of X (of a plain array, its index) with prior (precision) weights,
+        lme4's ``weights=``: row i has residual variance ``sigma^2 / w_i``, as for a
+        row that is the mean of ``w_i`` observations. The criterion is lme4's (it loses
+        ``sum(log w)``). Weights must be finite and positive; ``fit``'s
+        ``sample_weight`` multiplies them.
+    offset : str or int, optional
+        Column of X (of a plain array, its index) added to the linear predictor with
+        coefficient 1 (lme4's ``offset=``), in fitting and in prediction;
+        ``offset(expr)`` terms of the formula's fixed part (``offset(log(exposure))``)
+        add to it.
 
     Attributes
     ----------
@@ -229,8 +231,8 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         new_levels: str = "population",
         na_action: str = "raise",
         solver: str = "auto",
-        weights: str | None = None,
-        offset: str | None = None,
+        weights: str | int | None = None,
+        offset: str | int | None = None,
     ) -> None:
         self.formula = formula
         self.reml = reml
@@ -576,7 +578,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             used |= required_columns(term.expr) | set(term.group_cols)
         for expr in parsed.offsets:
             used |= offset_columns(expr)
-        used |= {column for column in (self.weights, self.offset) if column is not None}
+        used |= {c for c in (self._weights_column, self._offset_column) if c is not None}
         used = [c for c in frame.columns if c in used]
         target = pd.Series(np.asarray(y, dtype=float), index=frame.index)
         bad = ~np.isfinite(target.to_numpy())
@@ -598,16 +600,15 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         """The prior weights of the rows: the ``weights`` column times ``sample_weight``,
         None when neither is given (the unweighted cross-products)."""
         weights = sample_weight
-        if self.weights is not None:
-            if self.weights not in frame.columns:
-                raise ValueError(f"weights: column {self.weights!r} not found in X")
-            values = frame[self.weights]
+        name = self._weights_column
+        if name is not None:
+            if name not in frame.columns:
+                raise ValueError(f"weights: column {name!r} not found in X")
+            values = frame[name]
             if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-                raise ValueError(
-                    f"weights: column {self.weights!r} is not numeric ({values.dtype})"
-                )
+                raise ValueError(f"weights: column {name!r} is not numeric ({values.dtype})")
             column = check_weights(
-                values.to_numpy(dtype=float, na_value=np.nan), f"weights: column {self.weights!r}"
+                values.to_numpy(dtype=float, na_value=np.nan), f"weights: column {name!r}"
             )
             weights = column if weights is None else weights * column
         return weights
@@ -752,11 +753,12 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
 
     def _residual_variance(self, frame: pd.DataFrame) -> np.ndarray | float:
         """sigma^2 / w per row: w from the ``weights`` column if X has it, else 1."""
-        if self.weights is None or self.weights not in frame.columns:
+        name = self._weights_column
+        if name is None or name not in frame.columns:
             return self.sigma_**2
         weights = check_weights(
-            frame[self.weights].to_numpy(dtype=float, na_value=np.nan),
-            f"weights: column {self.weights!r}",
+            frame[name].to_numpy(dtype=float, na_value=np.nan),
+            f"weights: column {name!r}",
         )
         return self.sigma_**2 / weights
 

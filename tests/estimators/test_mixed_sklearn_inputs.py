@@ -63,6 +63,23 @@ def test_a_formula_reads_a_plain_arrays_columns_by_their_text():
     assert plain.n_features_in_ == 3 and not hasattr(plain, "feature_names_in_")
 
 
+def test_weights_and_offset_columns_of_a_plain_array_are_named_by_index():
+    data = grouped().assign(w=np.tile([1.0, 2.0, 3.0], N_GROUPS * PER_GROUP // 3), base=0.3)
+    array = data[["g", "x", "y", "w", "base"]].to_numpy()
+    framed = MixedLM("y ~ x + (1 | g)", weights="w", offset="base").fit(data)
+    plain = MixedLM("`2` ~ Q('1') + (1 | `0`)", weights=3, offset=4).fit(array)
+    np.testing.assert_array_equal(plain.coef_.to_numpy(), framed.coef_.to_numpy())
+    for got, expected in zip(
+        plain.predict(array, return_std=True), framed.predict(data, return_std=True), strict=True
+    ):
+        np.testing.assert_array_equal(got, expected)
+    counts = MixedGLM("count ~ x + (1 | g)", family="poisson", offset="base").fit(data)
+    plain_counts = MixedGLM("y ~ Q('1') + (1 | `0`)", family="poisson", offset=2).fit(
+        data[["g", "x", "base"]].to_numpy(), data["count"]
+    )
+    np.testing.assert_allclose(plain_counts.coef_.to_numpy(), counts.coef_.to_numpy(), rtol=1e-12)
+
+
 def test_labels_that_read_the_same_as_text_are_refused_by_name():
     frame = pd.DataFrame({0: [1.0, 2.0], "0": [3.0, 4.0], "y": [0.0, 1.0]})
     with pytest.raises(ValueError, match=r"columns \['0'\] are named twice"):
