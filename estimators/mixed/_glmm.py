@@ -464,6 +464,14 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
     >>> labels = model.predict(data)
     >>> model.classes_.tolist(), sorted(set(labels.tolist())), bool(model.score(data) > 0.6)
     ([0, 1], [0, 1], True)
+
+    Any two class labels, as scikit-learn's classifiers take them; the model is of the
+    probability of the second in sorted order, ``classes_[1]``:
+
+    >>> text = np.where(data["y"] == 1, "yes", "no")
+    >>> as_text = MixedGLM("y ~ x + (1 | g)").fit(data.drop(columns="y"), text)
+    >>> as_text.classes_.tolist(), bool(np.allclose(as_text.coef_, model.coef_))
+    (['no', 'yes'], True)
     """
 
     def __init__(
