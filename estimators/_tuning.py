@@ -40,6 +40,7 @@ from sklearn.utils import check_random_state
 
 CV_UNITS: tuple[str, ...] = ("row", "cell")
 CV_RULES: tuple[str, ...] = ("min", "1se")
+TIE_TOLERANCE = 1e-9  # relative: mean deviances closer than this are one minimum
 # glmnet clips held-out probabilities before taking logs (cv.lognet's prob_min).
 PROBABILITY_FLOOR = 1e-5
 
@@ -249,10 +250,10 @@ def cross_validate(
 def choose_penalty(deviance: np.ndarray, standard_error: np.ndarray, rule: str) -> int:
     """Index of the chosen penalty on a grid ordered from the largest penalty down.
 
-    ``"min"``: the smallest mean deviance, ties to the largest penalty (glmnet's
-    ``lambda.min``). ``"1se"``: the largest penalty whose mean deviance is at most the
-    minimum's mean plus the minimum's standard error (``lambda.1se``). Untried
-    penalties (NaN) are skipped.
+    ``"min"``: the smallest mean deviance, ties (equal to a relative ``TIE_TOLERANCE``)
+    to the largest penalty (glmnet's ``lambda.min``). ``"1se"``: the largest penalty
+    whose mean deviance is at most the minimum's mean plus the minimum's standard error
+    (``lambda.1se``). Untried penalties (NaN) are skipped.
 
     Examples
     --------
@@ -266,7 +267,10 @@ def choose_penalty(deviance: np.ndarray, standard_error: np.ndarray, rule: str) 
     if rule not in CV_RULES:
         raise ValueError(f"cv_rule: expected one of {', '.join(CV_RULES)}, got {rule!r}")
     tried = np.isfinite(deviance)
-    best = int(np.flatnonzero(tried & (deviance <= np.nanmin(deviance)))[0])
+    # Means equal up to rounding are ties: warm-started fits stop at once where the curve
+    # is flat, and the last digits then depend on the order of floating-point sums.
+    lowest = np.nanmin(deviance)
+    best = int(np.flatnonzero(tried & (deviance <= lowest + TIE_TOLERANCE * abs(lowest)))[0])
     if rule == "min":
         return best
     within = tried & (deviance <= deviance[best] + standard_error[best])

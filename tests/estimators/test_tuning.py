@@ -176,3 +176,15 @@ def test_standardized_levels_are_penalised_by_their_spread(clicks):
     )
     assert isinstance(model.cv_standard_error_, pd.Series)
     assert (model.cv_standard_error_.index == model.cv_deviance_.index).all()
+
+
+def test_deviances_equal_up_to_rounding_are_a_tie_won_by_the_largest_penalty():
+    # A flat end of the curve (warm-started fits that stop at once) differs only in its
+    # last digits; which of those digits is lowest must not pick the penalty.
+    flat = 0.357445
+    deviance = np.array([0.50, 0.37, flat, flat * (1 - 1e-12), flat * (1 - 2e-12)])
+    standard_error = np.full(5, 0.01)
+    assert choose_penalty(deviance, standard_error, "min") == 2
+    # A real improvement, however small against the spread, is still taken.
+    deviance[4] = flat * (1 - 1e-6)
+    assert choose_penalty(deviance, standard_error, "min") == 4
