@@ -38,7 +38,6 @@ from estimators._columns import (
     as_target,
     check_policy,
     unseen_levels_error,
-    validated_frame,
     weighted_rows,
 )
 from estimators._process import run_in_session
@@ -47,7 +46,9 @@ from estimators.mixed._design import (
     RandomTerm,
     build_design,
     check_finite,
+    check_levels_below_rows,
     factor_values,
+    formula_frame,
     lme4_name,
     required_columns,
     resolve_response,
@@ -146,7 +147,7 @@ class _ConditionalPrediction:
     def _prepare(self, X: Any, y: Any) -> tuple[ParsedFormula, pd.DataFrame, np.ndarray, Design]:
         check_policy(self.new_levels)
         parsed = parse_formula(self.formula)
-        frame = validated_frame(self, X, reset=True)
+        frame = formula_frame(self, X, reset=True)
         y = resolve_response(parsed, frame, y)
         target = as_target(y, len(frame))
         design, dropped = build_design(parsed, frame, target)
@@ -202,7 +203,7 @@ class _ConditionalPrediction:
         """
         check_is_fitted(self, "coef_")
         check_policy(self.new_levels)
-        frame = validated_frame(self, X, reset=False)
+        frame = formula_frame(self, X, reset=False)
         used = set(required_columns(self._parsed.fixed)) - {self._parsed.response}
         for term in self._terms:
             used |= required_columns(term.spec.expr) | set(term.spec.group_cols)
@@ -455,7 +456,7 @@ class Lme4(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         """
         weight = None
         if sample_weight is not None:
-            X, y, weight = weighted_rows(validated_frame(self, X, reset=True), y, sample_weight)
+            X, y, weight = weighted_rows(formula_frame(self, X, reset=True), y, sample_weight)
         parsed, frame, target, design = self._prepare(X, y)
         columns, table = self._r_table(parsed, frame, target, design)
         response = table.columns[-1]
@@ -733,7 +734,8 @@ class StatsmodelsMixedLM(_ConditionalPrediction, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            For random-effects structures statsmodels cannot express.
+            For random-effects structures statsmodels cannot express, and for a
+            grouping factor with as many levels as rows (as lmer refuses it).
         ImportError
             When statsmodels is not installed.
         """
@@ -746,6 +748,8 @@ class StatsmodelsMixedLM(_ConditionalPrediction, RegressorMixin, BaseEstimator):
                 "use Lme4 or MixedLM for this formula"
             )
         parsed, frame, target, design = self._prepare(X, y)
+        # statsmodels would stop on a singular matrix deep inside numpy; say why, as lmer.
+        check_levels_below_rows(design)
         terms = design.terms
         if len(terms) > 1:
             groups = [term.spec.group for term in terms]

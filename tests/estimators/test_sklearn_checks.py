@@ -80,10 +80,11 @@ ONE_LEVEL_PER_ROW = (
     "the random-intercept step (MixedLM, as lmer) refuses a grouping factor whose "
     "variance cannot be told apart from the residual one"
 )
-NUMPY_FORMULA = (
-    "a plain array's columns are named 0..k-1 (integers, as validated_frame names them) "
-    "while a formula names columns by text ('0'): the formula models cannot read a plain "
-    "array, so the check fails with 'formula uses column(s) ['0'] not found in X'"
+REFERENCE_ONE_LEVEL_PER_ROW = (
+    "the checks' arrays are continuous, so group column 0 has one level per row; lmer "
+    "refuses a grouping factor with as many levels as rows ('number of levels of each "
+    "grouping factor must be < number of observations'), and the statsmodels wrapper "
+    "refuses it with lmer's words rather than stop on a singular matrix"
 )
 FOLDS_AS_SPLITS = (
     "the check replaces `cv` by explicit row splits to compare weighted and repeated "
@@ -161,68 +162,66 @@ MIXEDBOOSTING_FAILURES = {
     "check_fit2d_predict1d": ONE_LEVEL_PER_ROW,
 }
 STATSMODELSMIXEDLM_FAILURES = {
-    "check_fit_score_takes_y": NUMPY_FORMULA,
-    "check_estimators_overwrite_params": NUMPY_FORMULA,
-    "check_dont_overwrite_parameters": NUMPY_FORMULA,
-    "check_estimators_fit_returns_self": NUMPY_FORMULA,
-    "check_readonly_memmap_input": NUMPY_FORMULA,
-    "check_n_features_in_after_fitting": NUMPY_FORMULA,
-    "check_positive_only_tag_during_fit": NUMPY_FORMULA,
-    "check_estimators_dtypes": NUMPY_FORMULA,
-    "check_dtype_object": NUMPY_FORMULA,
-    "check_pipeline_consistency": NUMPY_FORMULA,
-    "check_estimators_nan_inf": NUMPY_FORMULA,
-    "check_estimators_pickle": NUMPY_FORMULA,
-    "check_f_contiguous_array_estimator": NUMPY_FORMULA,
-    "check_regressors_train": NUMPY_FORMULA,
-    "check_regressor_data_not_an_array": NUMPY_FORMULA,
-    "check_regressors_no_decision_function": NUMPY_FORMULA,
-    "check_supervised_y_2d": NUMPY_FORMULA,
-    "check_regressors_int": NUMPY_FORMULA,
-    "check_methods_sample_order_invariance": NUMPY_FORMULA,
-    "check_methods_subset_invariance": NUMPY_FORMULA,
-    "check_fit2d_1sample": NUMPY_FORMULA,
-    "check_fit2d_1feature": NUMPY_FORMULA,
-    "check_dict_unchanged": NUMPY_FORMULA,
-    "check_fit_idempotent": NUMPY_FORMULA,
-    "check_fit_check_is_fitted": NUMPY_FORMULA,
-    "check_n_features_in": NUMPY_FORMULA,
-    "check_fit2d_predict1d": NUMPY_FORMULA,
+    check: REFERENCE_ONE_LEVEL_PER_ROW
+    for check in (
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_dtype_object",
+        "check_estimators_dtypes",
+        "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_readonly_memmap_input",
+        "check_regressor_data_not_an_array",
+        "check_regressors_int",
+        "check_regressors_no_decision_function",
+        "check_regressors_train",
+        "check_supervised_y_2d",
+    )
 }
 LME4_FAILURES = {
-    "check_fit_score_takes_y": NUMPY_FORMULA,
-    "check_estimators_overwrite_params": NUMPY_FORMULA,
-    "check_dont_overwrite_parameters": NUMPY_FORMULA,
-    "check_estimators_fit_returns_self": NUMPY_FORMULA,
-    "check_readonly_memmap_input": NUMPY_FORMULA,
-    "check_n_features_in_after_fitting": NUMPY_FORMULA,
-    "check_positive_only_tag_during_fit": NUMPY_FORMULA,
-    "check_estimators_dtypes": NUMPY_FORMULA,
-    "check_dtype_object": NUMPY_FORMULA,
-    "check_pipeline_consistency": NUMPY_FORMULA,
-    "check_estimators_nan_inf": NUMPY_FORMULA,
-    "check_estimators_pickle": NUMPY_FORMULA,
-    "check_f_contiguous_array_estimator": NUMPY_FORMULA,
-    "check_regressors_train": NUMPY_FORMULA,
-    "check_regressor_data_not_an_array": NUMPY_FORMULA,
-    "check_regressors_no_decision_function": NUMPY_FORMULA,
-    "check_supervised_y_2d": NUMPY_FORMULA,
-    "check_regressors_int": NUMPY_FORMULA,
-    "check_methods_sample_order_invariance": NUMPY_FORMULA,
-    "check_methods_subset_invariance": NUMPY_FORMULA,
-    "check_fit2d_1sample": NUMPY_FORMULA,
-    "check_fit2d_1feature": NUMPY_FORMULA,
-    "check_dict_unchanged": NUMPY_FORMULA,
-    "check_fit_idempotent": NUMPY_FORMULA,
-    "check_fit_check_is_fitted": NUMPY_FORMULA,
-    "check_n_features_in": NUMPY_FORMULA,
-    "check_fit2d_predict1d": NUMPY_FORMULA,
-    "check_sample_weight_equivalence_on_dense_data": NUMPY_FORMULA,
-    "check_sample_weights_list": NUMPY_FORMULA,
-    "check_sample_weights_not_an_array": NUMPY_FORMULA,
-    "check_sample_weights_not_overwritten": NUMPY_FORMULA,
-    "check_sample_weights_pandas_series": NUMPY_FORMULA,
-    "check_sample_weights_shape": NUMPY_FORMULA,
+    check: REFERENCE_ONE_LEVEL_PER_ROW
+    for check in (
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_dtype_object",
+        "check_estimators_dtypes",
+        "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_readonly_memmap_input",
+        "check_regressor_data_not_an_array",
+        "check_regressors_int",
+        "check_regressors_no_decision_function",
+        "check_regressors_train",
+        "check_sample_weight_equivalence_on_dense_data",
+        "check_sample_weights_list",
+        "check_supervised_y_2d",
+    )
 }
 LMER_ONE_LEVEL_PER_ROW = (
     "the checks' arrays are continuous, so group column 0 has one level per row; "
