@@ -74,10 +74,13 @@ def validated_frame(estimator: Any, X: Any, *, reset: bool) -> pd.DataFrame:
     return frame
 
 
-def as_target(y: Any, n_rows: int) -> np.ndarray:
-    """The outcome as a finite float vector of ``n_rows`` values."""
+def outcome_vector(y: Any, n_rows: int, name: str = "y", stacklevel: int = 4) -> np.ndarray:
+    """The outcome as a 1-d numpy array of ``n_rows`` values (a column vector is read as
+    one outcome per row, with scikit-learn's warning); errors name it ``name``."""
     if y is None:
-        raise ValueError("y: this estimator requires y to be passed, but the target y is None")
+        raise ValueError(
+            f"{name}: this estimator requires y to be passed, but the target y is None"
+        )
     if type(y).__module__.startswith("polars"):
         y = y.to_numpy()
     values = np.asarray(y)
@@ -86,13 +89,19 @@ def as_target(y: Any, n_rows: int) -> np.ndarray:
             "A column-vector y was passed when a 1d array was expected; "
             "it is read as one outcome per row",
             DataConversionWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         values = values[:, 0]
     if values.ndim != 1:
-        raise ValueError(f"y: expected one outcome per row, got shape {values.shape}")
+        raise ValueError(f"{name}: expected one outcome per row, got shape {values.shape}")
     if values.shape[0] != n_rows:
-        raise ValueError(f"y: has {values.shape[0]} values but X has {n_rows} rows")
+        raise ValueError(f"{name}: has {values.shape[0]} values but X has {n_rows} rows")
+    return values
+
+
+def as_target(y: Any, n_rows: int) -> np.ndarray:
+    """The outcome as a finite float vector of ``n_rows`` values."""
+    values = outcome_vector(y, n_rows)
     try:
         values = values.astype(float)
     except (TypeError, ValueError) as error:
@@ -179,23 +188,7 @@ def class_labels(y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     ValueError
         Naming y, for missing values, a wrong length, one class only, or more than two.
     """
-    if y is None:
-        raise ValueError("y: this estimator requires y to be passed, but the target y is None")
-    if type(y).__module__.startswith("polars"):
-        y = y.to_numpy()
-    values = np.asarray(y)
-    if values.ndim == 2 and values.shape[1] == 1:
-        warnings.warn(
-            "A column-vector y was passed when a 1d array was expected; "
-            "it is read as one outcome per row",
-            DataConversionWarning,
-            stacklevel=3,
-        )
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise ValueError(f"y: expected one outcome per row, got shape {values.shape}")
-    if values.shape[0] != n_rows:
-        raise ValueError(f"y: has {values.shape[0]} values but X has {n_rows} rows")
+    values = outcome_vector(y, n_rows)
     missing = pd.isna(values) if values.dtype.kind in "OfcUS" else np.zeros(n_rows, bool)
     if values.dtype.kind in "fc":
         missing = missing | ~np.isfinite(values)

@@ -65,14 +65,19 @@ def _module_closure(name: str) -> set[str]:
 
 @cache
 def code_version(estimator_name: str, simulator_name: str) -> str:
-    """Hash of the source of the code that produces a job's numbers: the estimator's
-    module and the project modules it uses, and the same for the simulator.
+    """Hash of the source of the code that produces a job's numbers: the modules of the
+    classes the estimator's name builds (for every outcome family) and the project
+    modules they use, and the same for the simulator.
 
     A stored row counts as finished only when its ``code_version`` is the current
     one, so editing an estimator reruns that estimator's jobs and no others.
     """
-    modules = _module_closure(estimators.info(estimator_name).factory.__module__)
-    modules |= _module_closure(simulators.info(simulator_name).generate.__module__)
+    entry = estimators.info(estimator_name)
+    modules = _module_closure(simulators.info(simulator_name).generate.__module__)
+    # Every class the name may build (its variants per outcome family too), and the class
+    # behind a functools.partial factory rather than functools itself.
+    for factory in (entry.factory, *entry.variants.values()):
+        modules |= _module_closure(getattr(factory, "func", factory).__module__)
     digest = hashlib.sha256()
     for name in sorted(modules):
         source = getattr(importlib.import_module(name), "__file__", None)

@@ -16,7 +16,7 @@ from scipy import stats
 from scipy.optimize import minimize_scalar
 from scipy.special import digamma, polygamma
 from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
@@ -25,6 +25,7 @@ from estimators._columns import (
     as_target,
     check_policy,
     numeric_matrix,
+    outcome_vector,
     unseen_levels_error,
 )
 from estimators.mixed._design import (
@@ -257,22 +258,8 @@ def binary_outcome(
         or outside [0, 1]), more than two classes, one class among the rows of
         positive weight.
     """
-    if type(outcome).__module__.startswith("polars"):
-        outcome = outcome.to_numpy()
-    values = np.asarray(outcome)
     n_rows = len(weights)
-    if values.ndim == 2 and values.shape[1] == 1:
-        warnings.warn(
-            "A column-vector y was passed when a 1d array was expected; "
-            "it is read as one outcome per row",
-            DataConversionWarning,
-            stacklevel=4,
-        )
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise ValueError(f"{name}: expected one outcome per row, got shape {values.shape}")
-    if values.shape[0] != n_rows:
-        raise ValueError(f"{name}: has {values.shape[0]} values but X has {n_rows} rows")
+    values = outcome_vector(outcome, n_rows, name, stacklevel=5)
     missing = pd.isna(values) if values.dtype.kind in "OUS" else np.zeros(n_rows, bool)
     if values.dtype.kind in "fc":
         missing = ~np.isfinite(values)

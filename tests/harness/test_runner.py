@@ -286,6 +286,26 @@ def test_code_version_follows_the_modules_an_estimator_uses():
     assert "estimators._trees" not in modules
 
 
+def test_code_version_follows_family_variants_and_partial_factories(monkeypatch):
+    import harness.jobs
+
+    read = []
+    real = harness.jobs._module_closure
+    monkeypatch.setattr(
+        harness.jobs, "_module_closure", lambda name: read.append(name) or real(name)
+    )
+    harness.jobs.code_version.cache_clear()
+    harness.jobs.code_version("ridge_onehot", "online_services")
+    # ridge_onehot builds LogisticRidge (estimators._glm) and PoissonRidge for binary and
+    # count outcomes; their penalty search lives in estimators._tuning.
+    assert {"estimators._shrinkage", "estimators._glm", "estimators._poisson"} <= set(read)
+    assert "estimators._tuning" in real("estimators._glm")
+    read.clear()
+    harness.jobs.code_version("mixed_glm_nb", "online_services")  # a functools.partial
+    assert "estimators.mixed._glmm" in read and "functools" not in read
+    harness.jobs.code_version.cache_clear()
+
+
 def test_dask_local_cluster_gives_the_same_results(small_config, tmp_path):
     pytest.importorskip("dask.distributed")
     run_sweep(small_config, tmp_path / "loky", n_jobs=1, progress=False)
