@@ -49,6 +49,17 @@ def varcorr_rows(terms: Sequence[Any], templates: Sequence[np.ndarray], scale: f
     return rows
 
 
+def numeric_column(frame: pd.DataFrame, name: str, role: str) -> np.ndarray:
+    """Column ``name`` of X, which a parameter ``role`` names, as floats (NaN where
+    missing); errors name the role and the column. Booleans are not numbers here."""
+    if name not in frame.columns:
+        raise ValueError(f"{role}: column {name!r} not found in X")
+    values = frame[name]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{role}: column {name!r} is not numeric ({values.dtype})")
+    return values.to_numpy(dtype=float, na_value=np.nan)
+
+
 class FittedMixedModel:
     """Shared methods of MixedLM and MixedGLM once fitted (they set ``_parsed``,
     ``_design_terms``, ``_fixed_spec``, ``_fixed_kept``, ``_category_rows``,
@@ -93,12 +104,7 @@ class FittedMixedModel:
             offset += offset_values(expr, frame)
         column = self._offset_column
         if column is not None:
-            if column not in frame.columns:
-                raise ValueError(f"offset: column {column!r} not found in X")
-            values = frame[column]
-            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-                raise ValueError(f"offset: column {column!r} is not numeric ({values.dtype})")
-            values = values.to_numpy(dtype=float, na_value=np.nan)
+            values = numeric_column(frame, column, "offset")
             bad = ~np.isfinite(values)
             if bad.any():
                 raise ValueError(

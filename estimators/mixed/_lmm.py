@@ -38,7 +38,12 @@ from estimators.mixed._deviance import (
     theta_lower_bounds,
     theta_start,
 )
-from estimators.mixed._fitted import VARCORR_COLUMNS, FittedMixedModel, varcorr_rows
+from estimators.mixed._fitted import (
+    VARCORR_COLUMNS,
+    FittedMixedModel,
+    numeric_column,
+    varcorr_rows,
+)
 from estimators.mixed._formula import parse_formula
 from estimators.mixed._iterative import IterativeDeviance
 from estimators.mixed._optimize import minimize_bobyqa
@@ -602,13 +607,8 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         weights = sample_weight
         name = self._weights_column
         if name is not None:
-            if name not in frame.columns:
-                raise ValueError(f"weights: column {name!r} not found in X")
-            values = frame[name]
-            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-                raise ValueError(f"weights: column {name!r} is not numeric ({values.dtype})")
             column = check_weights(
-                values.to_numpy(dtype=float, na_value=np.nan), f"weights: column {name!r}"
+                numeric_column(frame, name, "weights"), f"weights: column {name!r}"
             )
             weights = column if weights is None else weights * column
         return weights
