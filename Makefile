@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 EXTRAS := dev,statsmodels,distributed,data
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
+# Benchmarks run on the processor's own OpenBLAS kernels: the machine pins an older kernel
+# (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) for safety; each benchmark's command unsets both, for
+# numpy and for the R peers it starts alike (never for tests or CI).
+BENCH := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python
 
 .PHONY: install test benchmark real-data calibrate bench-lmm bench-scale bench-update bench-glmm bench-sim bench-estimators bench-harness report lint clean
 
@@ -39,33 +43,33 @@ calibrate: install
 
 # Fit time and peak memory of MixedLM against lme4 and statsmodels (benchmarks/bench_lmm.py).
 bench-lmm: install
-	$(BIN)/python benchmarks/bench_lmm.py
+	$(BENCH) benchmarks/bench_lmm.py
 
 # Fit time, peak memory and accuracy of MixedLM's solvers on crossed and nested designs
 # from 100k to 10M rows, and of MixedGLM's PQL against Laplace, against the exact solver
 # and lme4 where they run (benchmarks/bench_scale.py; about 20 minutes on 2 cores).
 bench-scale: install
-	$(BIN)/python benchmarks/bench_scale.py
+	$(BENCH) benchmarks/bench_scale.py
 
 # Time of MixedLM.update on ~1M crossed rows against a fit and a refit at fixed theta.
 bench-update: install
-	$(BIN)/python benchmarks/bench_update.py
+	$(BENCH) benchmarks/bench_update.py
 
 # Fit time of MixedGLM against lme4's glmer on cbpp and 100k simulated 0/1 rows.
 bench-glmm: install
-	$(BIN)/python benchmarks/bench_glmm.py
+	$(BENCH) benchmarks/bench_glmm.py
 
 # Rows per second and peak memory of the online_services simulator at 1M and 10M rows.
 bench-sim: install
-	$(BIN)/python benchmarks/bench_sim.py
+	$(BENCH) benchmarks/bench_sim.py
 
 # Fit time and peak memory of every registered estimator at 100k and 1M rows.
 bench-estimators: install
-	$(BIN)/python benchmarks/bench_estimators.py
+	$(BENCH) benchmarks/bench_estimators.py
 
 # Harness overhead per job on a 1,000-job sweep against a hand-written loop.
 bench-harness: install
-	$(BIN)/python benchmarks/bench_harness.py
+	$(BENCH) benchmarks/bench_harness.py
 
 report: install
 	$(BIN)/mixbench report reports/$(basename $(notdir $(CONFIG)))
