@@ -703,7 +703,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             if self.n_agq == 0:
                 return Optimum(theta, value, stages)
             beta = stage1.beta
-            beta_se = np.sqrt(np.diag(solve(stage1.objective, theta, sigma=1.0).beta_cov))
+            beta_se = np.sqrt(np.diag(self._conditional_solution(deviance, stage1).beta_cov))
         else:
             theta, beta = deviance.split(start)
             modes = deviance.modes(theta, beta)
