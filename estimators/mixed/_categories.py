@@ -18,13 +18,16 @@ import numpy as np
 import pandas as pd
 
 from estimators._columns import matched_ids
-from estimators.mixed._design import categorical_factors
+from estimators.mixed._design import categorical_factors, plain_matrix
 
 # Rows of the expanded frame (rows with unseen levels x fitted levels) encoded at once.
 CHUNK_ROWS = 500_000
 
 
 def _encode(model_spec: Any, frame: pd.DataFrame) -> np.ndarray:
+    plain = plain_matrix(model_spec, frame)  # numeric columns: no categories to check
+    if plain is not None:
+        return plain
     with warnings.catch_warnings():
         # Every level outside the fitted ones was handled before: one that formulaic
         # still casts to NaN is an error, not a warning to pass on.

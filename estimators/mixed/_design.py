@@ -8,6 +8,7 @@ evaluation of the objective touches nothing that grows with the number of rows.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Hashable, Sequence
@@ -127,6 +128,14 @@ def r_column_order(columns: Sequence[str], fixed: str) -> tuple[np.ndarray, list
 def required_columns(expr: str) -> set[str]:
     """The data columns a formulaic expression reads, including those of its
     ``offset(...)`` terms (``offset`` itself is lme4's marker, not a column)."""
+    return set(_required_columns(expr))
+
+
+# Parsing by formulaic costs about 0.1 ms an expression, and every fit and prediction
+# asks for the same few expressions: each is parsed once (the answer depends on the
+# text alone, and a frozenset cannot be changed by a caller).
+@functools.lru_cache(maxsize=512)
+def _required_columns(expr: str) -> frozenset[str]:
     rest, offsets = split_offsets(expr)
     columns: set[str] = set()
     # An offset's expression is read as a whole (offset_values), not as formula algebra.
@@ -137,7 +146,7 @@ def required_columns(expr: str) -> set[str]:
             columns |= set(formulaic.Formula(part).required_variables)
         except Exception as error:  # formulaic raises several types for bad syntax
             raise FormulaError(f"cannot parse {part!r}: {error}") from None
-    return columns
+    return frozenset(columns)
 
 
 def offset_columns(expr: str) -> set[str]:
@@ -178,10 +187,163 @@ def offset_values(expr: str, frame: pd.DataFrame) -> np.ndarray:
     return values
 
 
+def model_matrix(expr: str, frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
+    """formulaic's model matrix of ``expr`` for the rows of ``frame``, as floats, and its
+    model spec (which encodes new rows as in fitting).
+
+    An expression of plain numeric columns and their products (``1 + Days``, ``0 + x``,
+    ``x:z``), the usual formula of a sweep of thousands of fits, does not go through
+    formulaic's materialisation: its spec depends on the columns' dtypes alone, so it is
+    built once per expression and dtypes, and the matrix is the product of the columns
+    computed as formulaic computes it (``plain_matrix``), the same numbers. Any other
+    expression (categorical columns, transforms such as ``log(x)``) is formulaic's.
+    """
+    dtypes = _plain_dtypes(expr, frame)
+    if dtypes is not None:
+        spec = _numeric_spec(expr, dtypes)
+        matrix = plain_matrix(spec, frame)
+        if matrix is not None:
+            return matrix, spec
+    matrix = formulaic.model_matrix(expr, frame, na_action="raise")
+    return np.asarray(matrix, dtype=float), matrix.model_spec
+
+
+def spec_matrix(model_spec: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The model matrix of new rows encoded by a fitted model spec, as floats (numpy's
+    products for plain numeric columns, ``plain_matrix``; formulaic's otherwise)."""
+    matrix = plain_matrix(model_spec, frame)
+    if matrix is None:
+        matrix = np.asarray(model_spec.get_model_matrix(frame), dtype=float)
+    return matrix
+
+
+def plain_matrix(model_spec: Any, frame: pd.DataFrame) -> np.ndarray | None:
+    """The model matrix of ``model_spec`` computed by numpy, when each of its columns is
+    the intercept or a product of numeric columns of ``frame``; None otherwise.
+
+    The numbers are formulaic's: each product multiplies the columns as they are stored
+    (integers as integers), left to right in the term's order, and the result is read
+    as floats, as ``np.asarray(formulaic_matrix, dtype=float)`` reads it.
+    """
+    products = _plain_products(model_spec)
+    if products is None:
+        return None
+    matrix = np.empty((len(frame), len(products)))
+    for k, names in enumerate(products):
+        if not names:
+            matrix[:, k] = 1.0
+            continue
+        factors = []
+        for name in names:
+            values = _numeric_values(frame, name)
+            if values is None:
+                return None
+            factors.append(values)
+        matrix[:, k] = functools.reduce(np.multiply, factors)
+    return matrix
+
+
+def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    """Column ``name`` as its numpy array when it holds plain numbers (integers or
+    floats in a numpy dtype, which formulaic encodes as numbers), else None."""
+    if name not in frame.columns:
+        return None
+    column = frame[name]
+    if not isinstance(column, pd.Series):  # a label shared by several columns
+        return None
+    dtype = column.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iuf":
+        return None
+    return column.to_numpy()
+
+
+def _plain_products(model_spec: Any) -> list[tuple[str, ...]] | None:
+    """Per column of the spec, the data columns it multiplies (``()`` for the
+    intercept); None unless every column is the intercept or such a product."""
+    if model_spec.transform_state:
+        return None
+    products, columns = [], []
+    for entry in model_spec.structure:
+        factors = entry.term.factors
+        if len(factors) == 1 and factors[0].eval_method.value == "literal":
+            if factors[0].expr != "1":
+                return None
+            names, name = (), "Intercept"
+        elif all(factor.eval_method.value == "lookup" for factor in factors):
+            names = tuple(factor.expr for factor in factors)
+            for column in names:
+                kind, _ = model_spec.encoder_state.get(column, (None, None))
+                if getattr(kind, "value", kind) != "numerical":
+                    return None
+            name = ":".join(names)
+        else:
+            return None
+        if list(entry.columns) != [name]:
+            return None
+        products.append(names)
+        columns.append(name)
+    if columns != list(model_spec.column_names):
+        return None
+    return products
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup_columns(expr: str) -> tuple[str, ...] | None:
+    """The columns of an expression made of the intercept and plain columns and their
+    products (the only expressions ``model_matrix`` computes itself), else None."""
+    try:
+        terms = list(formulaic.Formula(expr))
+    except Exception:  # formulaic's error is raised again, and worded, where it reads data
+        return None
+    names: list[str] = []
+    for term in terms:
+        factors = list(term.factors)
+        if len(factors) == 1 and factors[0].eval_method.value == "literal":
+            if factors[0].expr != "1":
+                return None
+        elif all(factor.eval_method.value == "lookup" for factor in factors):
+            names += [factor.expr for factor in factors]
+        else:
+            return None
+    return tuple(dict.fromkeys(names))
+
+
+def _plain_dtypes(expr: str, frame: pd.DataFrame) -> tuple[tuple[str, str], ...] | None:
+    """The columns ``expr`` reads with their dtypes, when it is made of plain numeric
+    columns of ``frame`` (``_lookup_columns``); None otherwise."""
+    names = _lookup_columns(expr)
+    if names is None:
+        return None
+    dtypes = []
+    for name in names:
+        values = _numeric_values(frame, name)
+        if values is None:
+            return None
+        dtypes.append((name, values.dtype.str))
+    return tuple(dtypes)
+
+
+# The spec of numeric columns depends on their dtypes, not on their values: it is
+# formulaic's spec for two rows of ones, built once per expression and dtypes. Specs are
+# frozen, so fits sharing one cannot change each other.
+@functools.lru_cache(maxsize=256)
+def _numeric_spec(expr: str, dtypes: tuple[tuple[str, str], ...]) -> Any:
+    ones = pd.DataFrame({name: np.ones(2, dtype=np.dtype(code)) for name, code in dtypes})
+    if not dtypes:
+        ones = pd.DataFrame(index=range(2))
+    return formulaic.model_matrix(expr, ones, na_action="raise").model_spec
+
+
 def check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
     """Raise a ValueError naming the first used column with missing or infinite values."""
     for column in columns:
         values = frame[column]
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":
+            # A numpy column of numbers is missing nowhere unless some float is not
+            # finite: one pass over the array, no pandas mask.
+            array = values.to_numpy()
+            if array.dtype.kind != "f" or np.isfinite(array).all():
+                continue
         missing = values.isna()
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             missing = missing | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
@@ -366,20 +528,20 @@ def build_design(
         )
     check_finite(frame, list(dict.fromkeys(used)))
 
-    fixed = formulaic.model_matrix(parsed.fixed, frame, na_action="raise")
+    fixed, fixed_spec = model_matrix(parsed.fixed, frame)
     # Columns in R's order and with lme4's names, so that rank deficiency drops the
     # column lme4 drops; ``kept`` indexes formulaic's columns.
-    order, names = r_column_order(list(fixed.columns), parsed.fixed)
-    X = np.asarray(fixed, dtype=float)[:, order]
+    order, names = r_column_order(list(fixed_spec.column_names), parsed.fixed)
+    X = fixed[:, order]
     independent = _independent_columns(X)
     kept = order[independent]
     dropped = [names[k] for k in range(len(names)) if k not in set(independent.tolist())]
     if len(kept) >= len(frame):
-        raise saturated_error(fixed.model_spec, frame, len(kept))
+        raise saturated_error(fixed_spec, frame, len(kept))
 
     terms, codes, values = [], [], []
     for spec in parsed.random:
-        matrix = formulaic.model_matrix(spec.expr, frame, na_action="raise")
+        matrix, model_spec = model_matrix(spec.expr, frame)
         group = factor_keys(frame, spec.group_cols)
         levels = factor_levels(group, spec.group_cols)
         if len(levels) < 2:
@@ -389,27 +551,27 @@ def build_design(
             )
         term = RandomTerm(
             spec=spec,
-            model_spec=matrix.model_spec,
-            columns=[lme4_name(name) for name in matrix.columns],
+            model_spec=model_spec,
+            columns=[lme4_name(name) for name in model_spec.column_names],
             levels=levels,
         )
         if term.q == 0:
             raise FormulaError(f"random-effects term ({spec.expr} | {spec.group}) has no columns")
         terms.append(term)
         codes.append(levels.get_indexer(group))
-        values.append(np.asarray(matrix, dtype=float))
+        values.append(matrix)
     # Largest factor first (stable for ties), as lme4 orders them.
     order = sorted(range(len(terms)), key=lambda k: -len(terms[k].levels))
     design = Design(
         X=X[:, independent],
         fixed_names=[names[k] for k in independent],
-        fixed_spec=fixed.model_spec,
+        fixed_spec=fixed_spec,
         kept=kept,
         terms=[terms[k] for k in order],
         codes=[codes[k] for k in order],
         values=[values[k] for k in order],
         y=y,
-        category_rows=category_rows(fixed.model_spec, frame),
+        category_rows=category_rows(fixed_spec, frame),
     )
     return design, dropped
 
@@ -506,12 +668,16 @@ def _independent_columns(X: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
 
 
 def term_matrix(codes: np.ndarray, values: np.ndarray, n_levels: int) -> sp.csr_matrix:
-    """The sparse Z block of a term: row i has the term's covariates in its level's columns."""
+    """The sparse Z block of a term: row i has the term's covariates in its level's columns
+    (none for a row of code -1, a level the block does not have)."""
     n, q = values.shape
     seen = codes >= 0
-    rows = np.repeat(np.flatnonzero(seen), q)
+    # Each row's entries are its level's q columns, in order: the compressed rows are
+    # written directly, with no sort of coordinates.
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.where(seen, q, 0), out=indptr[1:])
     columns = (codes[seen][:, None] * q + np.arange(q)).ravel()
-    return sp.csr_matrix((values[seen].ravel(), (rows, columns)), shape=(n, n_levels * q))
+    return sp.csr_matrix((values[seen].ravel(), columns, indptr), shape=(n, n_levels * q))
 
 
 @dataclass
@@ -539,47 +705,89 @@ class CrossProducts:
 
 @dataclass
 class DesignMatrices:
-    """The sparse Z blocks and X of a design, built once.
+    """The Z blocks and X of a design, the sparse ones built once, when first asked for.
 
     Iterative fits (generalized linear mixed models) recompute weighted cross-products
     of these at every step; building the sparse blocks again each time would dominate.
+    The cross-products of the first term need no sparse matrix (``by_level``), so a
+    model with a single term never builds one.
     """
 
     X: np.ndarray
     codes1: np.ndarray
     values1: np.ndarray
     n_levels1: int
-    Z1: sp.csr_matrix
-    Z1t: sp.csr_matrix
-    Zr: sp.csr_matrix
-    Zrt: sp.csr_matrix
-    zr_rows: np.ndarray  # row of every stored nonzero of Zr, for row scaling in place
+    # The other terms: codes, values and number of levels of each.
+    rest: list[tuple[np.ndarray, np.ndarray, int]]
+
+    @functools.cached_property
+    def Z1(self) -> sp.csr_matrix:
+        return term_matrix(self.codes1, self.values1, self.n_levels1)
+
+    @functools.cached_property
+    def Z1t(self) -> sp.csr_matrix:
+        return self.Z1.T.tocsr()
+
+    @functools.cached_property
+    def Zr(self) -> sp.csr_matrix:
+        blocks = [term_matrix(codes, values, n_levels) for codes, values, n_levels in self.rest]
+        return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(self.X), 0))
+
+    @functools.cached_property
+    def Zrt(self) -> sp.csr_matrix:
+        return self.Zr.T.tocsr()
+
+    @functools.cached_property
+    def zr_rows(self) -> np.ndarray:
+        """The row of every stored nonzero of Zr, for row scaling in place."""
+        return np.repeat(np.arange(self.Zr.shape[0]), np.diff(self.Zr.indptr))
 
 
 def design_matrices(design: Design) -> DesignMatrices:
-    """Build the sparse blocks of Z (first term, then the rest) once."""
-    first = design.terms[0]
-    codes1, values1 = design.codes[0], design.values[0]
-    n_levels1 = len(first.levels)
-    Z1 = term_matrix(codes1, values1, n_levels1)
-    rest = [
-        term_matrix(codes, values, len(term.levels))
-        for term, codes, values in zip(
-            design.terms[1:], design.codes[1:], design.values[1:], strict=True
-        )
-    ]
-    Zr = sp.hstack(rest, format="csr") if rest else sp.csr_matrix((design.X.shape[0], 0))
+    """The design's X and Z blocks (first term, then the rest)."""
     return DesignMatrices(
         X=design.X,
-        codes1=codes1,
-        values1=values1,
-        n_levels1=n_levels1,
-        Z1=Z1,
-        Z1t=Z1.T.tocsr(),
-        Zr=Zr,
-        Zrt=Zr.T.tocsr(),
-        zr_rows=np.repeat(np.arange(Zr.shape[0]), np.diff(Zr.indptr)),
+        codes1=design.codes[0],
+        values1=design.values[0],
+        n_levels1=len(design.terms[0].levels),
+        rest=[
+            (codes, values, len(term.levels))
+            for term, codes, values in zip(
+                design.terms[1:], design.codes[1:], design.values[1:], strict=True
+            )
+        ],
     )
+
+
+def by_level(codes: np.ndarray, values: np.ndarray, other: np.ndarray, n_levels: int) -> np.ndarray:
+    """``Z1' other`` for the first term's block Z1 (codes and values) without building
+    it: row ``level * q + k`` sums ``values[:, k] * other`` over the level's rows, in
+    the order of the rows, as the sparse product sums them.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Level of each row (all seen, >= 0).
+    values : numpy.ndarray
+        (rows, q) covariates of the term.
+    other : numpy.ndarray
+        (rows,) or (rows, p).
+    n_levels : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_levels * q,) or (n_levels * q, p).
+    """
+    q = values.shape[1]
+    columns = other.reshape(len(other), -1)
+    out = np.empty((n_levels, q, columns.shape[1]))
+    for k in range(q):
+        for j in range(columns.shape[1]):
+            out[:, k, j] = np.bincount(
+                codes, weights=values[:, k] * columns[:, j], minlength=n_levels
+            )
+    return out.reshape(n_levels * q, columns.shape[1]) if other.ndim == 2 else out.reshape(-1)
 
 
 def weighted_cross_products(
@@ -614,26 +822,29 @@ def weighted_cross_products(
             )
             G1[:, k, j] = block
             G1[:, j, k] = block
-    if weights is None:
-        WX, Wy, WZr, WZrt = X, y, m.Zr, m.Zrt
-    else:
-        WX, Wy = X * weights[:, None], y * weights
+    WX, Wy = (X, y) if weights is None else (X * weights[:, None], y * weights)
+    if m.rest:
         WZr, WZrt = m.Zr, m.Zrt
-        if m.Zr.shape[1]:  # a single term leaves nothing to weight (and to build) here
+        if weights is not None:
             WZr = m.Zr.copy()
             WZr.data = WZr.data * weights[m.zr_rows]
             WZrt = WZr.T.tocsr()
+        ZrZ1, ZrZr = (WZrt @ m.Z1).tocsr(), (m.Zrt @ WZr).tocsr()
+        ZrX, Zry = np.asarray(m.Zrt @ WX), np.asarray(m.Zrt @ Wy)
+    else:  # a single term: nothing to build
+        ZrZ1, ZrZr = sp.csr_matrix((0, m.n_levels1 * q1)), sp.csr_matrix((0, 0))
+        ZrX, Zry = np.zeros((0, X.shape[1])), np.zeros(0)
     return CrossProducts(
         n=n,
         p=X.shape[1],
         q1=q1,
         G1=G1,
-        Z1X=np.asarray(m.Z1t @ WX),
-        Z1y=np.asarray(m.Z1t @ Wy),
-        ZrZ1=(WZrt @ m.Z1).tocsr(),
-        ZrZr=(m.Zrt @ WZr).tocsr(),
-        ZrX=np.asarray(m.Zrt @ WX),
-        Zry=np.asarray(m.Zrt @ Wy),
+        Z1X=by_level(m.codes1, m.values1, WX, m.n_levels1),
+        Z1y=by_level(m.codes1, m.values1, Wy, m.n_levels1),
+        ZrZ1=ZrZ1,
+        ZrZr=ZrZr,
+        ZrX=ZrX,
+        Zry=Zry,
         XX=X.T @ WX,
         Xy=X.T @ Wy,
         # einsum, not BLAS ddot: OpenBLAS threads long dot products, and the hand-off

@@ -9,6 +9,7 @@ bare identifier ("user id", "user-id") is named in backticks, as in R: ``(1 | `u
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
 from dataclasses import dataclass
@@ -256,6 +257,13 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError(f"formula: expected a string like 'y ~ x + (1 | g)', got {formula!r}")
+    return _parse_formula(formula)
+
+
+# A sweep fits one formula thousands of times: parse each once. The result is frozen,
+# so sharing it between fits cannot change one fit from another.
+@functools.lru_cache(maxsize=256)
+def _parse_formula(formula: str) -> ParsedFormula:
     sides = _split_top_level(formula, "~")
     if len(sides) > 2:
         raise FormulaError(f"formula {formula!r} has more than one '~'")

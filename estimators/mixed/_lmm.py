@@ -27,6 +27,7 @@ from estimators.mixed._design import (
     offset_columns,
     required_columns,
     resolve_response,
+    spec_matrix,
     warn_dropped,
     weighted_cross_products,
 )
@@ -729,7 +730,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         ):
             group = factor_keys(frame, term.spec.group_cols)
             codes = term.codes(group)
-            values = np.asarray(term.model_spec.get_model_matrix(frame), dtype=float)
+            values = spec_matrix(term.model_spec, frame)
             unseen = codes < 0
             if unseen.any() and self.new_levels == "error":
                 raise unseen_levels_error(term.spec.group, group[unseen])
