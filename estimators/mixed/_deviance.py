@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import scipy.linalg
@@ -31,12 +32,20 @@ from estimators.mixed._design import CrossProducts
 LOG_2PI = float(np.log(2 * np.pi))
 
 
+@cache
+def _lower_triangle(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a q x q lower triangle in column-major order, as lme4 fills it."""
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    rows, columns = rows[order], columns[order]
+    rows.flags.writeable = columns.flags.writeable = False  # shared between calls
+    return rows, columns
+
+
 def template(theta_t: np.ndarray, q: int) -> np.ndarray:
     """The q x q lower-triangular template, filled column by column as lme4 does."""
     T = np.zeros((q, q))
-    rows, columns = np.tril_indices(q)
-    order = np.lexsort((rows, columns))  # column-major order of the lower triangle
-    T[rows[order], columns[order]] = theta_t
+    T[_lower_triangle(q)] = theta_t
     return T
 
 
@@ -44,11 +53,8 @@ def theta_lower_bounds(qs: list[int]) -> np.ndarray:
     """0 for diagonal entries of each template, -inf for the others."""
     bounds = []
     for q in qs:
-        rows, columns = np.tril_indices(q)
-        order = np.lexsort((rows, columns))
-        bounds += [
-            0.0 if r == c else -np.inf for r, c in zip(rows[order], columns[order], strict=True)
-        ]
+        rows, columns = _lower_triangle(q)
+        bounds += [0.0 if r == c else -np.inf for r, c in zip(rows, columns, strict=True)]
     return np.array(bounds)
 
 
@@ -62,6 +68,200 @@ def _block_diagonal(blocks: np.ndarray) -> sp.bsr_matrix:
     return sp.bsr_matrix(
         (blocks, np.arange(n_blocks), np.arange(n_blocks + 1)), shape=(n_blocks * q, n_blocks * q)
     )
+
+
+# Above this template size the first term's blocks go to LAPACK's batched Cholesky;
+# below it, an unrolled loop over the entries of arrays of all levels is faster.
+UNROLLED_MAX_Q = 6
+
+
+class _FirstTerm:
+    """The first term's cross-products laid out for eliminating all its levels at once.
+
+    Arrays run over the levels along their last, contiguous axis, so every step of an
+    evaluation is a few whole-array operations (a small gemm for the scaled
+    cross-products, a loop over the q x q entries for the Cholesky factors and the
+    triangular solves), with no sparse matrix built per evaluation.
+    """
+
+    def __init__(self, cross: CrossProducts) -> None:
+        q, levels, width = cross.q1, cross.G1.shape[0], cross.p + 1
+        self.q, self.levels, self.p = q, levels, cross.p
+        self.G = np.ascontiguousarray(cross.G1.reshape(levels, q * q).T)  # (q q, levels)
+        # [Z1'X, Z1'y] as (q, (p + 1) levels): row k holds the k-th column of each block.
+        ZXy = np.column_stack([cross.Z1X, cross.Z1y]).reshape(levels, q, width)
+        self.ZXy = np.ascontiguousarray(ZXy.transpose(1, 2, 0)).reshape(q, width * levels)
+        XXy = np.empty((width, width))
+        XXy[:-1, :-1], XXy[:-1, -1], XXy[-1, :-1], XXy[-1, -1] = (
+            cross.XX, cross.Xy, cross.Xy, cross.yy,
+        )  # fmt: skip
+        self.XXy = XXy
+
+    def eliminate(self, T: np.ndarray) -> tuple[list[list[np.ndarray]], np.ndarray]:
+        """The Cholesky factors L_j of T'G_j T + I and C_j = L_j^-1 T'[Z_j'X, Z_j'y].
+
+        Returns the factors' entries as ``L[i][k]`` (arrays over the levels, k <= i)
+        and C as (p + 1, q, levels). Raises LinAlgError if a block is not definite
+        (only possible at a non-finite theta: every block is at least I).
+        """
+        q, levels, width = self.q, self.levels, self.p + 1
+        # A_j = T' G_j T for all levels in one product: (T'GT)_ik = sum G_jl T_ji T_lk.
+        pairs = (T[:, None, :, None] * T[None, :, None, :]).reshape(q * q, q * q)
+        A = pairs.T @ self.G  # row i q + k holds entry (i, k) of every level's block
+        L: list[list[np.ndarray]] = [[] for _ in range(q)]
+        if q > UNROLLED_MAX_Q:
+            blocks = A.T.reshape(levels, q, q) + np.eye(q)
+            full = np.linalg.cholesky(blocks)
+            L = [[np.ascontiguousarray(full[:, i, k]) for k in range(i + 1)] for i in range(q)]
+        else:
+            for k in range(q):
+                pivot = A[k * q + k] + 1.0
+                for m in range(k):
+                    pivot = pivot - L[k][m] * L[k][m]
+                if not pivot.min() > 0:  # NaN fails too
+                    raise np.linalg.LinAlgError("a block of the first term is not definite")
+                root = np.sqrt(pivot)
+                L[k].append(root)
+                for i in range(k + 1, q):
+                    entry = A[i * q + k]
+                    for m in range(k):
+                        entry = entry - L[i][m] * L[k][m]
+                    L[i].append(entry / root)
+        TR = (T.T @ self.ZXy).reshape(q, width, levels)
+        C = np.empty((width, q, levels))
+        for i in range(q):
+            row = TR[i]
+            for m in range(i):
+                row = row - L[i][m] * C[:, m]
+            np.divide(row, L[i][i], out=C[:, i])
+        return L, C
+
+    def logdet(self, L: list[list[np.ndarray]]) -> float:
+        """log|L_Z|^2 of the first term (each block's diagonal is at least 1)."""
+        product = L[0][0]
+        for i in range(1, self.q):
+            product = product * L[i][i]
+        return 2.0 * float(np.log(product).sum())
+
+    def schur(self, C: np.ndarray) -> np.ndarray:
+        """The [X, y] block after the first term: [X'X, X'y; y'X, y'y] - C'C."""
+        width = self.p + 1
+        flat = C.reshape(width, -1)
+        if width > UNROLLED_MAX_Q:
+            return self.XXy - flat @ flat.T
+        # For a few long rows, dot products beat the BLAS call several times over.
+        S = self.XXy.copy()
+        for i in range(width):
+            for k in range(i + 1):
+                S[i, k] -= flat[i] @ flat[k]
+                S[k, i] = S[i, k]
+        return S
+
+    @staticmethod
+    def blocks(L: list[list[np.ndarray]]) -> np.ndarray:
+        """The factors as (levels, q, q) lower-triangular blocks."""
+        q = len(L)
+        out = np.zeros((L[0][0].size, q, q))
+        for i in range(q):
+            for k in range(i + 1):
+                out[:, i, k] = L[i][k]
+        return out
+
+
+class _ScalarCrossed:
+    """The dense Schur complement of a scalar first term whose other terms are scalar too.
+
+    Eliminating a scalar first term with weights w_j = theta_1^2 / (theta_1^2 G_j + 1)
+    leaves, among the other terms' columns, Lambda_r (Zr'Zr - Zr'Z1 diag(w) Z1'Zr)
+    Lambda_r + I, where Lambda_r is diagonal. The sparsity pattern of the middle
+    product never changes, so each of its entries is a fixed weighted sum of the w_j:
+    one sparse matrix ``P`` (rows: the positions of S's strict lower triangle among the
+    other terms, columns: the first term's levels, plus one for Zr'Zr itself) gives
+    them all as ``P @ [-w, 1]``, written straight into S's memory.
+    """
+
+    def __init__(self, cross: CrossProducts, n_rest: int, pairs: int) -> None:
+        p = cross.p
+        m = n_rest + p + 1
+        self.n_rest, self.p, self.m = n_rest, p, m
+        self.g = cross.G1[:, 0, 0]
+        levels1 = self.g.size
+        A = cross.ZrZ1.tocsc()
+        A.sort_indices()
+        counts = np.diff(A.indptr)
+        # Every pair (a, b), a > b, of rows stored in the same column j.
+        column = np.repeat(np.arange(levels1), counts)
+        partners = counts[column]
+        left = np.repeat(np.arange(A.nnz), partners)
+        right = np.repeat(A.indptr[column], partners) + (
+            np.arange(left.size) - np.repeat(np.cumsum(partners) - partners, partners)
+        )
+        keep = A.indices[left] > A.indices[right]
+        left, right = left[keep], right[keep]
+        assert left.size == pairs
+        RR = sp.tril(cross.ZrZr, format="coo")
+        rows = np.concatenate(
+            [
+                A.indices[left].astype(np.int64) * m + A.indices[right],
+                RR.row.astype(np.int64) * m + RR.col,
+            ]
+        )
+        self.P = sp.csr_matrix(
+            (
+                np.concatenate([A.data[left] * A.data[right], RR.data]),
+                (rows, np.concatenate([column[left], np.full(RR.nnz, levels1)])),
+            ),
+            shape=(m * m, levels1 + 1),
+        )
+        self.weights = np.empty(levels1 + 1)
+        self.squares = A.multiply(A).tocsr()  # the diagonal's sum over j: A_aj^2 w_j
+        self.A = A.tocsr()
+        self.Z1Xy = np.column_stack([cross.Z1X, cross.Z1y])
+        self.ZrXy = np.column_stack([cross.ZrX, cross.Zry])
+        XXy = np.empty((p + 1, p + 1))
+        XXy[:-1, :-1], XXy[:-1, -1], XXy[-1, :-1], XXy[-1, -1] = (
+            cross.XX, cross.Xy, cross.Xy, cross.yy,
+        )  # fmt: skip
+        self.XXy = XXy
+
+    @staticmethod
+    def pairs(cross: CrossProducts) -> int:
+        """How many nonzeros ``P`` would hold for the first term's eliminated product."""
+        counts = np.diff(cross.ZrZ1.tocsc().indptr).astype(np.int64)
+        return int(np.sum(counts * (counts - 1) // 2))
+
+    def logdets_and_pwrss(self, t1: float, lam: np.ndarray) -> tuple[float, float, float]:
+        """log|L_Z|^2, log|L_X|^2 and r^2 at first-term theta ``t1`` and rest scales
+        ``lam`` (one per column of the other terms)."""
+        n_rest, m = self.n_rest, self.m
+        a = t1 * t1 * self.g + 1.0  # L11^2, level by level
+        w = t1 * t1 / a
+        self.weights[:-1] = -w
+        self.weights[-1] = 1.0
+        S = (self.P @ self.weights).reshape(m, m)
+        rest = np.arange(n_rest)
+        S[rest, rest] -= self.squares @ w
+        S[:n_rest, :n_rest] *= lam[:, None] * lam[None, :]
+        S[rest, rest] += 1.0
+        weighted = w[:, None] * self.Z1Xy
+        S[n_rest:, :n_rest] = ((self.ZrXy - self.A @ weighted) * lam[:, None]).T
+        S[n_rest:, n_rest:] = self.XXy - self.Z1Xy.T @ weighted
+        # S's lower triangle is the upper triangle of its Fortran-ordered transpose.
+        U, info = scipy.linalg.lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("the Schur complement is not positive definite")
+        diagonal = np.diagonal(U)
+        logdet_Z = float(np.sum(np.log(a)) + 2.0 * np.sum(np.log(diagonal[:n_rest])))
+        logdet_X = float(2.0 * np.sum(np.log(diagonal[n_rest:-1])))
+        return logdet_Z, logdet_X, float(diagonal[-1] ** 2)
+
+
+def _first_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``L21_X`` (p, q1 levels) and ``L21_y`` from C (p + 1, q1, levels), columns ordered
+    level by level as the first term's columns of Z are."""
+    width, q, levels = C.shape
+    rows = C.transpose(0, 2, 1).reshape(width, levels * q)
+    return rows[:-1], rows[-1]
 
 
 @dataclass
@@ -150,6 +350,27 @@ class ProfiledDeviance:
         self._rest_scalar = all(q == 1 for q in qs[1:])
         self._zrz1_rows = np.repeat(np.arange(cross.ZrZ1.shape[0]), np.diff(cross.ZrZ1.indptr))
         self._zrzr_rows = np.repeat(np.arange(cross.ZrZr.shape[0]), np.diff(cross.ZrZr.indptr))
+        # Private workspaces of the fast evaluations, built at their first use.
+        self._first: _FirstTerm | None = None
+        self._crossed: _ScalarCrossed | None | bool = None
+
+    def _first_term(self) -> _FirstTerm:
+        if self._first is None:
+            self._first = _FirstTerm(self.cross)
+        return self._first
+
+    def _scalar_crossed(self) -> _ScalarCrossed | None:
+        """The fast Schur complement for scalar terms, where its workspace (``P``, with
+        one nonzero per pair of rest columns sharing a first-term level) holds no more
+        entries than the dense block itself; else None."""
+        if self._crossed is None:
+            self._crossed = False
+            m = dense_size(self.qs, self.levels, self.cross.p)
+            if self.n_rest and all(q == 1 for q in self.qs) and m * m < 2**31:
+                pairs = _ScalarCrossed.pairs(self.cross)
+                if pairs <= self.n_rest**2:
+                    self._crossed = _ScalarCrossed(self.cross, self.n_rest, pairs)
+        return self._crossed or None
 
     def templates(self, theta: np.ndarray) -> list[np.ndarray]:
         return [template(t, q) for t, q in zip(np.split(theta, self.splits), self.qs, strict=True)]
@@ -175,18 +396,15 @@ class ProfiledDeviance:
         templates = self.templates(np.asarray(theta, dtype=float))
         T1 = templates[0]
         q1 = c.q1
-        A11 = np.einsum("ki,jkl,lm->jim", T1, c.G1, T1) + np.eye(q1)
-        L11 = np.linalg.cholesky(A11)
-        # Lambda_1 L11^{-T}, level by level, maps first-term columns of A21 into L21;
+        L, C = self._first_term().eliminate(T1)
+        L11 = _FirstTerm.blocks(L)
+        L21_X, L21_y = _first_rows(C)
+        # Lambda_1 L11^{-T}, level by level, maps first-term columns of Zr'Z1 into L21;
         # for a scalar first term it is a diagonal scaling.
         if q1 == 1:
-            scale = T1[0, 0] / L11[:, 0, 0]
-            L21_X = (c.Z1X * scale[:, None]).T
-            L21_y = c.Z1y * scale
-        else:
+            scale = T1[0, 0] / L[0][0]
+        elif self.n_rest and (rest or not self._rest_scalar):
             BM = _block_diagonal(np.einsum("ik,jlk->jil", T1, np.linalg.inv(L11)))
-            L21_X = np.asarray(BM.T @ c.Z1X).T
-            L21_y = np.asarray(BM.T @ c.Z1y)
         if not self.n_rest:
             empty = sp.csr_matrix((0, L21_y.size))
             return Elimination(
@@ -221,6 +439,20 @@ class ProfiledDeviance:
 
     def factor(self, theta: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``theta``; raises LinAlgError if not definite."""
+        if self.n_rest:
+            return self._general_factor(theta)
+        # One term: no sparse block, every level eliminated at once.
+        first = self._first_term()
+        templates = self.templates(np.asarray(theta, dtype=float))
+        L, C = first.eliminate(templates[0])
+        LS = scipy.linalg.cholesky(first.schur(C), lower=True, check_finite=False)
+        L21_X, L21_y = _first_rows(C)
+        empty = sp.csr_matrix((0, L21_y.size))
+        return Factor(templates, _FirstTerm.blocks(L), empty, L21_X, L21_y, LS, 0, self.cross.p)
+
+    def _general_factor(self, theta: np.ndarray) -> Factor:
+        """``factor`` through the elimination every design supports (the reference the
+        fast paths are tested against)."""
         c = self.cross
         e = self.eliminate(theta)
         n_rest, p = self.n_rest, c.p
@@ -265,8 +497,26 @@ class ProfiledDeviance:
         return float(value - self.log_weights)
 
     def __call__(self, theta: np.ndarray) -> float:
-        """REML criterion or ML deviance at ``theta`` (inf where the factor fails)."""
+        """REML criterion or ML deviance at ``theta`` (inf where the factor fails).
+
+        Only the value is computed: one term, or scalar terms whose workspace is
+        small, skip the sparse factor ``factor`` builds for the estimates.
+        """
+        theta = np.asarray(theta, dtype=float)
         try:
+            if not self.n_rest:
+                first = self._first_term()
+                L, C = first.eliminate(template(theta, self.qs[0]))
+                LS, info = scipy.linalg.lapack.dpotrf(first.schur(C), lower=1, clean=0)
+                if info != 0:
+                    raise np.linalg.LinAlgError("the fixed effects' block is not definite")
+                diagonal = LS.diagonal()
+                logdet_X = 2.0 * float(np.log(diagonal[:-1]).sum())
+                return self.value(first.logdet(L), logdet_X, float(diagonal[-1] ** 2))
+            crossed = self._scalar_crossed()
+            if crossed is not None:
+                lam = np.repeat(theta[1:], self.levels[1:])
+                return self.value(*crossed.logdets_and_pwrss(float(theta[0]), lam))
             return self.from_factor(self.factor(theta))
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
             return float("inf")
