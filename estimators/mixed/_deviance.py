@@ -503,6 +503,8 @@ class ProfiledDeviance:
         small, skip the sparse factor ``factor`` builds for the estimates.
         """
         theta = np.asarray(theta, dtype=float)
+        if not np.isfinite(theta).all():
+            return float("inf")
         try:
             if not self.n_rest:
                 first = self._first_term()

@@ -1,0 +1,136 @@
+"""The profiled deviance's fast evaluations equal the general elimination.
+
+``ProfiledDeviance.__call__`` computes only the criterion, by array operations over
+the first term's levels (one term) or a precomputed sparsity pattern (scalar terms);
+``factor`` of a one-term model eliminates its levels the same way. Both are compared
+here with ``_general_factor``, the sparse elimination every design supports, at
+random thetas, with and without prior weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from estimators import MixedLM
+from estimators.mixed._deviance import (
+    UNROLLED_MAX_Q,
+    ProfiledDeviance,
+    theta_lower_bounds,
+    theta_start,
+)
+
+DATA = Path(__file__).parent / "fixtures" / "data"
+
+
+def objective_of(formula: str, frame: pd.DataFrame, reml: bool, weights=None) -> ProfiledDeviance:
+    """The objective MixedLM.fit minimises, built from the same design."""
+    return MixedLM(formula, reml=reml)._prepare(frame, None, weights)[3]
+
+
+def random_thetas(objective: ProfiledDeviance, count: int, seed: int) -> list[np.ndarray]:
+    """Thetas around the identity start, diagonal entries kept positive."""
+    rng = np.random.default_rng(seed)
+    diagonal = np.isfinite(theta_lower_bounds(objective.qs))
+    thetas = []
+    for _ in range(count):
+        theta = theta_start(objective.qs) + rng.normal(0, 0.6, diagonal.size)
+        theta[diagonal] = np.abs(theta[diagonal]) + 0.01
+        thetas.append(theta)
+    return thetas
+
+
+def assert_fast_equals_general(objective: ProfiledDeviance, seed: int = 0) -> None:
+    for theta in random_thetas(objective, 8, seed):
+        general = objective.from_factor(objective._general_factor(theta))
+        assert np.isfinite(general)
+        assert objective(theta) == pytest.approx(general, rel=1e-12, abs=0)
+        fast, reference = objective.factor(theta), objective._general_factor(theta)
+        for field in ("L11", "L21_X", "L21_y", "LS"):
+            np.testing.assert_allclose(
+                getattr(fast, field), getattr(reference, field), rtol=1e-10, atol=1e-10
+            )
+        assert fast.L21_R.shape == reference.L21_R.shape
+
+
+def grouped_frame(q: int, levels: int, seed: int) -> pd.DataFrame:
+    """Rows per level like NAFLD's patients (a few to a dozen visits), q - 1 slopes."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 12, levels)
+    group = np.repeat(np.arange(levels), counts)
+    frame = pd.DataFrame({"g": group.astype(str)})
+    effects = rng.normal(0, 1, (levels, q))
+    signal = effects[group, 0]
+    for k in range(1, q):
+        frame[f"x{k}"] = rng.normal(0, 1, group.size)
+        signal = signal + effects[group, k] * 0.3 * frame[f"x{k}"]
+    frame["y"] = signal + rng.normal(0, 0.5, group.size)
+    frame["w"] = rng.uniform(0.5, 2.0, group.size)
+    return frame
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_sleepstudy(reml):
+    frame = pd.read_csv(DATA / "sleepstudy.csv.gz")
+    objective = objective_of("Reaction ~ Days + (Days | Subject)", frame, reml)
+    assert_fast_equals_general(objective)
+
+
+@pytest.mark.parametrize("q", [1, 2, 3, UNROLLED_MAX_Q + 1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_term_blocks(q, weighted):
+    frame = grouped_frame(q, 400, seed=q)
+    slopes = " + ".join(f"x{k}" for k in range(1, q))
+    formula = (
+        f"y ~ 1 {'+ ' + slopes if slopes else ''} + ({'1 + ' + slopes if slopes else '1'} | g)"
+    )
+    weights = frame["w"].to_numpy() if weighted else None
+    assert_fast_equals_general(objective_of(formula, frame, reml=True, weights=weights), seed=q)
+
+
+def insteval_subset(rows: int = 8000) -> pd.DataFrame:
+    frame = pd.read_csv(DATA / "insteval.csv.gz", nrows=rows)
+    return frame.astype({"s": str, "d": str, "dept": str})
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(
+    "formula", ["y ~ 1 + (1 | s) + (1 | d)", "y ~ service + (1 | s) + (1 | d) + (1 | dept)"]
+)
+def test_scalar_crossed_terms(formula, weighted):
+    frame = insteval_subset()
+    rng = np.random.default_rng(5)
+    weights = rng.uniform(0.5, 2.0, len(frame)) if weighted else None
+    objective = objective_of(formula, frame, reml=True, weights=weights)
+    assert objective._scalar_crossed() is not None  # the fast path is the one tested
+    for theta in random_thetas(objective, 8, seed=3):
+        general = objective.from_factor(objective._general_factor(theta))
+        assert objective(theta) == pytest.approx(general, rel=1e-12, abs=0)
+
+
+def test_scalar_crossed_falls_back_when_the_pattern_is_too_dense():
+    # One first-term level shared by every rest column: pairs exceed the dense block.
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {
+            "a": rng.integers(0, 3, 3000).astype(str),
+            "b": rng.integers(0, 40, 3000).astype(str),
+            "y": rng.normal(size=3000),
+        }
+    )
+    objective = objective_of("y ~ 1 + (1 | a) + (1 | b)", frame, reml=False)
+    assert objective.levels[0] == 40  # largest first
+    assert objective._scalar_crossed() is None
+    theta = np.array([0.7, 0.4])
+    assert objective(theta) == objective.from_factor(objective._general_factor(theta))
+
+
+def test_not_finite_theta_gives_infinity():
+    frame = pd.read_csv(DATA / "sleepstudy.csv.gz")
+    objective = objective_of("Reaction ~ Days + (Days | Subject)", frame, reml=True)
+    assert objective(np.array([np.nan, 0.0, 1.0])) == np.inf
+    crossed = objective_of("y ~ 1 + (1 | s) + (1 | d)", insteval_subset(), reml=True)
+    assert crossed(np.array([np.nan, 1.0])) == np.inf
