@@ -5,6 +5,7 @@ Run from the repository root, ``make bench-glmm`` or::
     .venv/bin/python benchmarks/bench_glmm.py [--skip-lme4] [--skip-negative-binomial]
         [--rows N] [--users N]
         [--ctr-users N [N ...]] [--lme4-timeout SECONDS]
+        [--cases {cbpp,ctr,binary,negative_binomial} ...]
 
 Cases, every one fitted by both with the Laplace approximation:
 
@@ -55,6 +56,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_glmm.json"
 LME4_TIMEOUT = 1200.0  # seconds; glmer on millions of rows may take far longer
 
 GLMER_SCRIPT = Path(__file__).with_name("bench_glmm.R")
+CASE_KINDS = ("cbpp", "ctr", "binary", "negative_binomial")
 
 
 @dataclass
@@ -212,23 +214,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lme4-timeout", type=float, default=LME4_TIMEOUT, help="seconds per glmer case"
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASE_KINDS,
+        default=list(CASE_KINDS),
+        help="kinds of case to run (default: all)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = f"{args.rows // 1000}k rows, {args.users // 1000}k users"
-    cases = [cbpp_case(), *(ctr_case(n) for n in args.ctr_users)]
-    cases.append(
-        Case(
-            name=f"0/1 continuous x ({size})",
-            formula="y ~ treatment + x + (1 | user)",
-            formula_r="y ~ treatment + x + (1 | user)",
-            factors=("user",),
-            frame=simulated(args.rows, args.users),
+    cases = []
+    if "cbpp" in args.cases:
+        cases.append(cbpp_case())
+    if "ctr" in args.cases:
+        cases += [ctr_case(n) for n in args.ctr_users]
+    if "binary" in args.cases:
+        cases.append(
+            Case(
+                name=f"0/1 continuous x ({size})",
+                formula="y ~ treatment + x + (1 | user)",
+                formula_r="y ~ treatment + x + (1 | user)",
+                factors=("user",),
+                frame=simulated(args.rows, args.users),
+            )
         )
-    )
-    if not args.skip_negative_binomial:
+    if "negative_binomial" in args.cases and not args.skip_negative_binomial:
         cases += negative_binomial_cases()
     lme4 = not args.skip_lme4 and shutil.which("Rscript") is not None
     time_ours(cbpp_case())  # warm-up: imports, formulaic, first BLAS calls
