@@ -228,7 +228,8 @@ def plain_matrix(model_spec: Any, frame: pd.DataFrame) -> np.ndarray | None:
     products = _plain_products(model_spec)
     if products is None:
         return None
-    matrix = np.empty((len(frame), len(products)))
+    # By columns, as formulaic's frame is read (each column is written in one pass).
+    matrix = np.empty((len(frame), len(products)), order="F")
     for k, names in enumerate(products):
         if not names:
             matrix[:, k] = 1.0
@@ -402,6 +403,35 @@ def factor_levels(keys: pd.Index, columns: tuple[str, ...]) -> pd.Index:
         raise
 
 
+def level_codes(frame: pd.DataFrame, columns: tuple[str, ...]) -> tuple[pd.Index, np.ndarray]:
+    """The sorted levels of a grouping factor (``factor_levels``) and the code of each
+    row, its level's place among them.
+
+    Integer ids spanning a range not much wider than the number of rows (0..n, or
+    patient numbers) are coded by marking the ids present in that range, without
+    hashing; other ids by pandas' hash table.
+    """
+    if len(columns) == 1:
+        values = frame[columns[0]]
+        dtype = values.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu" and len(values):
+            ids = values.to_numpy()
+            low = ids.min()
+            span = int(ids.max()) - int(low) + 1
+            if span <= 4 * len(ids) + 1024:
+                # In 64 bits, where no id minus the smallest overflows.
+                wide = np.uint64 if dtype.kind == "u" else np.int64
+                offsets = (ids.astype(wide) - wide(low)).astype(np.intp)
+                present = np.zeros(span, dtype=bool)
+                present[offsets] = True
+                place = np.cumsum(present) - 1
+                levels = (np.flatnonzero(present).astype(wide) + wide(low)).astype(dtype)
+                return pd.Index(levels, name=columns[0]), place[offsets]
+    keys = factor_keys(frame, columns)
+    levels = factor_levels(keys, columns)
+    return levels, levels.get_indexer(keys)
+
+
 @dataclass
 class RandomTerm:
     """A random-effects term fitted to data: its model matrix spec and its levels."""
@@ -532,7 +562,7 @@ def build_design(
     # Columns in R's order and with lme4's names, so that rank deficiency drops the
     # column lme4 drops; ``kept`` indexes formulaic's columns.
     order, names = r_column_order(list(fixed_spec.column_names), parsed.fixed)
-    X = fixed[:, order]
+    X = _columns(fixed, order)
     independent = _independent_columns(X)
     kept = order[independent]
     dropped = [names[k] for k in range(len(names)) if k not in set(independent.tolist())]
@@ -542,8 +572,7 @@ def build_design(
     terms, codes, values = [], [], []
     for spec in parsed.random:
         matrix, model_spec = model_matrix(spec.expr, frame)
-        group = factor_keys(frame, spec.group_cols)
-        levels = factor_levels(group, spec.group_cols)
+        levels, level_of_row = level_codes(frame, spec.group_cols)
         if len(levels) < 2:
             raise ValueError(
                 f"grouping factor {spec.group!r} has {len(levels)} level(s); a random effect "
@@ -558,12 +587,12 @@ def build_design(
         if term.q == 0:
             raise FormulaError(f"random-effects term ({spec.expr} | {spec.group}) has no columns")
         terms.append(term)
-        codes.append(levels.get_indexer(group))
+        codes.append(level_of_row)
         values.append(matrix)
     # Largest factor first (stable for ties), as lme4 orders them.
     order = sorted(range(len(terms)), key=lambda k: -len(terms[k].levels))
     design = Design(
-        X=X[:, independent],
+        X=_columns(X, independent),
         fixed_names=[names[k] for k in independent],
         fixed_spec=fixed_spec,
         kept=kept,
@@ -574,6 +603,13 @@ def build_design(
         category_rows=category_rows(fixed_spec, frame),
     )
     return design, dropped
+
+
+def _columns(matrix: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``matrix[:, positions]``, without a copy when that takes every column in order."""
+    if len(positions) == matrix.shape[1] and np.array_equal(positions, np.arange(len(positions))):
+        return matrix
+    return matrix[:, positions]
 
 
 def saturated_error(model_spec: Any, frame: pd.DataFrame, rank: int) -> ValueError:
@@ -651,6 +687,8 @@ def _independent_columns(X: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
     """Indices of the columns kept, in order: a column is dropped when it is (nearly) in
     the span of the columns before it, as R's lm and lme4 drop the later of two
     collinear columns."""
+    if _clearly_independent(X):
+        return np.arange(X.shape[1])
     kept: list[int] = []
     basis = np.zeros((X.shape[0], 0))
     for k in range(X.shape[1]):
@@ -665,6 +703,28 @@ def _independent_columns(X: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
             kept.append(k)
             basis = np.column_stack([basis, residual / remaining])
     return np.array(kept, dtype=int)
+
+
+def _clearly_independent(X: np.ndarray, margin: float = 1e-3) -> bool:
+    """Whether every column of X is far from the span of the columns before it, by the
+    Cholesky factor of X's Gram matrix scaled to unit diagonal: its k-th diagonal is the
+    share of column k's norm left after projecting it on the columns before it, which
+    ``_independent_columns`` compares with 1e-7. Above ``margin`` no rounding of the
+    Gram matrix (about 1e-15 of it) can bring a column near that tolerance, so every
+    column is kept without the Gram-Schmidt passes over the rows; any doubt (a zero
+    column, a share below the margin, overflow) leaves the decision to them.
+    """
+    if X.shape[1] == 0:
+        return True
+    gram = X.T @ X
+    scale = np.sqrt(np.diag(gram))
+    if not np.all(np.isfinite(scale)) or np.any(scale == 0):
+        return False
+    try:
+        factor = np.linalg.cholesky(gram / np.outer(scale, scale))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.diag(factor) > margin))
 
 
 def term_matrix(codes: np.ndarray, values: np.ndarray, n_levels: int) -> sp.csr_matrix:

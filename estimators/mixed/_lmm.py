@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ from estimators.mixed._update import (
 )
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default
+# Fitted attributes computed when first read (MixedLM's cached properties).
+LAZY_TABLES = ("varcorr_", "_effects_by_factor", "ranef_", "ranef_var_", "ranef_cov_")
 
 
 def check_weights(weights: np.ndarray, name: str) -> np.ndarray:
@@ -635,9 +638,7 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             next(k for k, spec in enumerate(parsed.random) if spec is term.spec)
             for term in design.terms
         ]
-        self._set_solution(
-            design.terms, objective, theta, pd.Index(design.fixed_names), solution=solution
-        )
+        self._set_solution(design.terms, objective, theta, design.fixed_names, solution=solution)
         self.objective_ = float(value)
         self.loglik_ = -0.5 * float(value)
         self.dropped_columns_ = dropped
@@ -657,10 +658,11 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         terms: list,
         objective: ProfiledDeviance,
         theta: np.ndarray,
-        names: pd.Index | None = None,
+        names: Sequence[str] | None = None,
         solution: Solution | None = None,
     ) -> None:
-        """Everything estimated at ``theta`` given the data (the cross-products)."""
+        """Everything estimated at ``theta`` given the data (the cross-products); lme4's
+        tables of them (``varcorr_``, ``ranef_``, ...) are built when first read."""
         if solution is None:
             solution = solve(objective, theta)
         names = self.coef_.index if names is None else pd.Index(names, dtype=object)
@@ -672,20 +674,45 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         self.coef_cov_ = pd.DataFrame(solution.beta_cov, index=names, columns=names)
         self.coef_se_ = pd.Series(np.sqrt(np.diag(solution.beta_cov)), index=names)
         self.n_obs_ = int(objective.cross.n)
-        # Per term (internal, aligned with the design's terms) ...
+        # Per term (internal, aligned with the design's terms); per grouping factor in
+        # the tables below.
         self._term_b = solution.b
         self._term_cov = solution.b_cov
-        # ... and per grouping factor (effects_by_factor).
-        self.ranef_, self.ranef_var_, self.ranef_cov_, self.n_levels_ = effects_by_factor(
-            terms, self._term_b, self._term_cov
-        )
-        self.varcorr_ = self._varcorr()
+        self.n_levels_ = {term.spec.group: len(term.levels) for term in terms}
+        # The tables of the previous estimates, if they were read, are out of date.
+        for name in LAZY_TABLES:
+            self.__dict__.pop(name, None)
 
-    def _varcorr(self) -> pd.DataFrame:
+    # -- lme4's tables of the estimates, built when first read ------------------------
+    # A sweep of thousands of fits reads the coefficients and predicts; building these
+    # tables (pandas frames indexed by text) would cost more than the fit itself. Once
+    # read, each is an ordinary attribute until the next fit or update.
+    @functools.cached_property
+    def varcorr_(self) -> pd.DataFrame:
+        """Variance components, like ``as.data.frame(VarCorr(fit))``."""
         templates = self._objective.templates(self.theta_)
         rows = varcorr_rows(self._design_terms, templates, self.sigma_**2)
         rows.append(("Residual", None, None, self.sigma_**2, self.sigma_))
         return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
+
+    @functools.cached_property
+    def _effects_by_factor(self) -> tuple[dict, dict, dict, dict]:
+        return effects_by_factor(self._design_terms, self._term_b, self._term_cov)
+
+    @functools.cached_property
+    def ranef_(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor, indexed by level, like ``ranef(fit)``."""
+        return self._effects_by_factor[0]
+
+    @functools.cached_property
+    def ranef_var_(self) -> dict[str, pd.DataFrame]:
+        """Conditional variances per grouping factor, like ``condVar``."""
+        return self._effects_by_factor[1]
+
+    @functools.cached_property
+    def ranef_cov_(self) -> dict[str, np.ndarray]:
+        """Conditional covariance blocks per grouping factor, (levels, q, q)."""
+        return self._effects_by_factor[2]
 
     # -- prediction ------------------------------------------------------------------
     def predict(
