@@ -22,12 +22,16 @@ def minimize_bobyqa(
     xtol_rel: float = 1e-6,
     xtol_abs: float = 1e-10,
     ftol_abs: float = 1e-10,
+    ftol_rel: float = 1e-13,
     max_evaluations: int = 100_000,
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Minimise ``function`` within bounds with NLopt's BOBYQA, as lme4's lmer does.
 
     The tolerances are tighter than lme4's defaults (whose relative x tolerance of 1e-4
-    can stop ~1e-4 short of the optimum in theta). A one-dimensional problem, which
+    can stop ~1e-4 short of the optimum in theta). The relative f tolerance stops a
+    criterion of large magnitude (a large data set's) once a step improves it by less
+    than its own rounding error allows to resolve; ``ftol_abs`` alone would go on
+    refining theta in the rounding noise. A one-dimensional problem, which
     BOBYQA does not take, goes to a bounded scalar search. When rounding errors stop
     BOBYQA (NLopt's ROUNDOFF_LIMITED, which its Python binding raises), the best point
     evaluated is returned: NLopt documents it as typically a useful result, and it is
@@ -65,6 +69,7 @@ def minimize_bobyqa(
     optimizer.set_xtol_rel(xtol_rel)
     optimizer.set_xtol_abs(xtol_abs)
     optimizer.set_ftol_abs(ftol_abs)
+    optimizer.set_ftol_rel(ftol_rel)
     optimizer.set_maxeval(max_evaluations)
     if initial_step is not None:
         optimizer.set_initial_step(initial_step)
