@@ -149,11 +149,12 @@ class _FirstTerm:
         flat = C.reshape(width, -1)
         if width > UNROLLED_MAX_Q:
             return self.XXy - flat @ flat.T
-        # For a few long rows, dot products beat the BLAS call several times over.
+        # For a few long rows, dot products beat a BLAS gemm; einsum's are never split
+        # over threads, which stalls whenever the other threads' cores are busy.
         S = self.XXy.copy()
         for i in range(width):
             for k in range(i + 1):
-                S[i, k] -= flat[i] @ flat[k]
+                S[i, k] -= np.einsum("l,l->", flat[i], flat[k])
                 S[k, i] = S[i, k]
         return S
 
