@@ -740,6 +740,53 @@ def diagonal_blocks(M: sp.spmatrix, start: int, q: int, n: int) -> np.ndarray:
     return G
 
 
+def moment_start(objective: ProfiledDeviance) -> np.ndarray:
+    """A starting theta for the first term from moments of the per-level cross-products.
+
+    With r the residuals of ordinary least squares on X and G_j = Z_j'Z_j, the
+    level sums Z_j'r have E[(Z_j'r)(Z_j'r)'] ~ G_j Sigma_b G_j + sigma^2 G_j (the fixed
+    effects' estimation error neglected), so Sigma_b solves the q^2 x q^2 linear system
+    sum_j G_j Sigma_b G_j = sum_j (Z_j'r)(Z_j'r)' - sigma^2 sum_j G_j, with sigma^2 from
+    the residuals within levels. No level's block is inverted to estimate Sigma_b, so
+    levels with one or two rows do not make it noisy. Its eigenvalues are floored at
+    1/100 of the largest (a start strictly inside the bounds), and theta is the lower
+    Cholesky factor of Sigma_b / sigma^2, column by column. The other terms are
+    ignored; where the moments say nothing (no residual degrees of freedom), lme4's
+    identity start is returned.
+
+    Parameters
+    ----------
+    objective : ProfiledDeviance
+
+    Returns
+    -------
+    numpy.ndarray
+        The first term's q1 (q1 + 1) / 2 entries of theta.
+    """
+    c, q = objective.cross, objective.cross.q1
+    identity = theta_start([q])
+    beta = np.linalg.lstsq(c.XX, c.Xy, rcond=None)[0] if c.p else np.zeros(0)
+    residual_squares = c.yy - 2 * beta @ c.Xy + beta @ c.XX @ beta
+    Zr = (c.Z1y - c.Z1X @ beta).reshape(-1, q)  # Z_j'r, level by level
+    within = residual_squares - np.einsum(
+        "jk,jkl,jl->", Zr, np.linalg.pinv(c.G1, hermitian=True), Zr
+    )
+    dof = c.n - c.p - int(np.linalg.matrix_rank(c.G1, hermitian=True).sum())
+    if dof <= 0 or not within > 0:
+        return identity
+    sigma2 = within / dof
+    moments = np.einsum("jk,jl->kl", Zr, Zr) - sigma2 * c.G1.sum(axis=0)
+    # vec(G Sigma G) = (G kron G) vec(Sigma) for symmetric G, summed over the levels.
+    system = np.einsum("jik,jlm->ilkm", c.G1, c.G1).reshape(q * q, q * q)
+    Sigma = np.linalg.lstsq(system, moments.ravel(), rcond=None)[0].reshape(q, q)
+    values, vectors = np.linalg.eigh(0.5 * (Sigma + Sigma.T) / sigma2)
+    if not np.all(np.isfinite(values)):
+        return identity
+    values = np.maximum(values, 1e-2 * max(values.max(), 1e-4))
+    factor = np.linalg.cholesky((vectors * values) @ vectors.T)
+    return factor[_lower_triangle(q)]
+
+
 def single_term_objective(objective: ProfiledDeviance, term: int) -> ProfiledDeviance:
     """The objective of the model with only random-effects term ``term``.
 

@@ -19,6 +19,7 @@ from estimators import MixedLM
 from estimators.mixed._deviance import (
     UNROLLED_MAX_Q,
     ProfiledDeviance,
+    moment_start,
     theta_lower_bounds,
     theta_start,
 )
@@ -134,3 +135,33 @@ def test_not_finite_theta_gives_infinity():
     assert objective(np.array([np.nan, 0.0, 1.0])) == np.inf
     crossed = objective_of("y ~ 1 + (1 | s) + (1 | d)", insteval_subset(), reml=True)
     assert crossed(np.array([np.nan, 1.0])) == np.inf
+
+
+def test_moment_start_is_near_the_optimum():
+    frame = pd.read_csv(DATA / "sleepstudy.csv.gz")
+    objective = objective_of("Reaction ~ Days + (Days | Subject)", frame, reml=True)
+    start = moment_start(objective)
+    optimum = np.array([0.96673, 0.01516906, 0.23090960])  # lme4's theta
+    np.testing.assert_allclose(start, optimum, atol=0.05)
+    assert objective(start) < objective(theta_start(objective.qs))
+
+
+def test_moment_start_recovers_the_simulated_covariance():
+    rng = np.random.default_rng(11)
+    levels = 3000
+    counts = rng.integers(1, 8, levels)  # many levels with one or two rows, as in NAFLD
+    group = np.repeat(np.arange(levels), counts)
+    x = rng.normal(0, 1, group.size)
+    relative = np.array([[1.5, 0.0], [0.3, 0.4]])  # Lambda: Sigma_b / sigma^2 = T T'
+    effects = rng.normal(size=(levels, 2)) @ relative.T
+    y = 2.0 + 0.5 * x + effects[group, 0] + effects[group, 1] * x + rng.normal(size=x.size)
+    frame = pd.DataFrame({"g": group.astype(str), "x": x, "y": y})
+    objective = objective_of("y ~ x + (1 + x | g)", frame, reml=True)
+    np.testing.assert_allclose(moment_start(objective), [1.5, 0.3, 0.4], atol=0.1)
+
+
+def test_moment_start_without_residual_degrees_of_freedom_is_the_identity():
+    # Four rows, an intercept and three levels: nothing is left within the levels.
+    frame = pd.DataFrame({"g": ["a", "b", "c", "c"], "y": [1.0, 2.0, 0.5, 3.0]})
+    objective = objective_of("y ~ 1 + (1 | g)", frame, reml=True)
+    np.testing.assert_array_equal(moment_start(objective), theta_start([1]))
