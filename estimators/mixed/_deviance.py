@@ -174,19 +174,22 @@ class _ScalarCrossed:
 
     Eliminating a scalar first term with weights w_j = theta_1^2 / (theta_1^2 G_j + 1)
     leaves, among the other terms' columns, Lambda_r (Zr'Zr - Zr'Z1 diag(w) Z1'Zr)
-    Lambda_r + I, where Lambda_r is diagonal. The sparsity pattern of the middle
-    product never changes, so each of its entries is a fixed weighted sum of the w_j:
-    one sparse matrix ``P`` (rows: the positions of S's strict lower triangle among the
-    other terms, columns: the first term's levels, plus one for Zr'Zr itself) gives
-    them all as ``P @ [-w, 1]``, written straight into S's memory.
+    Lambda_r + I, where Lambda_r is diagonal (theta_t on term t's columns). The
+    sparsity pattern of the middle product never changes, so each entry of S is a
+    fixed weighted sum of the theta_s theta_t w_j: one sparse matrix ``P`` (rows: the
+    positions of S's strict lower triangle among the other terms; columns: the first
+    term's levels, plus one for Zr'Zr itself, for each pair of terms s >= t) gives them
+    all as ``P @ (theta_s theta_t [-w, 1])``, written straight into S's memory.
     """
 
-    def __init__(self, cross: CrossProducts, n_rest: int, pairs: int) -> None:
-        p = cross.p
+    def __init__(self, cross: CrossProducts, levels_rest: list[int]) -> None:
+        p, n_rest = cross.p, int(sum(levels_rest))
         m = n_rest + p + 1
         self.n_rest, self.p, self.m = n_rest, p, m
         self.g = cross.G1[:, 0, 0]
         levels1 = self.g.size
+        terms = len(levels_rest)
+        term = np.repeat(np.arange(terms), levels_rest)  # of each rest column
         A = cross.ZrZ1.tocsc()
         A.sort_indices()
         counts = np.diff(A.indptr)
@@ -198,23 +201,25 @@ class _ScalarCrossed:
             np.arange(left.size) - np.repeat(np.cumsum(partners) - partners, partners)
         )
         keep = A.indices[left] > A.indices[right]
-        left, right = left[keep], right[keep]
-        assert left.size == pairs
+        a, b = A.indices[left[keep]], A.indices[right[keep]]
         RR = sp.tril(cross.ZrZr, format="coo")
-        rows = np.concatenate(
-            [
-                A.indices[left].astype(np.int64) * m + A.indices[right],
-                RR.row.astype(np.int64) * m + RR.col,
-            ]
-        )
+        # Column blocks of P by pair of terms (rows ordered by term: term[a] >= term[b]).
+        block = np.concatenate([term[a] * terms + term[b], term[RR.row] * terms + term[RR.col]])
+        within = np.concatenate([column[left[keep]], np.full(RR.nnz, levels1)])
         self.P = sp.csr_matrix(
             (
-                np.concatenate([A.data[left] * A.data[right], RR.data]),
-                (rows, np.concatenate([column[left], np.full(RR.nnz, levels1)])),
+                np.concatenate([A.data[left[keep]] * A.data[right[keep]], RR.data]),
+                (
+                    np.concatenate(
+                        [a.astype(np.int64) * m + b, RR.row.astype(np.int64) * m + RR.col]
+                    ),
+                    block * (levels1 + 1) + within,
+                ),
             ),
-            shape=(m * m, levels1 + 1),
+            shape=(m * m, terms * terms * (levels1 + 1)),
         )
-        self.weights = np.empty(levels1 + 1)
+        self.term, self.terms = term, terms
+        self.base = np.empty(levels1 + 1)
         self.squares = A.multiply(A).tocsr()  # the diagonal's sum over j: A_aj^2 w_j
         self.A = A.tocsr()
         self.Z1Xy = np.column_stack([cross.Z1X, cross.Z1y])
@@ -231,19 +236,19 @@ class _ScalarCrossed:
         counts = np.diff(cross.ZrZ1.tocsc().indptr).astype(np.int64)
         return int(np.sum(counts * (counts - 1) // 2))
 
-    def logdets_and_pwrss(self, t1: float, lam: np.ndarray) -> tuple[float, float, float]:
-        """log|L_Z|^2, log|L_X|^2 and r^2 at first-term theta ``t1`` and rest scales
-        ``lam`` (one per column of the other terms)."""
+    def logdets_and_pwrss(self, theta: np.ndarray) -> tuple[float, float, float]:
+        """log|L_Z|^2, log|L_X|^2 and r^2 at ``theta`` (one entry per term)."""
         n_rest, m = self.n_rest, self.m
+        t1, scales = float(theta[0]), theta[1:]
         a = t1 * t1 * self.g + 1.0  # L11^2, level by level
         w = t1 * t1 / a
-        self.weights[:-1] = -w
-        self.weights[-1] = 1.0
-        S = (self.P @ self.weights).reshape(m, m)
+        self.base[:-1] = -w
+        self.base[-1] = 1.0
+        weights = np.multiply.outer(np.multiply.outer(scales, scales).ravel(), self.base)
+        S = (self.P @ weights.ravel()).reshape(m, m)
+        lam = scales[self.term]
         rest = np.arange(n_rest)
-        S[rest, rest] -= self.squares @ w
-        S[:n_rest, :n_rest] *= lam[:, None] * lam[None, :]
-        S[rest, rest] += 1.0
+        S[rest, rest] += 1.0 - lam * lam * (self.squares @ w)
         weighted = w[:, None] * self.Z1Xy
         S[n_rest:, :n_rest] = ((self.ZrXy - self.A @ weighted) * lam[:, None]).T
         S[n_rest:, n_rest:] = self.XXy - self.Z1Xy.T @ weighted
@@ -368,9 +373,8 @@ class ProfiledDeviance:
             self._crossed = False
             m = dense_size(self.qs, self.levels, self.cross.p)
             if self.n_rest and all(q == 1 for q in self.qs) and m * m < 2**31:
-                pairs = _ScalarCrossed.pairs(self.cross)
-                if pairs <= self.n_rest**2:
-                    self._crossed = _ScalarCrossed(self.cross, self.n_rest, pairs)
+                if _ScalarCrossed.pairs(self.cross) <= self.n_rest**2:
+                    self._crossed = _ScalarCrossed(self.cross, self.levels[1:])
         return self._crossed or None
 
     def templates(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -518,8 +522,7 @@ class ProfiledDeviance:
                 return self.value(first.logdet(L), logdet_X, float(diagonal[-1] ** 2))
             crossed = self._scalar_crossed()
             if crossed is not None:
-                lam = np.repeat(theta[1:], self.levels[1:])
-                return self.value(*crossed.logdets_and_pwrss(float(theta[0]), lam))
+                return self.value(*crossed.logdets_and_pwrss(theta))
             return self.from_factor(self.factor(theta))
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
             return float("inf")
