@@ -75,7 +75,9 @@ class Case:
         Returns the data as a pandas DataFrame, or raises ``LookupError`` saying why the
         data are not available (the case is then skipped with that reason).
     repeats : int
-        Timed fits after one warm-up fit; the median is reported.
+        Timed fits after one warm-up fit; the median is reported. One: a single cold fit.
+    lme4_repeats : int or None
+        Timed fits of lme4 (None: ``repeats``); one means no warm-up either.
     peers : tuple of str
         The peers run on this case; the others print why not.
     lme4_limit : float
@@ -91,6 +93,7 @@ class Case:
     factors: tuple[str, ...]
     load: Callable[[], pd.DataFrame]
     repeats: int = 3
+    lme4_repeats: int | None = None
     peers: tuple[str, ...] = ("lme4", "statsmodels", "mixedlm-rs", "gpboost")
     lme4_limit: float = 1800.0
     others_note: str = ""
@@ -274,6 +277,7 @@ CASES: tuple[Case, ...] = (
         random=(RandomTerm("g"),),
         factors=("g",),
         load=partial(simulate_many_groups, n_groups=100_000, rows_per_group=10),
+        lme4_repeats=1,
     ),
     Case(
         name="insteval",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import re
 import resource
 import statistics
 import tempfile
@@ -32,6 +33,15 @@ REPEAT_BELOW = 5.0  # seconds; slower peer fits are timed once, without a warm-u
 MEMORY_SHARE = 0.8  # of physical memory, the address-space limit of a capped peer
 STARTUP_TIMEOUT = 600.0  # seconds for a child to import and load the data
 ALL_ROWS = "_all_rows"  # one group holding every row, for crossed variance components
+
+
+def summarise_warnings(texts: list[str]) -> list[str]:
+    """Warnings of many fits, one line per kind: numbers become ``#``, with a count."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        kind = re.sub(r"[-+]?\d[\d.eE+-]*", "#", text)
+        counts[kind] = counts.get(kind, 0) + 1
+    return [f"{kind} ({count} fits)" for kind, count in sorted(counts.items())]
 
 
 def _joined(factor: str) -> str:
@@ -342,12 +352,12 @@ def _throughput_child(name: str, path: str, case: Case, limit: float, conn: Conn
         conn.send(("start", None))
         _timed(peer, datasets[0], case)  # warm-up: imports and first-call costs
         logliks: list[float] = []
-        notes: set[str] = set()
+        notes: list[str] = []
         start = time.perf_counter()
         for data in datasets:
             run = _timed(peer, data, case)
             logliks.append(run["loglik"])
-            notes.update(run["warnings"])
+            notes.extend(run["warnings"])
             if time.perf_counter() - start > limit:
                 break
         seconds = time.perf_counter() - start
@@ -362,7 +372,7 @@ def _throughput_child(name: str, path: str, case: Case, limit: float, conn: Conn
                 "seconds": seconds,
                 "fits": len(logliks),
                 "logliks": logliks,
-                "warnings": sorted(notes | set(_native_warnings(captured))),
+                "warnings": summarise_warnings(notes + _native_warnings(captured)),
                 "version": getattr(module, "__version__", "?"),
             },
         )

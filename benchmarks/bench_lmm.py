@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import re
 import shutil
 import statistics
@@ -63,10 +64,11 @@ from typing import Any
 
 import pandas as pd
 from _lmm_cases import CASES, THROUGHPUT, Case, ThroughputCase, simulate_small_sleepstudies
-from _lmm_peers import PYTHON_PEERS, run_peer_case, run_peer_throughput
+from _lmm_peers import PYTHON_PEERS, run_peer_case, run_peer_throughput, summarise_warnings
 from _memory import MB, peak_rss_kb
 from _results import machine, write_results
 from _rscript import LMER_FIT_HELPERS, r_environment, run_r
+from threadpoolctl import threadpool_limits
 
 import estimators
 
@@ -78,7 +80,15 @@ GNU_TIME = Path("/usr/bin/time")
 PEERS = ("lme4", "statsmodels", "mixedlm-rs", "gpboost")
 TARGETS = {"lme4": 0.5, "statsmodels": 0.1}  # ours / peer at most: half lme4's time, ...
 SAME_OPTIMUM = 1e-6  # relative log-likelihood difference above which fits differ
-DEFAULT_LIMIT = 60.0  # seconds per Python peer fit, and for a throughput loop
+DEFAULT_LIMIT = 30.0  # seconds per Python peer fit
+DEFAULT_LOOP_LIMIT = 60.0  # seconds of a peer's throughput loop
+# Thread counts every implementation reads: BLAS (numpy, scipy, R), OpenMP (GPBoost), Rust.
+THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -208,19 +218,19 @@ def time_ours_throughput(case: ThroughputCase, frame: pd.DataFrame) -> dict[str,
     """Fit the small data sets one after another in this process, after one warm-up fit."""
     datasets = [part.reset_index(drop=True) for _, part in frame.groupby("dataset")]
     _fit_ours(case.formula, datasets[0])
-    logliks, notes = [], set()
+    logliks, notes = [], []
     start = time.perf_counter()
     for data in datasets:
         _, model, caught = _fit_ours(case.formula, data)
         logliks.append(model.loglik_)
-        notes.update(caught)
+        notes.extend(caught)
     seconds = time.perf_counter() - start
     return {
         "status": "ok",
         "seconds": seconds,
         "fits": len(logliks),
         "logliks": logliks,
-        "warnings": sorted(notes),
+        "warnings": summarise_warnings(notes),
     }
 
 
@@ -301,10 +311,11 @@ def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     frame.to_csv(csv, index=False)
     script = workdir / "bench_lmm.R"
     script.write_text(LME4_SCRIPT)
-    # A fit of a minute or more needs no warm-up: R's first-call costs are then noise.
-    warmups = 0 if case.repeats == 1 else 1
+    # A fit of many seconds needs no warm-up: R's first-call costs are then noise.
+    repeats = case.lme4_repeats or case.repeats
+    warmups = 0 if repeats == 1 else 1
     command = ["Rscript", str(script), str(csv), case.formula, ",".join(case.factors)]
-    command += [str(warmups), str(case.repeats)]
+    command += [str(warmups), str(repeats)]
     report = workdir / "time.txt"
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", "-o", str(report), *command]
@@ -356,7 +367,7 @@ def run_lme4_throughput(
         "seconds": float(out["seconds"]),
         "fits": int(out["fits"]),
         "logliks": [-0.5 * float(value) for value in out["remlcrit"]],
-        "warnings": out["notes"],
+        "warnings": summarise_warnings(out["notes"]),
         "versions": {"lme4": out["lme4"], "R": out["r"], "BLAS": out["blas"]},
     }
 
@@ -389,6 +400,7 @@ def compare_optima(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]
         "relative": relative[worst],
         "same": relative[worst] <= SAME_OPTIMUM,
         "fits_differing": sum(r > SAME_OPTIMUM for r in relative),
+        "worst_dataset": worst,
         "fits_compared": len(pairs),
     }
 
@@ -568,8 +580,8 @@ def _optimum(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
     flag = "" if entry["same"] else " DIFFERS"
-    if "fits_differing" in entry:
-        flag += f" ({entry['fits_differing']}/{entry['fits_compared']} fits)"
+    if entry.get("fits_differing"):
+        flag += f" ({entry['fits_differing']}/{entry['fits_compared']})"
     return f"{entry['difference']:+.2e}{flag}"
 
 
@@ -647,18 +659,22 @@ def format_tables(records: list[dict[str, Any]]) -> str:
     )
 
 
-def footnotes(records: list[dict[str, Any]], limit: float) -> str:
+def footnotes(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """What the tables' numbers are, and the peers' versions, warnings and failures."""
+    threads = f"{args.threads} thread(s)" if args.threads > 0 else "its default threads"
     notes = [
-        "seconds: median of the timed fits after one warm-up (lme4: none for single-fit "
-        "cases), each fit building its design from the data frame; lme4 timed by "
+        "seconds: median of the timed fits after one warm-up (single-fit cases: one cold "
+        "fit), each fit building its design from the data frame; lme4 timed by "
         "system.time around lmer only; Python peers stopped after "
-        f"{limit:g} s per fit ('> N': stopped; its ratio is then an upper bound, '< x').",
+        f"{args.limit:g} s per fit ('> N': stopped; its ratio is then an upper bound, '< x'); "
+        f"every implementation on {threads} (BLAS, OpenMP, Rust).",
         f"targets: ours/lme4 <= {TARGETS['lme4']:g}, ours/statsmodels <= "
         f"{TARGETS['statsmodels']:g}.",
         "logLik: the exact criterion at each optimum (ours: at our theta, whichever solver "
         "found it); 'DIFFERS': relative difference above "
-        f"{SAME_OPTIMUM:g}, the peer's fit is not the same fit as ours.",
+        f"{SAME_OPTIMUM:g}, the peer's fit is not the same fit as ours (positive: the peer's "
+        "optimum is higher). small_1000: the largest difference over the fits both made, "
+        "'(k/n)': k of the n fits differ.",
         "gpboost: maximises the ML likelihood (exact, matrix_inversion_method='cholesky'; "
         "its default iterative method's optimum differs by 1e-6 to 1e-4) and fits random "
         "intercepts and slopes as uncorrelated; it is compared with ours fitting that model "
@@ -677,12 +693,18 @@ def footnotes(records: list[dict[str, Any]], limit: float) -> str:
             rates = [f"ours {r['ours']['fits'] / r['ours']['seconds']:.1f}"]
             for peer, result in r["peers"].items():
                 if result.get("status") in ("ok", "partial"):
-                    rate = result["fits"] / result["seconds"]
-                    done = (
-                        "" if result["status"] == "ok" else f" ({result['fits']} fits in the limit)"
-                    )
-                    rates.append(f"{peer} {rate:.1f}{done}")
+                    rate = f"{peer} {result['fits'] / result['seconds']:.1f}"
+                    if result["status"] == "partial":
+                        rate += f" ({result['fits']} fits in {args.loop_limit:g} s)"
+                    rates.append(rate)
             notes.append(f"{r['name']}: {r['formula']}, fits per second: " + ", ".join(rates))
+            for peer, entry in r["optimum"].items():
+                if entry and entry["fits_differing"]:
+                    notes.append(
+                        f"{r['name']}, {peer}: {entry['fits_differing']} of "
+                        f"{entry['fits_compared']} optima differ from ours; the largest on "
+                        f"data set {entry['worst_dataset']} (its seed)"
+                    )
         elif r["ours"].get("solver"):
             notes.append(
                 f"{r['name']}: {r['formula']}; ours: solver {r['ours']['solver']} "
@@ -736,9 +758,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_LIMIT,
         metavar="SECONDS",
-        help=f"seconds per Python peer fit and per throughput loop (default {DEFAULT_LIMIT:g})",
+        help=f"seconds per Python peer fit (default {DEFAULT_LIMIT:g})",
+    )
+    parser.add_argument(
+        "--loop-limit",
+        type=float,
+        default=DEFAULT_LOOP_LIMIT,
+        metavar="SECONDS",
+        help="seconds after which a peer's throughput loop starts no further fit "
+        f"(default {DEFAULT_LOOP_LIMIT:g}; ours always makes every fit)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="BLAS, OpenMP and Rust threads of every implementation (default 1; 0: each "
+        "library's default)",
     )
     return parser.parse_args(argv)
+
+
+def limit_threads(threads: int) -> None:
+    """Give every implementation ``threads`` threads: the environment for the processes
+    started from here (R, the peers, ours' memory measurement) and this process's loaded
+    libraries. On a 2-core machine shared with other work, multi-threaded BLAS is erratic:
+    mixedlm-rs fits sleepstudy 5x slower with 2 OpenBLAS threads than with one."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
 
 
 def unavailable(skip: list[str]) -> dict[str, str | None]:
@@ -757,6 +805,8 @@ def unavailable(skip: list[str]) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables and write the JSON file."""
     args = parse_args(argv)
+    if args.threads > 0:
+        limit_threads(args.threads)
     started = time.perf_counter()
     skipped = unavailable(args.skip)
     for peer, reason in skipped.items():
@@ -768,12 +818,12 @@ def main(argv: list[str] | None = None) -> int:
             if case.name in args.cases:
                 records.append(run_case(case, Path(tmp), skipped, args.limit))
         if THROUGHPUT.name in args.cases:
-            records.append(run_throughput(THROUGHPUT, Path(tmp), skipped, args.limit))
+            records.append(run_throughput(THROUGHPUT, Path(tmp), skipped, args.loop_limit))
     wall = time.perf_counter() - started
     print()
     print(format_tables(records))
     print()
-    print(footnotes(records, args.limit))
+    print(footnotes(records, args))
     print(f"\ntotal wall time {wall:.0f} s")
     document = {
         "benchmark": "bench_lmm",

@@ -42,7 +42,7 @@ result <- list(
   seconds = seconds,
   fits = length(remlcrit),
   remlcrit = I(sprintf("%.17g", remlcrit)),
-  notes = I(unique(notes)),
+  notes = I(notes),
   lme4 = as.character(packageVersion("lme4")),
   r = R.version.string,
   blas = extSoftVersion()[["BLAS"]]
