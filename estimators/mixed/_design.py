@@ -93,6 +93,16 @@ def r_column_order(columns: Sequence[str], fixed: str) -> tuple[np.ndarray, list
     >>> order.tolist(), names
     ([0, 1, 2], ['(Intercept)', 'Days', 'Days:var12'])
     """
+    order, names = _r_column_order(tuple(columns), fixed)
+    return np.array(order, dtype=int), list(names)
+
+
+# Every fit of a sweep asks for the same columns of the same formula: the order is
+# worked out once (the answer depends on the text alone; callers get their own copies).
+@functools.lru_cache(maxsize=256)
+def _r_column_order(
+    columns: tuple[str, ...], fixed: str
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
     text = re.sub(r"\s+", "", fixed)
 
     def rank(factor: str) -> int:
@@ -122,7 +132,7 @@ def r_column_order(columns: Sequence[str], fixed: str) -> tuple[np.ndarray, list
             order.append(start + k)
             names.append(":".join(lme4_name(block[k][j]) for j in positions))
         start = stop
-    return np.array(order, dtype=int), names
+    return tuple(order), tuple(names)
 
 
 def required_columns(expr: str) -> set[str]:
@@ -198,12 +208,13 @@ def model_matrix(expr: str, frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
     computed as formulaic computes it (``plain_matrix``), the same numbers. Any other
     expression (categorical columns, transforms such as ``log(x)``) is formulaic's.
     """
-    dtypes = _plain_dtypes(expr, frame)
-    if dtypes is not None:
-        spec = _numeric_spec(expr, dtypes)
-        matrix = plain_matrix(spec, frame)
-        if matrix is not None:
-            return matrix, spec
+    names = _lookup_columns(expr)
+    columns = None if names is None else _numeric_columns(frame, names)
+    if columns is not None:
+        spec = _numeric_spec(expr, tuple((name, columns[name].dtype.str) for name in names))
+        products = _plain_products(spec)
+        if products is not None:
+            return _product_matrix(products, columns, len(frame)), spec
     matrix = formulaic.model_matrix(expr, frame, na_action="raise")
     return np.asarray(matrix, dtype=float), matrix.model_spec
 
@@ -228,34 +239,40 @@ def plain_matrix(model_spec: Any, frame: pd.DataFrame) -> np.ndarray | None:
     products = _plain_products(model_spec)
     if products is None:
         return None
+    columns = _numeric_columns(frame, tuple(dict.fromkeys(c for p in products for c in p)))
+    if columns is None:
+        return None
+    return _product_matrix(products, columns, len(frame))
+
+
+def _product_matrix(
+    products: list[tuple[str, ...]], columns: dict[str, np.ndarray], n_rows: int
+) -> np.ndarray:
     # By columns, as formulaic's frame is read (each column is written in one pass).
-    matrix = np.empty((len(frame), len(products)), order="F")
+    matrix = np.empty((n_rows, len(products)), order="F")
     for k, names in enumerate(products):
-        if not names:
+        if names:
+            matrix[:, k] = functools.reduce(np.multiply, [columns[name] for name in names])
+        else:
             matrix[:, k] = 1.0
-            continue
-        factors = []
-        for name in names:
-            values = _numeric_values(frame, name)
-            if values is None:
-                return None
-            factors.append(values)
-        matrix[:, k] = functools.reduce(np.multiply, factors)
     return matrix
 
 
-def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray | None:
-    """Column ``name`` as its numpy array when it holds plain numbers (integers or
-    floats in a numpy dtype, which formulaic encodes as numbers), else None."""
-    if name not in frame.columns:
-        return None
-    column = frame[name]
-    if not isinstance(column, pd.Series):  # a label shared by several columns
-        return None
-    dtype = column.dtype
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "iuf":
-        return None
-    return column.to_numpy()
+def _numeric_columns(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The named columns as their numpy arrays when each holds plain numbers (integers
+    or floats in a numpy dtype, which formulaic encodes as numbers), else None."""
+    columns = {}
+    for name in names:
+        if name not in frame.columns:
+            return None
+        column = frame[name]
+        if not isinstance(column, pd.Series):  # a label shared by several columns
+            return None
+        dtype = column.dtype
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "iuf":
+            return None
+        columns[name] = column.to_numpy()
+    return columns
 
 
 def _plain_products(model_spec: Any) -> list[tuple[str, ...]] | None:
@@ -307,21 +324,6 @@ def _lookup_columns(expr: str) -> tuple[str, ...] | None:
         else:
             return None
     return tuple(dict.fromkeys(names))
-
-
-def _plain_dtypes(expr: str, frame: pd.DataFrame) -> tuple[tuple[str, str], ...] | None:
-    """The columns ``expr`` reads with their dtypes, when it is made of plain numeric
-    columns of ``frame`` (``_lookup_columns``); None otherwise."""
-    names = _lookup_columns(expr)
-    if names is None:
-        return None
-    dtypes = []
-    for name in names:
-        values = _numeric_values(frame, name)
-        if values is None:
-            return None
-        dtypes.append((name, values.dtype.str))
-    return tuple(dtypes)
 
 
 # The spec of numeric columns depends on their dtypes, not on their values: it is
