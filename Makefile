@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,statsmodels,distributed,data
+EXTRAS := dev,statsmodels,distributed,data,peers
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 # Benchmarks run on the processor's own OpenBLAS kernels: the machine pins an older kernel
@@ -41,7 +41,11 @@ real-data: install
 calibrate: install
 	$(BIN)/mixbench calibrate configs/calibration.yaml
 
-# Fit time and peak memory of MixedLM against lme4 and statsmodels (benchmarks/bench_lmm.py).
+# Fit time, peak memory and optimum of MixedLM beside lme4 (R with OpenBLAS), statsmodels,
+# mixedlm-rs and GPBoost (the peers extra), one row per case: sleepstudy, NAFLD cholesterol,
+# 1M rows in 100k groups, InstEval, 1M crossed rows, 1M rows with treatment slopes, and
+# 1,000 small fits in a row; ours/peer ratios and each peer's log-likelihood minus ours
+# (benchmarks/bench_lmm.py; --cases picks some; about 15 minutes on 2 cores).
 bench-lmm: install
 	$(BENCH) benchmarks/bench_lmm.py
 
