@@ -5,6 +5,7 @@ Run from the repository root, ``make bench-lmm`` or::
 
     .venv/bin/python benchmarks/bench_lmm.py [--cases sleepstudy,nafld,...]
         [--skip lme4,statsmodels,mixedlm-rs,gpboost] [--limit SECONDS]
+        [--loop-limit SECONDS] [--threads N]
 
 The cases (``_lmm_cases.py``), in lme4 syntax:
 
@@ -19,7 +20,9 @@ The cases (``_lmm_cases.py``), in lme4 syntax:
 * small_1000: 1,000 sleepstudy-sized data sets (18 subjects x 10 days, each from its own
   seed), sleepstudy's model, fitted one after another in one process: fits per second.
 
-How each is measured (every fit builds its design from the data frame inside the timed call):
+How each is measured (every fit builds its design from the data frame inside the timed call;
+every implementation runs on one BLAS, OpenMP and Rust thread unless ``--threads`` says
+otherwise):
 
 * ours (``estimators.MixedLM(formula)``, REML): one warm-up fit, then the median of the
   timed fits, in this process. Peak memory comes from a cold fit in a fresh (spawned)
@@ -38,6 +41,10 @@ How each is measured (every fit builds its design from the data frame inside the
   is compared with our ML fit of the ``||`` model. Each runs in a spawned process killed
   when a fit exceeds ``--limit`` seconds. A first fit under 5 s counts as the warm-up and
   is followed by as many timed fits as ours get; a slower one is the only timed fit.
+* small_1000: ours fits all data sets in this process; lme4 in one Rscript process and each
+  Python peer in one process of its own start no further fit after ``--loop-limit`` seconds
+  (the rate is then of the fits made). Data are made and split before timing; one warm-up
+  fit each.
 
 The optimum check: each peer's log-likelihood at its optimum minus ours at the same
 criterion (REML, or ML for GPBoost); a relative difference above 1e-6 is flagged: the
