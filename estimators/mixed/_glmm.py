@@ -41,7 +41,6 @@ from estimators.mixed._design import (
     weighted_cross_products,
 )
 from estimators.mixed._deviance import (
-    Factor,
     ProfiledDeviance,
     Solution,
     solve,
@@ -160,19 +159,6 @@ def collapse_patterns(
         y=mean,
     )
     return collapsed, mean, total, offset[first], inverse
-
-
-def conditional_beta_cov(factor: Factor) -> np.ndarray:
-    """cov(beta) given theta and the modes, (L_X L_X')^-1, from the factor of a joint
-    (beta, u) PIRLS solve; the scale is 1 in these families.
-
-    The inverse of the small triangle by LAPACK's getri (``numpy.linalg.inv``), not a
-    triangular solve against the identity: OpenBLAS threads that even for 4 x 4, and
-    waking its threads cost ~10 ms a call on a busy machine, more than cbpp's fit.
-    """
-    rest, p = factor.n_rest, factor.p
-    inverse = np.linalg.inv(factor.LS[rest : rest + p, rest : rest + p])
-    return inverse.T @ inverse
 
 
 def theta_ml(y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
@@ -717,11 +703,11 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             if self.n_agq == 0:
                 return Optimum(theta, value, stages)
             beta = stage1.beta
-            beta_se = np.sqrt(np.diag(conditional_beta_cov(stage1.factor)))
+            beta_se = np.sqrt(np.diag(deviance.beta_cov(stage1)))
         else:
             theta, beta = deviance.split(start)
             modes = deviance.modes(theta, beta)
-            beta_se = np.sqrt(np.diag(self._conditional_solution(deviance, modes).beta_cov))
+            beta_se = np.sqrt(np.diag(deviance.beta_cov(modes)))
         # Stage 2: (theta, beta) jointly, with a first trust region on the scale of each
         # parameter's uncertainty.
         start = np.concatenate([theta, beta])
@@ -818,7 +804,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             value = modes.penalised_deviance + modes.factor.logdet_Z + deviance.constant
             solution = self._conditional_solution(deviance, modes)
             # glmer computes no Hessian at nAGQ = 0: vcov is the conditional estimate.
-            beta_cov, method = solution.beta_cov, "conditional"
+            beta_cov, method = deviance.beta_cov(modes), "conditional"
             theta_se = np.full(deviance.n_theta, np.nan)
         else:
             theta, beta = deviance.split(optimum.parameters)
@@ -827,7 +813,7 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
             solution = self._conditional_solution(deviance, modes)
             parameter_cov, method = self._hessian_cov(deviance, theta, beta)
             if parameter_cov is None:
-                beta_cov, method = solution.beta_cov, "conditional"
+                beta_cov, method = deviance.beta_cov(modes), "conditional"
                 theta_se = np.full(deviance.n_theta, np.nan)
             else:
                 beta_cov = parameter_cov[deviance.n_theta :, deviance.n_theta :]
@@ -940,12 +926,16 @@ class MixedGLM(FittedMixedModel, BaseEstimator):
 
     @staticmethod
     def _conditional_solution(deviance: GlmmDeviance, modes: Modes) -> Solution:
-        """Conditional (co)variances from the exact factor at the modes, with X included
-        for the conditional cov(beta) that is used where the Hessian fails."""
+        """Conditional variances of the random effects given beta, from the exact factor
+        at the modes, as lme4's condVar; X is left out (they do not depend on it), and
+        cov(beta) is ``GlmmDeviance.beta_cov``."""
         working, working_weights = deviance.family.working(
             deviance.y, deviance.weights, modes.eta, deviance.offset
         )
-        cross = weighted_cross_products(deviance.matrices, working, working_weights)
+        working -= deviance.matrices.X @ modes.beta
+        cross = weighted_cross_products(
+            deviance.matrices, working, working_weights, include_fixed=False
+        )
         return solve(
             ProfiledDeviance(cross, deviance.qs, deviance.levels, False), modes.theta, sigma=1.0
         )

@@ -597,6 +597,26 @@ class GlmmDeviance:
         beta = np.linalg.solve(LS[:p, :p].T, LS[-1, :p]) if p else np.zeros(0)
         return None, beta, first_term_modes(L11, L21_y - L21_X.T @ beta).ravel()
 
+    def beta_cov(self, modes: Modes) -> np.ndarray:
+        """cov(beta) given theta at the modes, the scale being 1: (L_X L_X')^-1 from the
+        factor of the joint (beta, u) system with the Fisher weights there (glmer's
+        vcov with use.hessian = FALSE).
+
+        The small triangle is inverted by numpy's inv, not by a triangular solve against
+        the identity: OpenBLAS threads that even at 4 x 4, and waking its threads cost
+        10-30 ms a call on a busy machine, more than a whole fit of cbpp.
+        """
+        factor = modes.factor
+        if factor.p != self.p:
+            # Modes over u alone: factor the joint system at them.
+            working, weights = self.family.working(self.y, self.weights, modes.eta, self.offset)
+            solve_step = self._one_term_step if self._one_term else self._blocked_step
+            templates = self.templates(modes.theta)
+            factor = solve_step(modes.theta, templates, working, weights, True, True)[0]
+        rest, p = factor.n_rest, factor.p
+        inverse = np.linalg.inv(factor.LS[rest : rest + p, rest : rest + p])
+        return inverse.T @ inverse
+
     # -- the deviance ---------------------------------------------------------------------
     def value(self, modes: Modes) -> float:
         """The Laplace (n_agq = 1) or adaptive Gauss-Hermite value at the modes."""
