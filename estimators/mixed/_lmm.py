@@ -748,8 +748,12 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
         frame = formula_frame(self, X, reset=False)
         fixed = self._fixed_matrix(frame)
         prediction = fixed @ self.coef_.to_numpy() + self._offset_vector(frame)
-        variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)
-        variance += self._residual_variance(frame)
+        residual = self._residual_variance(frame)  # checks the weights column either way
+        # The variance only when asked for: it gathers a q x q block per row.
+        variance = None
+        if return_std:
+            variance = np.einsum("ij,jk,ik->i", fixed, self.coef_cov_.to_numpy(), fixed)
+            variance += residual
         selected = self._included_factors(include_random)
         templates = self._objective.templates(self.theta_)
         for term, T, b, cov in zip(
@@ -759,20 +763,24 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
             codes = term.codes(group)
             values = spec_matrix(term.model_spec, frame)
             unseen = codes < 0
-            if unseen.any() and self.new_levels == "error":
+            any_unseen = bool(unseen.any())
+            if any_unseen and self.new_levels == "error":
                 raise unseen_levels_error(term.spec.group, group[unseen])
             if term.spec.group in selected:
-                seen = ~unseen
-                prediction[seen] += np.einsum("ij,ij->i", values[seen], b[codes[seen]])
-                variance[seen] += np.einsum(
-                    "ij,ijk,ik->i", values[seen], cov[codes[seen]], values[seen]
-                )
-                if unseen.any():
-                    prior = self.sigma_**2 * (T @ T.T)
-                    variance[unseen] += np.einsum(
-                        "ij,jk,ik->i", values[unseen], prior, values[unseen]
+                # With every level seen (the usual case), whole arrays: no masked copies.
+                seen = ~unseen if any_unseen else slice(None)
+                seen_values, seen_codes = values[seen], codes[seen]
+                prediction[seen] += np.einsum("ij,ij->i", seen_values, b[seen_codes])
+                if variance is not None:
+                    variance[seen] += np.einsum(
+                        "ij,ijk,ik->i", seen_values, cov[seen_codes], seen_values
                     )
-            else:
+                    if any_unseen:
+                        prior = self.sigma_**2 * (T @ T.T)
+                        variance[unseen] += np.einsum(
+                            "ij,jk,ik->i", values[unseen], prior, values[unseen]
+                        )
+            elif variance is not None:
                 prior = self.sigma_**2 * (T @ T.T)
                 variance += np.einsum("ij,jk,ik->i", values, prior, values)
         if return_std:
