@@ -169,95 +169,109 @@ class _FirstTerm:
         return out
 
 
-class _ScalarCrossed:
-    """The dense Schur complement of a scalar first term whose other terms are scalar too.
+# Pairs of nonzeros the scalar-rest workspace may always hold (about 50 MB), however
+# small the dense block; beyond it, no more than the dense block's own entries.
+WORKSPACE_PAIRS = 2**22
 
-    Eliminating a scalar first term with weights w_j = theta_1^2 / (theta_1^2 G_j + 1)
-    leaves, among the other terms' columns, Lambda_r (Zr'Zr - Zr'Z1 diag(w) Z1'Zr)
-    Lambda_r + I, where Lambda_r is diagonal (theta_t on term t's columns). The
-    sparsity pattern of the middle product never changes, so each entry of S is a
-    fixed weighted sum of the theta_s theta_t w_j: one sparse matrix ``P`` (rows: the
-    positions of S's strict lower triangle among the other terms; columns: the first
-    term's levels, plus one for Zr'Zr itself, for each pair of terms s >= t) gives them
-    all as ``P @ (theta_s theta_t [-w, 1])``, written straight into S's memory.
+
+class _ScalarRest:
+    """The dense Schur complement of a first term whose other terms are all scalar.
+
+    Eliminating the first term (template T, blocks A_j = T'G_j T + I) leaves, among the
+    other terms' columns, Lambda_r (Zr'Zr - sum_j Zr'Z1_j W_j Z1_j'Zr) Lambda_r + I with
+    W_j = T A_j^-1 T' (q1 x q1) and Lambda_r diagonal (theta_t on term t's columns).
+    The sparsity pattern of the sum never changes, so each entry of S is a fixed
+    weighted sum of the entries theta_s theta_t W_j[k, l]: one sparse matrix ``P``
+    (rows: the positions of S's strict lower triangle among the other terms; columns:
+    the first term's (level, k, l), plus one for Zr'Zr itself, for each pair of terms
+    s >= t) gives them all as one product, written straight into S's memory.
     """
 
-    def __init__(self, cross: CrossProducts, levels_rest: list[int]) -> None:
-        p, n_rest = cross.p, int(sum(levels_rest))
+    def __init__(self, cross: CrossProducts, first: _FirstTerm, levels_rest: list[int]) -> None:
+        p, q, n_rest = cross.p, cross.q1, int(sum(levels_rest))
         m = n_rest + p + 1
-        self.n_rest, self.p, self.m = n_rest, p, m
-        self.g = cross.G1[:, 0, 0]
-        levels1 = self.g.size
+        self.n_rest, self.p, self.m, self.q, self.first = n_rest, p, m, q, first
+        levels1 = first.levels
         terms = len(levels_rest)
         term = np.repeat(np.arange(terms), levels_rest)  # of each rest column
         A = cross.ZrZ1.tocsc()
         A.sort_indices()
-        counts = np.diff(A.indptr)
-        # Every pair (a, b), a > b, of rows stored in the same column j.
-        column = np.repeat(np.arange(levels1), counts)
-        partners = counts[column]
-        left = np.repeat(np.arange(A.nnz), partners)
-        right = np.repeat(A.indptr[column], partners) + (
-            np.arange(left.size) - np.repeat(np.cumsum(partners) - partners, partners)
+        # Every ordered pair (x, y) of nonzeros in the same level's q1 columns.
+        starts = A.indptr[::q]
+        counts = np.diff(starts)
+        level = np.repeat(np.arange(levels1), counts)
+        partners = counts[level]
+        x = np.repeat(np.arange(A.nnz), partners)
+        y = np.repeat(starts[level], partners) + (
+            np.arange(x.size) - np.repeat(np.cumsum(partners) - partners, partners)
         )
-        keep = A.indices[left] > A.indices[right]
-        a, b = A.indices[left[keep]], A.indices[right[keep]]
+        component = np.repeat(np.arange(A.shape[1]) % q, np.diff(A.indptr))
+        entry = level[x] * q * q + component[x] * q + component[y]  # index of W_j[k, l]
+        a, b, product = A.indices[x], A.indices[y], A.data[x] * A.data[y]
+        lower, diagonal = a > b, a == b
+        a, b = a[lower], b[lower]
         RR = sp.tril(cross.ZrZr, format="coo")
-        # Column blocks of P by pair of terms (rows ordered by term: term[a] >= term[b]).
+        width = levels1 * q * q + 1
         block = np.concatenate([term[a] * terms + term[b], term[RR.row] * terms + term[RR.col]])
-        within = np.concatenate([column[left[keep]], np.full(RR.nnz, levels1)])
         self.P = sp.csr_matrix(
             (
-                np.concatenate([A.data[left[keep]] * A.data[right[keep]], RR.data]),
+                np.concatenate([product[lower], RR.data]),
                 (
                     np.concatenate(
                         [a.astype(np.int64) * m + b, RR.row.astype(np.int64) * m + RR.col]
                     ),
-                    block * (levels1 + 1) + within,
+                    block * width + np.concatenate([entry[lower], np.full(RR.nnz, width - 1)]),
                 ),
             ),
-            shape=(m * m, terms * terms * (levels1 + 1)),
+            shape=(m * m, terms * terms * width),
         )
-        self.term, self.terms = term, terms
-        self.base = np.empty(levels1 + 1)
-        self.squares = A.multiply(A).tocsr()  # the diagonal's sum over j: A_aj^2 w_j
+        # The diagonal's sums over the levels, sum_j sum_kl A_a(j,k) A_a(j,l) W_j[k, l].
+        self.squares = sp.csr_matrix(
+            (product[diagonal], (A.indices[x[diagonal]], entry[diagonal])),
+            shape=(n_rest, width - 1),
+        )
+        self.term = term
+        self.base = np.empty(width)
         self.A = A.tocsr()
-        self.Z1Xy = np.column_stack([cross.Z1X, cross.Z1y])
+        self.Z1Xy = np.column_stack([cross.Z1X, cross.Z1y]).reshape(levels1, q, p + 1)
         self.ZrXy = np.column_stack([cross.ZrX, cross.Zry])
-        XXy = np.empty((p + 1, p + 1))
-        XXy[:-1, :-1], XXy[:-1, -1], XXy[-1, :-1], XXy[-1, -1] = (
-            cross.XX, cross.Xy, cross.Xy, cross.yy,
-        )  # fmt: skip
-        self.XXy = XXy
 
     @staticmethod
     def pairs(cross: CrossProducts) -> int:
-        """How many nonzeros ``P`` would hold for the first term's eliminated product."""
-        counts = np.diff(cross.ZrZ1.tocsc().indptr).astype(np.int64)
+        """An upper bound on the nonzeros of ``P``: pairs of nonzeros of Zr'Z1 within
+        each level's columns."""
+        counts = np.diff(cross.ZrZ1.tocsc().indptr[:: cross.q1]).astype(np.int64)
         return int(np.sum(counts * (counts - 1) // 2))
 
-    def logdets_and_pwrss(self, theta: np.ndarray) -> tuple[float, float, float]:
-        """log|L_Z|^2, log|L_X|^2 and r^2 at ``theta`` (one entry per term)."""
-        n_rest, m = self.n_rest, self.m
-        t1, scales = float(theta[0]), theta[1:]
-        a = t1 * t1 * self.g + 1.0  # L11^2, level by level
-        w = t1 * t1 / a
-        self.base[:-1] = -w
+    def logdets_and_pwrss(self, T1: np.ndarray, scales: np.ndarray) -> tuple[float, float, float]:
+        """log|L_Z|^2, log|L_X|^2 and r^2 at the first term's template ``T1`` and the
+        other terms' ``scales`` (their thetas)."""
+        n_rest, m, q = self.n_rest, self.m, self.q
+        L, C = self.first.eliminate(T1)
+        if q == 1:
+            W = (T1[0, 0] / L[0][0]) ** 2
+            weighted = W[:, None, None] * self.Z1Xy
+        else:
+            M = T1 @ np.linalg.inv(_FirstTerm.blocks(L)).transpose(0, 2, 1)  # T L_j^-T
+            W = M @ M.transpose(0, 2, 1)
+            weighted = W @ self.Z1Xy
+        W = W.ravel()
+        self.base[:-1] = -W
         self.base[-1] = 1.0
         weights = np.multiply.outer(np.multiply.outer(scales, scales).ravel(), self.base)
         S = (self.P @ weights.ravel()).reshape(m, m)
         lam = scales[self.term]
         rest = np.arange(n_rest)
-        S[rest, rest] += 1.0 - lam * lam * (self.squares @ w)
-        weighted = w[:, None] * self.Z1Xy
+        S[rest, rest] += 1.0 - lam * lam * (self.squares @ W)
+        weighted = weighted.reshape(-1, self.p + 1)
         S[n_rest:, :n_rest] = ((self.ZrXy - self.A @ weighted) * lam[:, None]).T
-        S[n_rest:, n_rest:] = self.XXy - self.Z1Xy.T @ weighted
+        S[n_rest:, n_rest:] = self.first.schur(C)
         # S's lower triangle is the upper triangle of its Fortran-ordered transpose.
         U, info = scipy.linalg.lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError("the Schur complement is not positive definite")
         diagonal = np.diagonal(U)
-        logdet_Z = float(np.sum(np.log(a)) + 2.0 * np.sum(np.log(diagonal[:n_rest])))
+        logdet_Z = self.first.logdet(L) + 2.0 * float(np.sum(np.log(diagonal[:n_rest])))
         logdet_X = float(2.0 * np.sum(np.log(diagonal[n_rest:-1])))
         return logdet_Z, logdet_X, float(diagonal[-1] ** 2)
 
@@ -358,24 +372,24 @@ class ProfiledDeviance:
         self._zrzr_rows = np.repeat(np.arange(cross.ZrZr.shape[0]), np.diff(cross.ZrZr.indptr))
         # Private workspaces of the fast evaluations, built at their first use.
         self._first: _FirstTerm | None = None
-        self._crossed: _ScalarCrossed | None | bool = None
+        self._scalar: _ScalarRest | None | bool = None
 
     def _first_term(self) -> _FirstTerm:
         if self._first is None:
             self._first = _FirstTerm(self.cross)
         return self._first
 
-    def _scalar_crossed(self) -> _ScalarCrossed | None:
-        """The fast Schur complement for scalar terms, where its workspace (``P``, with
-        one nonzero per pair of rest columns sharing a first-term level) holds no more
-        entries than the dense block itself; else None."""
-        if self._crossed is None:
-            self._crossed = False
+    def _scalar_rest(self) -> _ScalarRest | None:
+        """The fast Schur complement where every term after the first is scalar and its
+        workspace (``P``, a nonzero per pair of rest columns sharing a first-term level)
+        is small: within ``WORKSPACE_PAIRS`` or the dense block's own size; else None."""
+        if self._scalar is None:
+            self._scalar = False
             m = dense_size(self.qs, self.levels, self.cross.p)
-            if self.n_rest and all(q == 1 for q in self.qs) and m * m < 2**31:
-                if _ScalarCrossed.pairs(self.cross) <= self.n_rest**2:
-                    self._crossed = _ScalarCrossed(self.cross, self.levels[1:])
-        return self._crossed or None
+            if self.n_rest and all(q == 1 for q in self.qs[1:]) and m * m < 2**31:
+                if _ScalarRest.pairs(self.cross) <= max(self.n_rest**2, WORKSPACE_PAIRS):
+                    self._scalar = _ScalarRest(self.cross, self._first_term(), self.levels[1:])
+        return self._scalar or None
 
     def templates(self, theta: np.ndarray) -> list[np.ndarray]:
         return [template(t, q) for t, q in zip(np.split(theta, self.splits), self.qs, strict=True)]
@@ -520,9 +534,11 @@ class ProfiledDeviance:
                 diagonal = LS.diagonal()
                 logdet_X = 2.0 * float(np.log(diagonal[:-1]).sum())
                 return self.value(first.logdet(L), logdet_X, float(diagonal[-1] ** 2))
-            crossed = self._scalar_crossed()
-            if crossed is not None:
-                return self.value(*crossed.logdets_and_pwrss(theta))
+            scalar = self._scalar_rest()
+            if scalar is not None:
+                q1 = self.qs[0]
+                T1 = template(theta[: q1 * (q1 + 1) // 2], q1)
+                return self.value(*scalar.logdets_and_pwrss(T1, theta[q1 * (q1 + 1) // 2 :]))
             return self.from_factor(self.factor(theta))
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, FloatingPointError):
             return float("inf")

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from estimators import MixedLM
+from estimators.mixed import _deviance
 from estimators.mixed._deviance import (
     UNROLLED_MAX_Q,
     ProfiledDeviance,
@@ -94,26 +95,35 @@ def test_one_term_blocks(q, weighted):
 
 def insteval_subset(rows: int = 8000) -> pd.DataFrame:
     frame = pd.read_csv(DATA / "insteval.csv.gz", nrows=rows)
-    return frame.astype({"s": str, "d": str, "dept": str})
+    frame = frame.astype({"s": str, "d": str, "dept": str})
+    frame["studage"] = frame["studage"].astype(float)  # a slope
+    return frame
 
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(
-    "formula", ["y ~ 1 + (1 | s) + (1 | d)", "y ~ service + (1 | s) + (1 | d) + (1 | dept)"]
+    "formula",
+    [
+        "y ~ 1 + (1 | s) + (1 | d)",
+        "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
+        "y ~ service + (1 + service | d) + (1 | s)",
+        "y ~ service + (1 + service + studage | d) + (1 | s) + (1 | dept)",
+    ],
 )
-def test_scalar_crossed_terms(formula, weighted):
+def test_scalar_rest_terms(formula, weighted):
     frame = insteval_subset()
     rng = np.random.default_rng(5)
     weights = rng.uniform(0.5, 2.0, len(frame)) if weighted else None
     objective = objective_of(formula, frame, reml=True, weights=weights)
-    assert objective._scalar_crossed() is not None  # the fast path is the one tested
+    assert objective._scalar_rest() is not None  # the fast path is the one tested
     for theta in random_thetas(objective, 8, seed=3):
         general = objective.from_factor(objective._general_factor(theta))
         assert objective(theta) == pytest.approx(general, rel=1e-12, abs=0)
 
 
-def test_scalar_crossed_falls_back_when_the_pattern_is_too_dense():
-    # One first-term level shared by every rest column: pairs exceed the dense block.
+def test_scalar_rest_falls_back_when_the_pattern_is_too_dense(monkeypatch):
+    # Few first-term levels shared by every rest column: pairs exceed the dense block.
+    monkeypatch.setattr(_deviance, "WORKSPACE_PAIRS", 0)
     rng = np.random.default_rng(2)
     frame = pd.DataFrame(
         {
@@ -124,7 +134,7 @@ def test_scalar_crossed_falls_back_when_the_pattern_is_too_dense():
     )
     objective = objective_of("y ~ 1 + (1 | a) + (1 | b)", frame, reml=False)
     assert objective.levels[0] == 40  # largest first
-    assert objective._scalar_crossed() is None
+    assert objective._scalar_rest() is None
     theta = np.array([0.7, 0.4])
     assert objective(theta) == objective.from_factor(objective._general_factor(theta))
 
