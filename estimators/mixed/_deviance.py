@@ -73,6 +73,8 @@ def _block_diagonal(blocks: np.ndarray) -> sp.bsr_matrix:
 # Above this template size the first term's blocks go to LAPACK's batched Cholesky;
 # below it, an unrolled loop over the entries of arrays of all levels is faster.
 UNROLLED_MAX_Q = 6
+# Rows this short make a gemm of the [X, y] block cheaper than one call per entry.
+SHORT_ROWS = 4096
 
 
 class _FirstTerm:
@@ -147,7 +149,7 @@ class _FirstTerm:
         """The [X, y] block after the first term: [X'X, X'y; y'X, y'y] - C'C."""
         width = self.p + 1
         flat = C.reshape(width, -1)
-        if width > UNROLLED_MAX_Q:
+        if width > UNROLLED_MAX_Q or flat.shape[1] <= SHORT_ROWS:
             return self.XXy - flat @ flat.T
         # For a few long rows, dot products beat a BLAS gemm; einsum's are never split
         # over threads, which stalls whenever the other threads' cores are busy.
