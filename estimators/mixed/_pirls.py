@@ -3,8 +3,9 @@
 As in lme4's glmer, the conditional modes u of the spherical random effects (b = Lambda u)
 are found by penalised iteratively reweighted least squares (PIRLS): each step solves the
 weighted penalised least-squares problem with the blocked Cholesky factor of the linear
-mixed model (``ProfiledDeviance.factor`` on weighted cross-products), with step halving
-on the penalised deviance. At the modes, the Laplace approximation of -2 log-likelihood is
+mixed model (``ProfiledDeviance.factor`` on weighted cross-products; with a single
+random-effects term, the same factor from per-level sums), with step halving on the
+penalised deviance. At the modes, the Laplace approximation of -2 log-likelihood is
 
     -2 log p(y | u) + ||u||^2 + log |L|^2,     L L' = Lambda'Z'WZ Lambda + I,
 
@@ -523,9 +524,8 @@ class GlmmDeviance:
         def by_level(column: np.ndarray) -> np.ndarray:
             """Z'W column as (levels, q): sums over each level's rows."""
             if q == 1:
-                return np.bincount(codes, weights=weighted[:, 0] * column, minlength=n_levels)[
-                    :, None
-                ]
+                sums = np.bincount(codes, weights=weighted[:, 0] * column, minlength=n_levels)
+                return sums.reshape(n_levels, 1)
             return np.column_stack(
                 [
                     np.bincount(codes, weights=weighted[:, k] * column, minlength=n_levels)
