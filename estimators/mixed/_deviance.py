@@ -20,6 +20,7 @@ penalised residual sum of squares r^2, and the log-determinants give
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -198,40 +199,29 @@ class _ScalarRest:
         term = np.repeat(np.arange(terms), levels_rest)  # of each rest column
         A = cross.ZrZ1.tocsc()
         A.sort_indices()
-        # Every ordered pair (x, y) of nonzeros in the same level's q1 columns.
-        starts = A.indptr[::q]
-        counts = np.diff(starts)
-        level = np.repeat(np.arange(levels1), counts)
-        partners = counts[level]
-        x = np.repeat(np.arange(A.nnz), partners)
-        y = np.repeat(starts[level], partners) + (
-            np.arange(x.size) - np.repeat(np.cumsum(partners) - partners, partners)
-        )
-        component = np.repeat(np.arange(A.shape[1]) % q, np.diff(A.indptr))
-        entry = level[x] * q * q + component[x] * q + component[y]  # index of W_j[k, l]
-        a, b, product = A.indices[x], A.indices[y], A.data[x] * A.data[y]
-        lower, diagonal = a > b, a == b
-        a, b = a[lower], b[lower]
-        RR = sp.tril(cross.ZrZr, format="coo")
         width = levels1 * q * q + 1
-        block = np.concatenate([term[a] * terms + term[b], term[RR.row] * terms + term[RR.col]])
-        self.P = sp.csr_matrix(
+        lower, diagonal = [], []
+        for a, b, product, entry in _level_pairs(A, q):
+            below, same = a > b, a == b
+            column = (term[a[below]] * terms + term[b[below]]) * width + entry[below]
+            lower.append((a[below] * m + b[below], column, product[below]))
+            diagonal.append((a[same], entry[same], product[same]))
+        RR = sp.tril(cross.ZrZr, format="coo")
+        RR_row = RR.row.astype(np.int64)
+        lower.append(
             (
-                np.concatenate([product[lower], RR.data]),
-                (
-                    np.concatenate(
-                        [a.astype(np.int64) * m + b, RR.row.astype(np.int64) * m + RR.col]
-                    ),
-                    block * width + np.concatenate([entry[lower], np.full(RR.nnz, width - 1)]),
-                ),
-            ),
-            shape=(m * m, terms * terms * width),
+                RR_row * m + RR.col,
+                (term[RR.row] * terms + term[RR.col]) * width + width - 1,
+                RR.data,
+            )
         )
+        rows, columns, values = (np.concatenate(part) for part in zip(*lower, strict=True))
+        del lower
+        self.P = sp.csr_matrix((values, (rows, columns)), shape=(m * m, terms * terms * width))
+        del rows, columns, values
         # The diagonal's sums over the levels, sum_j sum_kl A_a(j,k) A_a(j,l) W_j[k, l].
-        self.squares = sp.csr_matrix(
-            (product[diagonal], (A.indices[x[diagonal]], entry[diagonal])),
-            shape=(n_rest, width - 1),
-        )
+        rows, columns, values = (np.concatenate(part) for part in zip(*diagonal, strict=True))
+        self.squares = sp.csr_matrix((values, (rows, columns)), shape=(n_rest, width - 1))
         self.term = term
         self.base = np.empty(width)
         self.A = A.tocsr()
@@ -240,8 +230,8 @@ class _ScalarRest:
 
     @staticmethod
     def pairs(cross: CrossProducts) -> int:
-        """An upper bound on the nonzeros of ``P``: pairs of nonzeros of Zr'Z1 within
-        each level's columns."""
+        """About the nonzeros of ``P``: pairs of nonzeros of Zr'Z1 within each level's
+        columns (those in one row go to the diagonal instead)."""
         counts = np.diff(cross.ZrZ1.tocsc().indptr[:: cross.q1]).astype(np.int64)
         return int(np.sum(counts * (counts - 1) // 2))
 
@@ -276,6 +266,42 @@ class _ScalarRest:
         logdet_Z = self.first.logdet(L) + 2.0 * float(np.sum(np.log(diagonal[:n_rest])))
         logdet_X = float(2.0 * np.sum(np.log(diagonal[n_rest:-1])))
         return logdet_Z, logdet_X, float(diagonal[-1] ** 2)
+
+
+def _level_pairs(
+    A: sp.csc_matrix, q: int, chunk: int = 2**22
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Every pair of nonzeros of ``A`` in the same level's q columns, once.
+
+    Yields, for chunks of levels holding about ``chunk`` pairs (so the index arrays
+    never hold all pairs at once): the pairs' rows a >= b, the index of W_j[k, l]
+    they are weighted by (level j; k the column within the level of the nonzero in
+    row a, l the other's), and the product of their values. A pair of two nonzeros
+    in one row stands for both of its orders (W_j is symmetric): its product is
+    doubled; each nonzero also pairs with itself.
+    """
+    starts = A.indptr[::q]
+    counts = np.diff(starts).astype(np.int64)
+    component = np.repeat(np.arange(A.shape[1]) % q, np.diff(A.indptr))
+    pairs = counts * (counts + 1) // 2
+    chunk_of_level = (np.cumsum(pairs) - 1) // chunk  # nondecreasing
+    for levels in np.split(np.arange(counts.size), np.flatnonzero(np.diff(chunk_of_level)) + 1):
+        if not levels.size:
+            continue
+        level = np.repeat(levels, counts[levels])
+        x = starts[levels[0]] + np.arange(level.size)  # the chunk's nonzeros are contiguous
+        before = x - starts[level] + 1  # nonzeros of the level up to x, x included
+        left = np.repeat(x, before)
+        right = np.repeat(starts[level] - np.cumsum(before) + before, before) + np.arange(left.size)
+        if q > 1:  # rows are sorted within a column, not across a level's columns
+            swap = A.indices[left] < A.indices[right]
+            left, right = np.where(swap, right, left), np.where(swap, left, right)
+        a, b = A.indices[left].astype(np.int64), A.indices[right].astype(np.int64)
+        product = A.data[left] * A.data[right]
+        if q > 1:
+            product[(a == b) & (left != right)] *= 2.0
+        entry = np.repeat(level * q * q, before) + component[left] * q + component[right]
+        yield a, b, product, entry
 
 
 def _first_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -384,12 +410,17 @@ class ProfiledDeviance:
     def _scalar_rest(self) -> _ScalarRest | None:
         """The fast Schur complement where every term after the first is scalar and its
         workspace (``P``, a nonzero per pair of rest columns sharing a first-term level)
-        is small: within ``WORKSPACE_PAIRS`` or the dense block's own size; else None."""
+        is small: within ``WORKSPACE_PAIRS`` or the dense block's own size, and its
+        construction (about 40 bytes a pair) within a quarter of the memory available;
+        else None (the general elimination)."""
         if self._scalar is None:
             self._scalar = False
             m = dense_size(self.qs, self.levels, self.cross.p)
             if self.n_rest and all(q == 1 for q in self.qs[1:]) and m * m < 2**31:
-                if _ScalarRest.pairs(self.cross) <= max(self.n_rest**2, WORKSPACE_PAIRS):
+                pairs = _ScalarRest.pairs(self.cross)
+                available = available_memory_bytes()
+                small = pairs <= max(self.n_rest**2, WORKSPACE_PAIRS)
+                if small and (available is None or 40 * pairs <= available / 4):
                     self._scalar = _ScalarRest(self.cross, self._first_term(), self.levels[1:])
         return self._scalar or None
 

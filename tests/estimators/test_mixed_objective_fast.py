@@ -175,3 +175,14 @@ def test_moment_start_without_residual_degrees_of_freedom_is_the_identity():
     frame = pd.DataFrame({"g": ["a", "b", "c", "c"], "y": [1.0, 2.0, 0.5, 3.0]})
     objective = objective_of("y ~ 1 + (1 | g)", frame, reml=True)
     np.testing.assert_array_equal(moment_start(objective), theta_start([1]))
+
+
+def test_scalar_rest_workspace_built_in_chunks_of_levels(monkeypatch):
+    original = _deviance._level_pairs
+    monkeypatch.setattr(_deviance, "_level_pairs", lambda A, q: original(A, q, chunk=50))
+    frame = insteval_subset(3000)
+    objective = objective_of("y ~ service + (1 + service | d) + (1 | s)", frame, reml=False)
+    assert objective._scalar_rest() is not None
+    for theta in random_thetas(objective, 3, seed=8):
+        general = objective.from_factor(objective._general_factor(theta))
+        assert objective(theta) == pytest.approx(general, rel=1e-12, abs=0)
