@@ -423,7 +423,7 @@ def level_codes(frame: pd.DataFrame, columns: tuple[str, ...]) -> tuple[pd.Index
             if span <= 4 * len(ids) + 1024:
                 # In 64 bits, where no id minus the smallest overflows.
                 wide = np.uint64 if dtype.kind == "u" else np.int64
-                offsets = (ids.astype(wide) - wide(low)).astype(np.intp)
+                offsets = (ids.astype(wide, copy=False) - wide(low)).astype(np.intp, copy=False)
                 present = np.zeros(span, dtype=bool)
                 present[offsets] = True
                 place = np.cumsum(present) - 1
