@@ -243,6 +243,19 @@ def test_one_term_pirls_matches_the_blocked_factor(model):
         np.testing.assert_allclose(batched._beta, blocked._beta, rtol=1e-8, atol=1e-10)
 
 
+def test_a_variance_the_data_cannot_tell_from_zero_ends_on_the_boundary():
+    """A random intercept per row of a 0/1 outcome is not identified: the deviance is
+    flat to fourth order in theta at 0, within rounding error of the boundary's up to
+    theta ~1e-4, where the optimisers stopped (2e-4 with one coding of the classes, not
+    singular). The fit ends at 0 and is singular, as glmer's, with either coding."""
+    y = np.random.default_rng(0).permutation(np.repeat([0, 1], 100))
+    data = pd.DataFrame({"row": np.arange(200).astype(str)})
+    for outcome in (y, 1 - y):
+        fit = MixedGLM("y ~ 1 + (1 | row)").fit(data.assign(y=outcome))
+        assert fit.theta_[0] == 0.0
+        assert fit.is_singular_
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_variance_components(model):
     fit = fitted(model)
