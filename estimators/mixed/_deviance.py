@@ -649,7 +649,42 @@ def first_term_modes(L11: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     levels1, q1 = L11.shape[0], L11.shape[1]
     if q1 == 1:
         return (rhs / L11[:, 0, 0]).reshape(levels1, 1)
-    return np.linalg.solve(np.transpose(L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[..., 0]
+    if q1 > UNROLLED_MAX_Q:
+        return np.linalg.solve(np.transpose(L11, (0, 2, 1)), rhs.reshape(levels1, q1, 1))[..., 0]
+    # Back substitution over all levels at once (LAPACK's batched solve is an LU per level).
+    rhs = rhs.reshape(levels1, q1)
+    u = np.empty((q1, levels1))
+    for i in reversed(range(q1)):
+        row = rhs[:, i]
+        for k in range(i + 1, q1):
+            row = row - L11[:, k, i] * u[k]
+        u[i] = row / L11[:, i, i]
+    return u.T
+
+
+def lower_inverse_blocks(L: np.ndarray) -> np.ndarray:
+    """The inverses of a batch (n, q, q) of lower-triangular blocks."""
+    n, q = L.shape[0], L.shape[1]
+    if q > UNROLLED_MAX_Q:
+        return np.linalg.inv(L)
+    # Forward substitution entry by entry over all blocks at once.
+    inverse = np.zeros_like(L)
+    for j in range(q):
+        inverse[:, j, j] = 1.0 / L[:, j, j]
+        for i in range(j + 1, q):
+            total = np.zeros(n)
+            for k in range(j, i):
+                total += L[:, i, k] * inverse[:, k, j]
+            inverse[:, i, j] = -total / L[:, i, i]
+    return inverse
+
+
+def congruence_blocks(T: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """T B_j T' for a batch (n, q, q) of blocks, as one gemm with the q^2 x q^2 matrix
+    of products T_ik T_ml."""
+    n, q = blocks.shape[0], blocks.shape[1]
+    products = np.einsum("ik,ml->klim", T, T).reshape(q * q, q * q)
+    return (blocks.reshape(n, q * q) @ products).reshape(n, q, q)
 
 
 def solve(
@@ -687,14 +722,16 @@ def solve(
         start += q * n
 
     if p:
-        L_XX_inv = scipy.linalg.solve_triangular(L_XX, np.eye(p), lower=True)
+        L_XX_inv = lower_inverse_blocks(L_XX[None])[0]
         beta_cov = sigma**2 * (L_XX_inv.T @ L_XX_inv)
     else:
         beta_cov = np.zeros((0, 0))
 
     # Diagonal blocks of (L L')^-1 for the random part L = [[L11, 0], [L21_R, L_RR]].
-    L11_inv = np.linalg.inv(factor.L11)
-    first_blocks = np.einsum("jki,jkl->jil", L11_inv, L11_inv)
+    L11_inv = lower_inverse_blocks(factor.L11)
+    first_blocks = np.zeros_like(L11_inv)
+    for k in range(q1):  # L11^-T L11^-1 per level: sum over k of row k's outer product
+        first_blocks += L11_inv[:, k, :, None] * L11_inv[:, k, None, :]
     rest_blocks: list[np.ndarray] = []
     if n_rest:
         L_RR_inv = scipy.linalg.solve_triangular(L_RR, np.eye(n_rest), lower=True)
@@ -720,7 +757,7 @@ def solve(
             offset += q * n
     b_cov = []
     for T, blocks in zip(templates, [first_blocks, *rest_blocks], strict=True):
-        b_cov.append(sigma**2 * np.einsum("ik,jkl,ml->jim", T, blocks, T))
+        b_cov.append(sigma**2 * congruence_blocks(T, blocks))
     return Solution(beta=beta, sigma=sigma, b=b, beta_cov=beta_cov, b_cov=b_cov)
 
 

@@ -186,3 +186,17 @@ def test_scalar_rest_workspace_built_in_chunks_of_levels(monkeypatch):
     for theta in random_thetas(objective, 3, seed=8):
         general = objective.from_factor(objective._general_factor(theta))
         assert objective(theta) == pytest.approx(general, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("q", [1, 2, 3, UNROLLED_MAX_Q + 1])
+def test_batched_block_helpers_equal_numpy_linalg(q):
+    rng = np.random.default_rng(q)
+    blocks = rng.normal(size=(50, q, q))
+    L = np.linalg.cholesky(blocks @ np.transpose(blocks, (0, 2, 1)) + np.eye(q))
+    inverse = np.linalg.inv(L)
+    np.testing.assert_allclose(_deviance.lower_inverse_blocks(L), inverse, rtol=1e-12, atol=1e-14)
+    rhs = rng.normal(size=50 * q)
+    expected = np.linalg.solve(np.transpose(L, (0, 2, 1)), rhs.reshape(50, q, 1))[..., 0]
+    np.testing.assert_allclose(_deviance.first_term_modes(L, rhs), expected, rtol=1e-12)
+    T = np.tril(rng.normal(size=(q, q)))
+    np.testing.assert_allclose(_deviance.congruence_blocks(T, blocks), T @ blocks @ T.T, rtol=1e-12)
