@@ -15,6 +15,14 @@ penalised residual sum of squares r^2, and the log-determinants give
 
     ML deviance   log|L_Z|^2 + n (1 + log(2 pi r^2 / n))
     REML          log|L_Z|^2 + log|L_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p)))
+
+An evaluation of the criterion alone (``ProfiledDeviance.__call__``, what the optimiser
+calls) builds no sparse matrix where it need not: with one term, all levels' blocks
+are factored and solved by array operations over the levels (``_FirstTerm``); when
+every other term is scalar, the dense Schur complement is one product of a sparse
+matrix, fixed by the design, with the first term's weights (``_ScalarRest``).
+``factor`` keeps the general elimination (``_general_factor``) for models with
+several terms; the tests hold the fast paths to it.
 """
 
 from __future__ import annotations
