@@ -35,6 +35,7 @@ from estimators.mixed._design import (
 from estimators.mixed._deviance import (
     ProfiledDeviance,
     Solution,
+    moment_start,
     single_term_objective,
     solve,
     theta_lower_bounds,
@@ -288,10 +289,12 @@ class MixedLM(FittedMixedModel, RegressorMixin, BaseEstimator):
                     )
                 ]
             )
-            # Near the optimum already: a small first trust region saves evaluations.
-            step = 0.1 * np.maximum(np.abs(start), 0.1)
-        else:
-            step = None
+        elif qs[0] > 1:
+            # One vector-valued term: moments of its levels' sums start BOBYQA near the
+            # optimum (sleepstudy 29 evaluations instead of 50, NAFLD 59 instead of 115).
+            start = moment_start(objective)
+        # Near the optimum already: a small first trust region saves evaluations.
+        step = 0.1 * np.maximum(np.abs(start), 0.1) if len(qs) > 1 or qs[0] > 1 else None
         solution, final = None, choice.solver
         if choice.solver == "iterative":
             iterative = IterativeDeviance(objective)
