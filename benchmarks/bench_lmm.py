@@ -57,36 +57,40 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from _lmm_cases import CASES, THROUGHPUT, Case, ThroughputCase, simulate_small_sleepstudies
+
+# GNU_TIME and lme4_unavailable are bench_scale.py's too.
+from _lmm_lme4 import GNU_TIME, lme4_unavailable, run_lme4, run_lme4_throughput  # noqa: F401
 from _lmm_peers import PYTHON_PEERS, run_peer_case, run_peer_throughput, summarise_warnings
+from _lmm_report import (
+    PEERS,
+    SAME_OPTIMUM,
+    TARGETS,
+    compare_optima,
+    compare_optimum,
+    footnotes,
+    format_tables,
+    ratio,
+)
 from _memory import MB, peak_rss_kb
 from _results import machine, write_results
-from _rscript import LMER_FIT_HELPERS, r_environment, run_r
 from threadpoolctl import threadpool_limits
 
 import estimators
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_lmm.json"
-SMALL_FITS_SCRIPT = Path(__file__).with_name("bench_lmm_small.R")
-GNU_TIME = Path("/usr/bin/time")
-
-PEERS = ("lme4", "statsmodels", "mixedlm-rs", "gpboost")
-TARGETS = {"lme4": 0.5, "statsmodels": 0.1}  # ours / peer at most: half lme4's time, ...
-SAME_OPTIMUM = 1e-6  # relative log-likelihood difference above which fits differ
 DEFAULT_LIMIT = 30.0  # seconds per Python peer fit
 DEFAULT_LOOP_LIMIT = 30.0  # seconds of a peer's throughput loop
 # Thread counts every implementation reads: BLAS (numpy, scipy, R), OpenMP (GPBoost), Rust.
@@ -242,190 +246,8 @@ def time_ours_throughput(case: ThroughputCase, frame: pd.DataFrame) -> dict[str,
 
 
 # ---------------------------------------------------------------------------
-# lme4
+# Runs
 # ---------------------------------------------------------------------------
-
-LME4_SCRIPT = (
-    r"""
-# Fits one lme4 model for bench_lmm.py; prints its results as one JSON line.
-# Arguments: CSV file, formula, factor columns (comma-separated), warm-up fits, timed fits.
-"""
-    + LMER_FIT_HELPERS
-    + r"""
-repeats <- as.integer(args[[5]])
-for (i in seq_len(warmups)) invisible(fit_once())
-runs <- lapply(seq_len(repeats), function(i) fit_once())
-fit <- runs[[length(runs)]]$fit
-result <- list(
-  seconds = I(vapply(runs, function(run) run$seconds, numeric(1))),
-  remlcrit = sprintf("%.17g", REMLcrit(fit)),
-  feval = fit@optinfo$feval,
-  optimizer = fit@optinfo$optimizer,
-  theta = I(unname(getME(fit, "theta"))),
-  data_hwm_kb = data_hwm_kb,
-  exit_hwm_kb = status_kb("VmHWM"),
-  notes = I(unique(notes)),
-  lme4 = as.character(packageVersion("lme4")),
-  r = R.version.string,
-  blas = extSoftVersion()[["BLAS"]]
-)
-cat("BENCH_JSON ", toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "")
-"""
-)
-
-
-def lme4_unavailable() -> str | None:
-    """Why lme4 cannot be run, or None when Rscript, lme4 and jsonlite are there."""
-    if shutil.which("Rscript") is None:
-        return "Rscript not found on PATH"
-    check = (
-        'for (p in c("lme4", "jsonlite")) '
-        "if (!requireNamespace(p, quietly = TRUE)) { cat(p); quit(status = 3) }"
-    )
-    done = subprocess.run(
-        ["Rscript", "-e", check], capture_output=True, text=True, env=r_environment()
-    )
-    if done.returncode != 0:
-        return f"R package {done.stdout.strip() or '?'} is not installed ({done.stderr.strip()})"
-    return None
-
-
-def _r_failure(result: dict[str, Any], limit: float) -> dict[str, Any]:
-    if result["status"] == "timeout":
-        return {"status": "time_limit", "limit_seconds": limit}
-    return result
-
-
-def run_lme4(case: Case, frame: pd.DataFrame, workdir: Path) -> dict[str, Any]:
-    """Fit the case with lme4's lmer in an Rscript process.
-
-    Parameters
-    ----------
-    case : Case
-    frame : pandas.DataFrame
-        The case's data, written to a CSV file for R.
-    workdir : Path
-        Directory for the CSV file, the R script and GNU time's report.
-
-    Returns
-    -------
-    dict
-        ``seconds`` (median of the timed fits), ``loglik`` (-REMLcrit / 2),
-        ``evaluations`` (``optinfo$feval``), memory and R's notes (warnings, messages);
-        status "time_limit" when the run exceeded ``case.lme4_limit``.
-    """
-    csv = workdir / f"{case.name}.csv"
-    frame.to_csv(csv, index=False)
-    script = workdir / "bench_lmm.R"
-    script.write_text(LME4_SCRIPT)
-    # A fit of many seconds needs no warm-up: R's first-call costs are then noise.
-    repeats = case.lme4_repeats or case.repeats
-    warmups = 0 if repeats == 1 else 1
-    command = ["Rscript", str(script), str(csv), case.formula, ",".join(case.factors)]
-    command += [str(warmups), str(repeats)]
-    report = workdir / "time.txt"
-    if GNU_TIME.exists():
-        command = [str(GNU_TIME), "-v", "-o", str(report), *command]
-    try:
-        result = run_r(command, case.lme4_limit)
-    finally:
-        csv.unlink(missing_ok=True)
-    if result["status"] != "ok":
-        return _r_failure(result, case.lme4_limit)
-    out = result["out"]
-    peak_kb, measure = out["exit_hwm_kb"], "VmHWM of the R process at exit"
-    if GNU_TIME.exists():
-        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report.read_text())
-        if found:
-            peak_kb, measure = float(found.group(1)), "max RSS of the R process (GNU time -v)"
-    return {
-        "status": "ok",
-        "seconds": statistics.median(out["seconds"]),
-        "all_seconds": out["seconds"],
-        "loglik": -0.5 * float(out["remlcrit"]),
-        "evaluations": int(out["feval"]),
-        "optimizer": out["optimizer"],
-        "theta": out["theta"],
-        "peak_mb": peak_kb / MB,
-        "above_data_mb": (peak_kb - out["data_hwm_kb"]) / MB,
-        "memory_measure": measure,
-        "warnings": out["notes"],
-        "versions": {"lme4": out["lme4"], "R": out["r"], "BLAS": out["blas"]},
-    }
-
-
-def run_lme4_throughput(
-    case: ThroughputCase, frame: pd.DataFrame, workdir: Path, limit: float
-) -> dict[str, Any]:
-    """Fit the small data sets one after another with lmer in one Rscript process."""
-    csv = workdir / f"{case.name}.csv"
-    frame.to_csv(csv, index=False)
-    command = ["Rscript", str(SMALL_FITS_SCRIPT), str(csv), case.formula]
-    command += [",".join(case.template.factors), str(limit)]
-    try:
-        result = run_r(command, limit + 300.0)
-    finally:
-        csv.unlink(missing_ok=True)
-    if result["status"] != "ok":
-        return _r_failure(result, limit)
-    out = result["out"]
-    return {
-        "status": "ok" if out["fits"] == frame["dataset"].nunique() else "partial",
-        "seconds": float(out["seconds"]),
-        "fits": int(out["fits"]),
-        "logliks": [-0.5 * float(value) for value in out["remlcrit"]],
-        "warnings": summarise_warnings(out["notes"]),
-        "versions": {"lme4": out["lme4"], "R": out["r"], "BLAS": out["blas"]},
-    }
-
-
-# ---------------------------------------------------------------------------
-# The comparison
-# ---------------------------------------------------------------------------
-
-
-def compare_optimum(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any] | None:
-    """The peer's log-likelihood minus ours at the same criterion, and whether it is the
-    same optimum (relative difference at most ``SAME_OPTIMUM``)."""
-    if peer.get("loglik") is None or ours.get("loglik") is None:
-        return None
-    difference = peer["loglik"] - ours["loglik"]
-    relative = abs(difference) / abs(ours["loglik"])
-    return {"difference": difference, "relative": relative, "same": relative <= SAME_OPTIMUM}
-
-
-def compare_optima(peer: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any] | None:
-    """The largest difference over the small fits both made, and how many differ."""
-    pairs = list(zip(peer.get("logliks", []), ours["logliks"], strict=False))
-    if not pairs:
-        return None
-    differences = [theirs - mine for theirs, mine in pairs]
-    relative = [abs(d) / abs(mine) for d, (_, mine) in zip(differences, pairs, strict=True)]
-    worst = max(range(len(pairs)), key=lambda k: relative[k])
-    return {
-        "difference": differences[worst],
-        "relative": relative[worst],
-        "same": relative[worst] <= SAME_OPTIMUM,
-        "fits_differing": sum(r > SAME_OPTIMUM for r in relative),
-        "worst_dataset": worst,
-        "fits_compared": len(pairs),
-    }
-
-
-def ratio(ours: dict[str, Any], peer: dict[str, Any], per_fit: bool = False) -> dict | None:
-    """Ours / peer in seconds (per fit for the throughput case): below 1, ours is faster.
-    When the peer hit its time limit the ratio is an upper bound."""
-    if ours.get("status") != "ok":
-        return None
-
-    def seconds(result: dict[str, Any]) -> float:
-        return result["seconds"] / result["fits"] if per_fit else result["seconds"]
-
-    if peer.get("status") in ("ok", "partial"):
-        return {"value": seconds(ours) / seconds(peer), "upper_bound": False}
-    if peer.get("status") == "time_limit" and not per_fit:
-        return {"value": ours["seconds"] / peer["limit_seconds"], "upper_bound": True}
-    return None
 
 
 def _not_run(peer: str, case: Case | ThroughputCase, skipped: dict[str, str | None]) -> dict | None:
@@ -550,185 +372,6 @@ def run_throughput(
 
 
 # ---------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------
-
-
-def _seconds(result: dict[str, Any] | None, per_fit: bool = False) -> str:
-    if result is None:
-        return "-"
-    status = result.get("status")
-    if status in ("ok", "partial"):
-        if per_fit:
-            return f"{result['seconds'] / result['fits']:.3g}"
-        return f"{result['seconds']:.3g}"
-    if status == "time_limit":
-        return f"> {result['limit_seconds']:.0f}"
-    if status == "memory_limit":
-        return "out of memory"
-    return {"skipped": "skipped", "cannot": "cannot"}.get(status, "failed")
-
-
-def _ratio(entry: dict[str, Any] | None) -> str:
-    if entry is None:
-        return "-"
-    return f"{'< ' if entry['upper_bound'] else ''}{entry['value']:.3g}"
-
-
-def _memory(result: dict[str, Any] | None) -> str:
-    if not result or result.get("peak_mb") is None:
-        return "-"
-    if result.get("above_data_mb") is None:
-        return f">= {result['peak_mb']:.0f} (at kill)"
-    return f"{result['peak_mb']:.0f} / {result['above_data_mb']:.0f}"
-
-
-def _optimum(entry: dict[str, Any] | None) -> str:
-    if entry is None:
-        return "-"
-    flag = "" if entry["same"] else " DIFFERS"
-    if entry.get("fits_differing"):
-        flag += f" ({entry['fits_differing']}/{entry['fits_compared']})"
-    return f"{entry['difference']:+.2e}{flag}"
-
-
-def _text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
-    lines = [
-        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-def _levels(record: dict[str, Any]) -> str:
-    return " x ".join(f"{n:,}" for n in record.get("levels", {}).values()) or "-"
-
-
-def format_tables(records: list[dict[str, Any]]) -> str:
-    """Seconds and ratios, optima, and memory: one row per case.
-
-    Parameters
-    ----------
-    records : list of dict
-        One per case, as written to the JSON file.
-
-    Returns
-    -------
-    str
-    """
-    run = [r for r in records if not r.get("skipped")]
-    header = ["case", "rows", "levels", "ours s"]
-    for peer in PEERS:
-        if peer == "gpboost":
-            header += ["ours ML s"]
-        header += [f"{peer} s", f"ours/{peer}"]
-    rows = []
-    for r in run:
-        per_fit = bool(r.get("throughput"))
-        row = [r["name"], f"{r['rows']:,}", _levels(r), _seconds(r["ours"], per_fit)]
-        for peer in PEERS:
-            if peer == "gpboost":
-                row += [_seconds(r.get("ours_ml"))]
-            row += [_seconds(r["peers"][peer], per_fit), _ratio(r["ratios"].get(peer))]
-        rows.append(row)
-    times = _text_table(header, rows)
-
-    header = ["case", "criterion", "ours logLik", *[f"{p} - ours" for p in PEERS]]
-    rows = []
-    for r in run:
-        ours = r["ours"]
-        loglik = f"{ours['loglik']:.6f}" if "loglik" in ours else "(per fit)"
-        row = [r["name"], "REML", loglik]
-        row += [_optimum(r["optimum"].get(peer)) for peer in PEERS]
-        rows.append(row)
-    optima = _text_table(header, rows)
-
-    header = ["case", "ours", *PEERS]
-    rows = [
-        [r["name"], _memory(r.get("ours_memory")), *[_memory(r["peers"][p]) for p in PEERS]]
-        for r in run
-        if not r.get("throughput")
-    ]
-    memory = _text_table(header, rows)
-    return "\n\n".join(
-        [
-            "Fit seconds (median of the timed fits; small_1000: seconds per fit) and ours/peer "
-            "(below 1: ours faster)",
-            times,
-            "Log-likelihood of each peer's optimum minus ours at the same criterion (REML; "
-            "gpboost: ML, against ours ML)",
-            optima,
-            "Peak memory, MB: whole process / above the loaded data",
-            memory,
-        ]
-    )
-
-
-def footnotes(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """What the tables' numbers are, and the peers' versions, warnings and failures."""
-    threads = f"{args.threads} thread(s)" if args.threads > 0 else "its default threads"
-    notes = [
-        "seconds: median of the timed fits after one warm-up (single-fit cases: one cold "
-        "fit), each fit building its design from the data frame; lme4 timed by "
-        "system.time around lmer only; Python peers stopped after "
-        f"{args.limit:g} s per fit ('> N': stopped; its ratio is then an upper bound, '< x'); "
-        f"every implementation on {threads} (BLAS, OpenMP, Rust).",
-        f"targets: ours/lme4 <= {TARGETS['lme4']:g}, ours/statsmodels <= "
-        f"{TARGETS['statsmodels']:g}.",
-        "logLik: the exact criterion at each optimum (ours: at our theta, whichever solver "
-        "found it); 'DIFFERS': relative difference above "
-        f"{SAME_OPTIMUM:g}, the peer's fit is not the same fit as ours (positive: the peer's "
-        "optimum is higher). small_1000: the largest difference over the fits both made, "
-        "'(k/n)': k of the n fits differ.",
-        "gpboost: maximises the ML likelihood (exact, matrix_inversion_method='cholesky'; "
-        "its default iterative method's optimum differs by 1e-6 to 1e-4) and fits random "
-        "intercepts and slopes as uncorrelated; it is compared with ours fitting that model "
-        "by ML ('ours ML s': (1 + x || g) where the case has slopes).",
-        "mixedlm-rs: statsmodels' API in Rust; one grouping factor only.",
-        "statsmodels: crossed factors are variance components of one group holding all rows "
-        "(use_sparse=True).",
-        "peak MB: ours = cold fit in a fresh Python process (VmHWM); lme4 = the R process "
-        "(GNU time -v, else VmHWM); Python peers = their process's VmHWM.",
-    ]
-    for r in records:
-        if r.get("skipped"):
-            notes.append(f"{r['name']}: skipped: {r['skipped']}")
-            continue
-        if r.get("throughput"):
-            rates = [f"ours {r['ours']['fits'] / r['ours']['seconds']:.1f}"]
-            for peer, result in r["peers"].items():
-                if result.get("status") in ("ok", "partial"):
-                    rate = f"{peer} {result['fits'] / result['seconds']:.1f}"
-                    if result["status"] == "partial":
-                        rate += f" ({result['fits']} fits in {args.loop_limit:g} s)"
-                    rates.append(rate)
-            notes.append(f"{r['name']}: {r['formula']}, fits per second: " + ", ".join(rates))
-            for peer, entry in r["optimum"].items():
-                if entry and entry["fits_differing"]:
-                    notes.append(
-                        f"{r['name']}, {peer}: {entry['fits_differing']} of "
-                        f"{entry['fits_compared']} optima differ from ours; the largest on "
-                        f"data set {entry['worst_dataset']} (its seed)"
-                    )
-        elif r["ours"].get("solver"):
-            notes.append(
-                f"{r['name']}: {r['formula']}; ours: solver {r['ours']['solver']} "
-                f"({r['ours']['solver_reason']})"
-            )
-    for r in records:
-        if r.get("skipped"):
-            continue
-        for who, result in [("ours", r["ours"]), *r["peers"].items()]:
-            if result.get("reason") and result.get("status") != "skipped":
-                notes.append(f"{r['name']}, {who}: {result['status']}: {result['reason']}")
-            for text in result.get("warnings", []):
-                notes.append(f"{r['name']}, {who}: {text}")
-    return "\n".join(f"* {note}" for note in notes)
-
-
-# ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
@@ -810,6 +453,15 @@ def unavailable(skip: list[str]) -> dict[str, str | None]:
     return reasons
 
 
+def _failure_as_record(run: Callable[..., dict[str, Any]], case: Any, *args: Any) -> dict:
+    """The case's record, or one saying why it failed: the other cases still run."""
+    try:
+        return run(case, *args)
+    except Exception as error:  # reported in the table, not hidden
+        print(f" - failed: {type(error).__name__}: {error}", flush=True)
+        return {"name": case.name, "formula": case.formula, "skipped": f"failed: {error!r}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables and write the JSON file."""
     args = parse_args(argv)
@@ -824,9 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_lmm_") as tmp:
         for case in CASES:
             if case.name in args.cases:
-                records.append(run_case(case, Path(tmp), skipped, args.limit))
+                records.append(_failure_as_record(run_case, case, Path(tmp), skipped, args.limit))
         if THROUGHPUT.name in args.cases:
-            records.append(run_throughput(THROUGHPUT, Path(tmp), skipped, args.loop_limit))
+            run = _failure_as_record(
+                run_throughput, THROUGHPUT, Path(tmp), skipped, args.loop_limit
+            )
+            records.append(run)
     wall = time.perf_counter() - started
     print()
     print(format_tables(records))

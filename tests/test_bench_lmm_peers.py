@@ -94,3 +94,13 @@ def test_lme4_formula_of_each_case_is_written_from_its_terms():
     assert cases.SLEEPSTUDY.formula == "Reaction ~ Days + (1 + Days | Subject)"
     assert INSTEVAL.formula == "y ~ 1 + (1 | s) + (1 | d)"
     assert SLOPES_1M.formula == "y ~ treat + (1 + treat | user) + (1 | item)"
+
+
+def test_a_case_gpboost_cannot_fit_has_no_ml_ratio():
+    # Ours by ML runs only where GPBoost does; its ratio is then absent, not an error.
+    cannot = {"status": "cannot", "reason": "uncorrelated slopes only"}
+    assert bench_lmm.ratio(None, cannot) is None
+    assert bench_lmm.ratio({"status": "ok", "seconds": 2.0}, {"status": "ok", "seconds": 4.0}) == {
+        "value": 0.5,
+        "upper_bound": False,
+    }
