@@ -55,6 +55,11 @@ EXACT_TRACE_LEVELS = 128  # terms with at most this many levels get exact traces
 CG_TOLERANCE = 1e-10
 THETA_TOLERANCE = 1e-7
 MAX_ITERATIONS = 200
+ANDERSON_DEPTH = 4  # steps of history (Anderson acceleration of depth 3)
+# A slope's variance started near zero (a single-term fit often gives a singular one)
+# leads the accelerated iteration to a spurious near-singular point: a vector term's
+# diagonal starts at least this share of its largest entry.
+VECTOR_START_SHARE = 0.3
 LANCZOS_STEPS = 100
 
 
@@ -266,6 +271,21 @@ class SchurOperator:
     def logdet_blocks(self) -> float:
         """log|D|, D the block diagonal of S."""
         return float(sum(2.0 * np.sum(np.log(np.diagonal(c, axis1=1, axis2=2))) for c in self.chol))
+
+    def first_coupling(self) -> np.ndarray:
+        """The first term's diagonal blocks of L21_R' D^-1 L21_R, (levels1, q1, q1).
+
+        L21_R's block (l, j) is T_k' C_lj M_j, so block j is M_j' (sum_l C_lj' T_k
+        D_l^-1 T_k' C_lj) M_j.
+        """
+        levels1, q1 = self.first.shape[0], self.first.shape[1]
+        coupled = np.zeros((levels1, q1, q1))
+        for T, inverse, pairs in zip(
+            self.templates, self.inverse, self.structure.pairs, strict=True
+        ):
+            rest = np.einsum("ab,nbc,dc->nad", T, inverse, T)  # T_k D_l^-1 T_k'
+            coupled += _coupling_blocks_first(pairs, rest, levels1)
+        return np.einsum("jba,jbc,jcd->jad", self.first, coupled, self.first)
 
     def B(self, V: np.ndarray) -> np.ndarray:
         """L21_R @ V (rows of the rest from columns of the first term)."""
@@ -513,13 +533,21 @@ class IterativeDeviance:
         W_first = _blockwise(L11_inv, e.L21_X.T - operator.BT(W_R), True)
         dof = c.n - p if obj.reml else c.n
         # U_k: the first term's block-diagonal part exactly, the coupling estimated.
-        traces = [np.einsum("jki,jkl->il", L11_inv, L11_inv)]
+        # The block-Jacobi part D^-1 of S^-1 is taken exactly (a control variate) and
+        # only S^-1 - D^-1 is estimated by the probes, whose off-diagonal products
+        # z_l z_l' are then no longer multiplied by the large D_l^-1.
+        inner = np.eye(q1) + operator.first_coupling()
+        traces = [np.einsum("jki,jkl,jlm->im", L11_inv, inner, L11_inv)]
         if n_rest:
-            a = _blockwise(L11_inv, operator.BT(x_probes), True)
+            residual = x_probes - operator.precondition(self.probes)
+            a = _blockwise(L11_inv, operator.BT(residual), True)
             b = _blockwise(L11_inv, operator.BT(self.probes), True)
             traces[0] = traces[0] + _block_sums(a, b, q1, self.weights)
-            for rows, q in zip(self.rest_slices, obj.qs[1:], strict=True):
-                traces.append(_block_sums(x_probes[rows], self.probes[rows], q, self.weights))
+            for rows, q, inverse in zip(
+                self.rest_slices, obj.qs[1:], operator.inverse, strict=True
+            ):
+                estimate = _block_sums(residual[rows], self.probes[rows], q, self.weights)
+                traces.append(inverse.sum(axis=0) + estimate)
         traces = [0.5 * (t + t.T) for t in traces]
         if obj.reml and p:
             # C_k = sum_l V_l V_l', V = W_k L_XX^-T: the fixed effects' share of each
@@ -562,7 +590,8 @@ class IterativeDeviance:
         qs, levels = obj.qs, obj.levels
         templates = obj.templates(np.asarray(start, dtype=float))
         for T in templates:
-            np.fill_diagonal(T, np.maximum(np.diag(T), 1e-2))
+            floor = 1e-2 if T.shape[0] == 1 else VECTOR_START_SHARE * max(np.max(np.diag(T)), 0.1)
+            np.fill_diagonal(T, np.maximum(np.diag(T), floor))
         floors = [1e-6 * np.diag(T) for T in templates]
         history_x: list[np.ndarray] = []
         history_g: list[np.ndarray] = []
@@ -594,9 +623,13 @@ class IterativeDeviance:
                 converged = True
                 break
             mapped = x + step
+            if history_g and np.linalg.norm(step) > 2.0 * np.linalg.norm(history_g[-1]):
+                # The last accelerated step made the residual grow: restart from the
+                # plain map here (Anderson's extrapolation is not monotone).
+                history_x, history_g = [], []
             history_x.append(x)
             history_g.append(step)
-            history_x, history_g = history_x[-4:], history_g[-4:]
+            history_x, history_g = history_x[-ANDERSON_DEPTH:], history_g[-ANDERSON_DEPTH:]
             if len(history_g) > 1:
                 dG = np.diff(np.array(history_g), axis=0).T
                 dX = np.diff(np.array(history_x), axis=0).T
@@ -666,13 +699,7 @@ class IterativeDeviance:
         L11_inv = np.linalg.inv(L11)
         # (A^-1)_jj = L11_j^-T (I + [L21_R' S^-1 L21_R]_jj) L11_j^-1, with S^-1 taken
         # block diagonal: the coupling between levels of the rest is left out.
-        inner = np.broadcast_to(np.eye(c.q1), L11.shape).copy()
-        for T, inverse, pairs in zip(
-            templates[1:], operator.inverse, self.structure.pairs, strict=True
-        ):
-            rest = np.einsum("ab,nbc,dc->nad", T, inverse, T)  # T_k D_l^-1 T_k'
-            coupled = _coupling_blocks_first(pairs, rest, levels[0])
-            inner += np.einsum("jba,jbc,jcd->jad", operator.first, coupled, operator.first)
+        inner = np.eye(c.q1) + operator.first_coupling()
         variances = [np.einsum("jki,jkl,jlm->jim", L11_inv, inner, L11_inv), *operator.inverse]
         b_cov = [
             sigma**2 * np.einsum("ik,jkl,ml->jim", T, v, T)
@@ -696,14 +723,17 @@ def lanczos_log_quadrature(
     alphas, betas = [], []
     beta = np.zeros(m)
     estimate = np.zeros(m)
+    # A probe whose Krylov space is exhausted (beta = 0: an invariant subspace, such as
+    # a level whose slope column is zero) has its exact value already; it is frozen.
+    running = np.ones(m, dtype=bool)
     for step in range(min(max_steps, n)):
         MQ = operator(Q)
         alpha = np.einsum("ij,ij->j", Q, MQ)
         alphas.append(alpha)
         R = MQ - alpha * Q - beta * previous
         beta_next = np.linalg.norm(R, axis=0)
-        new = np.empty(m)
-        for j in range(m):
+        new = estimate.copy()
+        for j in np.flatnonzero(running):
             main = np.array([a[j] for a in alphas])
             off = np.array([b[j] for b in betas])
             values, vectors = scipy.linalg.eigh_tridiagonal(main, off)
@@ -711,7 +741,8 @@ def lanczos_log_quadrature(
         if step and np.max(np.abs(new - estimate)) < tolerance:
             return new
         estimate = new
-        if np.all(beta_next < 1e-12):
+        running &= beta_next >= 1e-12
+        if not running.any():
             return estimate
         betas.append(beta_next)
         previous, Q = Q, R / np.where(beta_next > 0, beta_next, 1.0)

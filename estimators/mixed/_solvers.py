@@ -36,6 +36,9 @@ SPARSE_FLOP_SECONDS = 2e-9  # SuperLU's supernodes are small: far from dense BLA
 EXACT_EVALUATIONS = 40
 ITERATIVE_PRODUCTS = 40
 MEMORY_SHARE = 0.8  # of the available memory a fit may plan to use
+# The estimators whose iterative fit takes random slopes. Penalised quasi-likelihood
+# (MixedGLM) reads the first term's factor as scalar blocks for its Laplace value.
+ITERATIVE_SLOPES = ("MixedLM",)
 
 
 @dataclass(frozen=True)
@@ -147,17 +150,18 @@ def choose_solver(
     available = deviance.available_memory_bytes()
     budget = np.inf if available is None else MEMORY_SHARE * available
     intercepts_only = all(q == 1 for q in objective.qs)
+    iterative_takes = owner in ITERATIVE_SLOPES or intercepts_only
     exact_fits = costs.exact_bytes <= budget
     iterative_fits = costs.iterative_bytes <= budget
     block = f"{costs.dense:,} x {costs.dense:,}"
 
     def refuse_exact() -> MemoryError:
-        if intercepts_only and iterative_fits:
+        if iterative_takes and iterative_fits:
             instead = (
                 f"solver='iterative' needs about {_gb(costs.iterative_bytes)} for this "
                 "design; use it (solver='auto' does)."
             )
-        elif intercepts_only:
+        elif iterative_takes:
             instead = (
                 f"solver='iterative' would need about {_gb(costs.iterative_bytes)}, which "
                 "does not fit either; fixed_effects and ridge_onehot solve such designs "
@@ -174,7 +178,8 @@ def choose_solver(
         )
 
     if requested == "iterative":
-        require_intercepts(objective.qs)
+        if owner not in ITERATIVE_SLOPES:
+            require_intercepts(objective.qs)
         if not iterative_fits:
             raise MemoryError(
                 f"{owner}: the iterative solver needs about {_gb(costs.iterative_bytes)} "
@@ -202,7 +207,7 @@ def choose_solver(
         costs = with_sparse_costs(objective, costs)
     sparse_estimate = costs.sparse_seconds * exact_work
     rivals = [exact_estimate if exact_fits else np.inf]
-    rivals.append(costs.iterative_seconds if intercepts_only and iterative_fits else np.inf)
+    rivals.append(costs.iterative_seconds if iterative_takes and iterative_fits else np.inf)
     if "sparse" in solvers and costs.sparse_bytes <= budget and sparse_estimate < min(rivals):
         groups = (
             "no two of its levels are linked"
@@ -214,7 +219,7 @@ def choose_solver(
             f"the exact solver's dense {block} block: {why}; {groups}, sparse estimated "
             f"{sparse_estimate:.1f} s",
         )
-    if intercepts_only and iterative_fits:
+    if iterative_takes and iterative_fits:
         return SolverChoice(
             "iterative",
             f"the exact solver's dense {block} block: {why}; iterative estimated "

@@ -156,9 +156,9 @@ def test_auto_takes_exact_on_small_designs_and_iterative_when_exact_is_slow(cros
     exact = MixedLM(CROSSED, solver="exact")._fit_at_theta(crossed, theta=final.theta_)
     assert final.objective_ == pytest.approx(exact.objective_, rel=1e-12)
     np.testing.assert_allclose(final.ranef_var_["item"], exact.ranef_var_["item"], rtol=1e-10)
-    # Random slopes keep the exact solver, whatever its time.
-    slopes = MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)").fit(crossed)
-    assert slopes.solver_ == "exact"
+    # Random slopes take the iterative solver too when the exact one is slow.
+    slopes = MixedLM("y ~ treat + (1 + treat | user) + (1 | item)").fit(crossed)
+    assert slopes.solver_ == "iterative" and slopes.convergence_["converged"]
 
 
 def test_auto_turns_to_iterative_when_the_exact_block_does_not_fit(monkeypatch):
@@ -187,15 +187,13 @@ def test_a_design_no_solver_can_hold_is_refused_naming_both(crossed, monkeypatch
         MixedLM(CROSSED).fit(crossed)
     with pytest.raises(MemoryError, match="the iterative solver needs about"):
         MixedLM(CROSSED, solver="iterative").fit(crossed)
-    with pytest.raises(MemoryError, match="takes random intercepts only.*or the slopes"):
+    with pytest.raises(MemoryError, match="solver='iterative' would need about"):
         MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)").fit(crossed)
 
 
 def test_bad_solver_requests_are_refused(crossed):
     with pytest.raises(ValueError, match="solver: expected one of"):
         MixedLM(CROSSED, solver="cholmod").fit(crossed)
-    with pytest.raises(ValueError, match="random intercepts only"):
-        MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)", solver="iterative").fit(crossed)
     model = MixedLM(CROSSED, solver="iterative").fit(crossed)
     with pytest.raises(ValueError, match="refit with solver='exact'"):
         model.confint(method="profile")
@@ -229,3 +227,76 @@ def test_lanczos_quadrature_estimates_the_log_determinant():
     estimate = 200 * np.mean(lanczos_log_quadrature(lambda V: M @ V, probes))
     exact = np.linalg.slogdet(M)[1]
     assert abs(estimate - exact) < 0.02 * abs(exact) + 0.05
+
+
+@pytest.fixture(scope="module")
+def treated():
+    """Users crossed with 300 items (Rademacher traces for the items) and per-user and
+    per-item treatment effects."""
+    data = simulate(
+        "online_services",
+        seed=11,
+        n_users=2500,
+        n_items=300,
+        n_features=2,
+        events_per_user={"mean": 8},
+    )
+    return data.frame
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ treat + (1 + treat | user) + (1 | item)",
+        "y ~ treat + (1 | user) + (1 + treat | item)",
+        "y ~ treat + (1 + treat | user) + (1 + treat | item)",
+    ],
+    ids=["first", "rest", "both"],
+)
+def test_random_slopes_agree_with_exact(treated, formula):
+    exact = MixedLM(formula, solver="exact").fit(treated)
+    iterative = MixedLM(formula, solver="iterative").fit(treated)
+    assert iterative.solver_ == "iterative" and iterative.convergence_["converged"]
+    assert iterative.convergence_["stationarity"] < 1e-4
+    exact_vc, iterative_vc = (
+        m.varcorr_.set_index(["grp", "var1", "var2"]) for m in (exact, iterative)
+    )
+    variances = exact_vc.index.get_level_values("var2").isna()
+    ratio = iterative_vc["vcov"][variances] / exact_vc["vcov"][variances]
+    assert np.all(np.abs(ratio - 1) < 0.01), ratio
+    # Correlations (sdcor of the covariance rows), on their own scale.
+    np.testing.assert_allclose(
+        iterative_vc["sdcor"][~variances], exact_vc["sdcor"][~variances], atol=0.02
+    )
+    np.testing.assert_allclose(
+        iterative.coef_, exact.coef_, rtol=1e-3, atol=1e-3 * exact.coef_se_.max()
+    )
+    assert _relative_rmse(iterative.predict(treated), exact.predict(treated)) < 1e-3
+    for group, modes in exact.ranef_.items():
+        assert _relative_rmse(iterative.ranef_[group].to_numpy(), modes.to_numpy()) < 1e-2
+    assert abs(iterative.objective_ - exact.objective_) < 1e-4 * abs(exact.objective_)
+    # theta keeps lme4's layout and meaning: the exact criterion there is near its optimum.
+    assert exact._objective(iterative.theta_) - exact.objective_ < 1e-2
+
+
+def test_slope_traces_are_exact_for_few_levels(treated):
+    formula = "y ~ treat + (1 + treat | user) + (1 | region)"
+    exact = MixedLM(formula, solver="exact").fit(treated)
+    iterative = MixedLM(formula, solver="iterative").fit(treated)
+    # 10 regions probed by their unit vectors: exact traces and log-determinant.
+    assert iterative.convergence_["probes"] == 10
+    np.testing.assert_allclose(iterative.theta_, exact.theta_, rtol=1e-4, atol=1e-6)
+    assert iterative.objective_ == pytest.approx(exact.objective_, rel=1e-9)
+
+
+def test_pql_keeps_refusing_random_slopes_iteratively(crossed):
+    # Penalised quasi-likelihood reads scalar first-term blocks for its Laplace value.
+    with pytest.raises(ValueError, match="random intercepts only"):
+        solvers.choose_solver(
+            "iterative",
+            MixedLM("y ~ x1 + (1 + x1 | user) + (1 | item)", solver="exact")
+            .fit(crossed)
+            ._objective,
+            ["user", "item"],
+            "MixedGLM",
+        )
