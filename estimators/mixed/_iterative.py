@@ -124,10 +124,17 @@ def _blockwise(blocks: np.ndarray, V: np.ndarray, transpose: bool = False) -> np
         return V * (weights[:, None] if V.ndim == 2 and weights.size > 1 else weights)
     shape = V.shape
     W = V.reshape(shape[0] // q, q, -1)
-    if blocks.ndim == 2:
-        out = np.einsum("ba,nbm->nam" if transpose else "ab,nbm->nam", blocks, W)
-    else:
-        out = np.einsum("nba,nbm->nam" if transpose else "nab,nbm->nam", blocks, W)
+    if transpose:
+        blocks = np.swapaxes(blocks, -1, -2)
+    # q^2 multiply-adds over whole columns: much faster than einsum's loop over levels.
+    out = np.empty_like(W)
+    for a in range(q):
+        for b in range(q):
+            weight = blocks[a, b] if blocks.ndim == 2 else blocks[:, a, b, None]
+            if b == 0:
+                np.multiply(W[:, 0], weight, out=out[:, a])
+            else:
+                out[:, a] += W[:, b] * weight
     return out.reshape(shape)
 
 
@@ -175,6 +182,14 @@ def _pair_levels(pairs: sp.bsr_matrix) -> np.ndarray:
     return np.repeat(np.arange(pairs.shape[0] // pairs.blocksize[0]), np.diff(pairs.indptr))
 
 
+def _small_products(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A_p B_p for stacks of small matrices, by columns (einsum loops slowly here)."""
+    out = np.zeros((A.shape[0], A.shape[1], B.shape[2]))
+    for k in range(A.shape[2]):
+        out += A[:, :, k, None] * B[:, k, None, :]
+    return out
+
+
 PAIR_CHUNK = 1_000_000  # level pairs per batch of small dense products (bounds memory)
 
 
@@ -192,10 +207,13 @@ def _coupling_blocks(pairs: sp.bsr_matrix, first: np.ndarray) -> np.ndarray:
                 levels[part], weights=C[:, 0, 0] ** 2 * first[j, 0, 0], minlength=n
             )
             continue
-        blocks = np.einsum("pac,pcd,pbd->pab", C, first[j], C)
+        CF = _small_products(C, first[j])  # C_lj F_j
         for a in range(q):
-            for b in range(q):
-                out[:, a, b] += np.bincount(levels[part], weights=blocks[:, a, b], minlength=n)
+            for b in range(a, q):
+                weights = np.sum(CF[:, a, :] * C[:, b, :], axis=1)
+                out[:, a, b] += np.bincount(levels[part], weights=weights, minlength=n)
+                if b != a:
+                    out[:, b, a] = out[:, a, b]
     return out
 
 
@@ -207,10 +225,13 @@ def _coupling_blocks_first(pairs: sp.bsr_matrix, rest: np.ndarray, levels1: int)
     for start in range(0, pairs.indices.size, PAIR_CHUNK):
         part = slice(start, start + PAIR_CHUNK)
         C, j = pairs.data[part], pairs.indices[part]
-        blocks = np.einsum("pca,pcd,pdb->pab", C, rest[levels[part]], C)
+        EC = _small_products(rest[levels[part]], C)  # E_l C_lj
         for a in range(q1):
-            for b in range(q1):
-                out[:, a, b] += np.bincount(j, weights=blocks[:, a, b], minlength=levels1)
+            for b in range(a, q1):
+                weights = np.sum(C[:, :, a] * EC[:, :, b], axis=1)
+                out[:, a, b] += np.bincount(j, weights=weights, minlength=levels1)
+                if b != a:
+                    out[:, b, a] = out[:, a, b]
     return out
 
 
