@@ -15,15 +15,20 @@ The data are online-services events (``simulators.simulate("online_services")``,
 plain sizes and 0/1 (``family="binomial"``) at the ``-bin`` sizes, which have the same
 users, items and rows. The ``-nested`` sizes fit the same Gaussian events with the days
 nested in users, ``y ~ x1 + x2 + (1 | user) + (1 | user:day)`` (``day`` is the
-simulator's day of the event; ~576k user-days at 1m-nested):
+simulator's day of the event; ~576k user-days at 1m-nested). The ``-slopes`` sizes fit
+per-user treatment effects, ``y ~ x1 + x2 + treat + (1 + treat | user) + (1 | item)``,
+with 5,000 items at 1m-slopes (the exact solver's dense block is the items'; the user's
+2 x 2 blocks make its conditional variances the costly part) and 50,000 at 10m-slopes:
 
 ========================  =======  ======  ===========  =========
 size                      users    items   events/user  rows
 ========================  =======  ======  ===========  =========
 100k, 100k-bin             10,000     500           10  ~100k
 1m, 1m-bin, 1m-nested      50,000   1,000           20  ~1M
+1m-slopes                  50,000   5,000           20  ~1M
 3m                        150,000  10,000           20  ~3M
 10m, 10m-bin, 10m-nested  500,000  50,000           20  ~10M
+10m-slopes                500,000  50,000           20  ~10M
 ========================  =======  ======  ===========  =========
 
 ``--sizes`` takes any of them; by default all run, the crossed Gaussian ones first, then
@@ -51,6 +56,10 @@ user-day belongs to one user, so no two users are linked); the exact solver's de
 block of the users would need ~56 GB at 1m-nested (~5.5 TB at 10m-nested) and is never
 attempted, its row giving the block and memory from the solvers' estimated costs. The
 iterative fit is measured against the sparse one.
+
+Per slopes size, ``solver="iterative"`` too (unless auto chose it), measured against the
+exact fit at 1m-slopes; the targets add its time there and at 10m-slopes (with the peak
+memory), and the exact fit's time that ``solver="auto"`` estimated against the measured.
 
 Accuracy, against the exact criterion and against lme4 where they ran: the variance
 components as the largest relative difference over the rows of ``varcorr_`` (matched
@@ -110,6 +119,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_scale.json"
 FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | item)"
 GROUPS = ("user", "item")
+SLOPES_FORMULA = "y ~ x1 + x2 + treat + (1 + treat | user) + (1 | item)"
 NESTED_FORMULA = "y ~ x1 + x2 + (1 | user) + (1 | user:day)"
 NESTED_GROUPS = ("user", "user:day")
 FIXED_EFFECTS = ("(Intercept)", "x1", "x2")
@@ -118,6 +128,7 @@ TARGET_1M_SECONDS = 30.0
 TARGET_10M_SECONDS = 300.0
 TARGET_10M_PEAK_GB = 8.0
 TARGET_LME4_OVER_OURS = 5.0
+TARGET_1M_SLOPES_SECONDS = 15.0
 LME4_TIMEOUT = 900.0  # seconds for the whole Rscript run of one size
 LME4_WARMUP_ROWS = 200_000  # a warm-up lmer fit only up to this many rows
 PQL_LABEL = "PQL (iterative)"
@@ -170,7 +181,8 @@ class Size:
     @property
     def csv_columns(self) -> tuple[str, ...]:
         """The data's columns that lme4 needs."""
-        return ("y", "x1", "x2", *self.factors)
+        treat = ("treat",) if "treat" in self.formula else ()
+        return ("y", "x1", "x2", *treat, *self.factors)
 
 
 def _nested(name: str, n_users: int, n_items: int) -> Size:
@@ -191,6 +203,16 @@ SIZES: tuple[Size, ...] = (
     Size("1m", 50_000, 1_000, 20.0),
     Size("3m", 150_000, 10_000, 20.0),
     Size("10m", 500_000, 50_000, 20.0, exact_allowed=False),
+    Size("1m-slopes", 50_000, 5_000, 20.0, formula=SLOPES_FORMULA, fit_iterative=True),
+    Size(
+        "10m-slopes",
+        500_000,
+        50_000,
+        20.0,
+        exact_allowed=False,
+        formula=SLOPES_FORMULA,
+        fit_iterative=True,
+    ),
     _nested("1m-nested", 50_000, 1_000),
     _nested("10m-nested", 500_000, 50_000),
     Size("100k-bin", 10_000, 500, 10.0, family="binomial"),
@@ -523,6 +545,10 @@ def compare(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]
     try:
         return {
             "variance_components": variance_difference(result["varcorr"], reference["varcorr"]),
+            # Variances alone: a covariance near zero makes any relative difference large.
+            "variances": variance_difference(
+                *([row for row in fit["varcorr"] if row[2] is None] for fit in (result, reference))
+            ),
             "predictions": relative_rmse(_load_predictions(result), _load_predictions(reference)),
         }
     except ValueError as error:
@@ -959,6 +985,57 @@ def check_targets(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         }
     if speed is not None:
         targets[names[2]] = {"value": f"{speed:.1f}x", "met": speed >= TARGET_LME4_OVER_OURS}
+    targets.update(_slopes_targets(by_name))
+    return targets
+
+
+def _fit_labelled(record: dict[str, Any] | None, label: str) -> dict[str, Any] | None:
+    """The record's ok fit whose label (or solver, for auto) is ``label``."""
+    for fit in (record or {}).get("fits", []):
+        if fit.get("status") == "ok" and label in (fit.get("label"), fit.get("solver")):
+            return fit
+    return None
+
+
+def _slopes_targets(by_name: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Random slopes: the iterative fit's time at 1M rows (and its agreement with the
+    exact one), at 10M rows its time and peak, and the exact fit's estimated time
+    against its measured one."""
+    one = by_name.get("1m-slopes")
+    iterative, exact = _fit_labelled(one, "iterative"), _fit_labelled(one, "exact")
+    ten = _fit_labelled(by_name.get("10m-slopes"), "iterative")
+    names = (
+        f"slopes 1M rows iterative under {TARGET_1M_SLOPES_SECONDS:g} s",
+        f"slopes 10M rows iterative under {TARGET_10M_SECONDS:g} s and "
+        f"{TARGET_10M_PEAK_GB:g} GB peak",
+        "slopes 1M rows: the exact fit's estimated time within 1.5x of its measured",
+    )
+    targets = {name: {"value": None, "met": None} for name in names}
+    if iterative is not None:
+        agreement = iterative.get("vs_exact")
+        detail = (
+            f" (vs exact: variances rel. diff {agreement['variances']:.2g}, pred rel. RMSE "
+            f"{agreement['predictions']:.2g})"
+            if isinstance(agreement, dict) and "variances" in agreement
+            else ""
+        )
+        targets[names[0]] = {
+            "value": f"{iterative['seconds']:.1f} s{detail}",
+            "met": iterative["seconds"] < TARGET_1M_SLOPES_SECONDS,
+        }
+    if ten is not None:
+        peak_gb = ten["peak_mb"] / 1024
+        targets[names[1]] = {
+            "value": f"{ten['seconds']:.1f} s, {peak_gb:.1f} GB",
+            "met": ten["seconds"] < TARGET_10M_SECONDS and peak_gb < TARGET_10M_PEAK_GB,
+        }
+    if exact is not None and "costs" in exact:
+        estimate = exact["costs"]["exact_seconds"]
+        ratio = estimate / exact["seconds"]
+        targets[names[2]] = {
+            "value": f"estimated {estimate:.1f} s, measured {exact['seconds']:.1f} s",
+            "met": 1 / 1.5 <= ratio <= 1.5,
+        }
     return targets
 
 
