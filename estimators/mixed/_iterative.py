@@ -5,30 +5,42 @@ one densely; for half a million users crossed with fifty thousand items that is 
 50k x 50k matrix (20 GB, and minutes per factorisation), and a sparse factorisation
 fills in to the same size because every user links the items they touched. This
 solver never forms S. It keeps the exact elimination of the first term (a batch of
-small blocks) and applies S = RR + I - L21_R L21_R' to blocks of vectors, which costs
-two passes over the nonzeros of Z_rest'Z_1 (at most one per row of data):
+q1 x q1 blocks) and applies S = RR + I - L21_R L21_R' to blocks of vectors, which
+costs two passes over the nonzeros of Z_rest'Z_1 (at most q1 q_k per row of data);
+the templates and the first term's per-level factors M_j = T_1 L11_j^-T are applied
+around those fixed products as block-diagonal scalings. Terms may be vector-valued
+(random slopes, ``(1 + treat | user)``) in any position:
 
 - the fixed effects, the penalised residual sum of squares and the spherical modes
-  come from preconditioned conjugate gradients (Jacobi preconditioner) on S with the
-  p + 1 right-hand sides of [X, y], to a relative residual of 1e-10;
-- theta solves the score equations of the profiled criterion. With u_k the spherical
-  modes of term k, t_k the trace of term k's block of (Lambda'Z'Z Lambda + I)^-1 and
-  c_k = tr(R_X^-1 W_k'W_k) (W = A^-1 Lambda'Z'X, REML only), the derivative of the
-  criterion in theta_k is (2 / theta_k) (n_k - t_k - c_k - |u_k|^2 / sigma^2), so at
-  the optimum theta_k^2 |u_k|^2 / sigma^2 = theta_k^2 (n_k - t_k - c_k): the
-  effective-degrees-of-freedom fixed point (Harville 1977; MacKay 1992), iterated on
-  log theta with Anderson acceleration;
-- t_k is the first term's exact part sum(1 / diag(A11)) plus a Hutchinson estimate
-  with fixed Rademacher probes, solved with the data in the same block. Rademacher
-  probes are exact on the diagonal, so only the coupling between levels is estimated;
-  terms with few levels (regions, say) are probed by their unit vectors, exactly;
+  come from preconditioned conjugate gradients on S with the p + 1 right-hand sides of
+  [X, y], to a relative residual of 1e-10; the preconditioner is block Jacobi, each
+  level's q_k x q_k diagonal block of S (for scalar terms, Jacobi);
+- theta solves the stationarity condition of the profiled criterion. With u_j the
+  spherical modes of level j of term k, U_k the sum of their conditional covariance
+  blocks (in sigma^2 units) and C_k REML's fixed-effects share (sum_j V_j V_j',
+  V = W L_XX^-T, W = A^-1 Lambda'Z'X), the criterion is stationary in the term's
+  covariance T_k T_k' where sum_j u_j u_j' / sigma^2 = n_k I - U_k - C_k (the EM
+  condition n_k Sigma_k = sum_j (b_j b_j' / sigma^2 + V_j) in spherical coordinates).
+  The update is its effective-degrees-of-freedom form (Harville 1977; MacKay 1992):
+  with F = n_k I - U_k - C_k and G = F^-1/2 (sum_j u_j u_j' / sigma^2) F^-1/2, the next
+  covariance is T_k G T_k' (for a scalar term, theta^2 |u|^2 / (sigma^2 (n_k - t_k))),
+  iterated on the templates' log-Cholesky coordinates with Anderson acceleration; G = I
+  exactly at a stationary point, and ``stationarity`` reports max |G - I|;
+- U_k: for the first term, sum_j A11_j^-1 exactly plus its coupling to the rest,
+  L11^-T L21_R' S^-1 L21_R L11^-1 (block j); for the rest, S^-1's diagonal blocks.
+  S^-1 is taken as D^-1 (the block-Jacobi inverse, exactly) plus S^-1 - D^-1 estimated
+  with fixed Rademacher probes solved with the data in the same block: for a q x q
+  block E[((S^-1 - D^-1) z)_l z_l'] is its block l. Terms with few levels (regions,
+  say) are probed by their unit vectors, exactly;
 - the criterion's value (for ``objective_``) needs log|S|, estimated once at the end
-  by stochastic Lanczos quadrature on the Jacobi-scaled S with the same probes and
-  the control variate tr(D^-1/2 S D^-1/2 - I) = 0.
+  by stochastic Lanczos quadrature on the block-Jacobi-scaled C^-1 S C^-T (D = C C')
+  with the same probes and the control variate tr(C^-1 S C^-T - I) = 0.
 
-Conditional variances use the Jacobi approximation diag(S^-1) ~ 1 / diag(S) (the
-coupling between factors is left out, so they are slightly too small); the fixed
-effects' covariance is exact.
+Conditional variances take S^-1 as D^-1 (the coupling between levels and factors is
+left out, so they are slightly too small); the fixed effects' covariance is exact.
+A vector term's variance at zero (a singular fit) is approached, not reached: its
+template's diagonal stays above a floor and the fit may report no convergence there,
+where the exact solver reports the boundary.
 """
 
 from __future__ import annotations
