@@ -219,12 +219,21 @@ def footnotes(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"{r['name']}: {r['formula']}; ours: solver {r['ours']['solver']} "
                 f"({r['ours']['solver_reason']})"
             )
+    skipped = {
+        peer: result["reason"]
+        for r in records
+        for peer, result in r.get("peers", {}).items()
+        if result.get("status") == "skipped"
+    }
+    notes += [f"{peer}: skipped: {reason}" for peer, reason in skipped.items()]
     for r in records:
         if r.get("skipped"):
             continue
         for who, result in [("ours", r["ours"]), *r["peers"].items()]:
             if result.get("reason") and result.get("status") != "skipped":
-                notes.append(f"{r['name']}, {who}: {result['status']}: {result['reason']}")
+                reason = " ".join(str(result["reason"]).split())
+                notes.append(f"{r['name']}, {who}: {result['status']}: {reason}")
             for text in result.get("warnings", []):
-                notes.append(f"{r['name']}, {who}: {text}")
+                # R's messages may hold line breaks ("...eigenvalue\n - Rescale variables?").
+                notes.append(f"{r['name']}, {who}: {' '.join(text.split())}")
     return "\n".join(f"* {note}" for note in notes)
