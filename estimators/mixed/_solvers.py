@@ -33,10 +33,11 @@ PAIR_SECONDS = 5e-9
 FLOP_SECONDS = 1.5e-11
 BLOCK_SECONDS = 6e-10
 SPARSE_FLOP_SECONDS = 2e-9  # SuperLU's supernodes are small: far from dense BLAS speed
-# BOBYQA's evaluations grow with the parameters: about 20 per element of theta (40 for
-# two random intercepts; 51 measured for (1 + treat | user) + (1 | item) at 200k rows).
-EXACT_EVALUATIONS_PER_THETA = 20
-EXACT_EVALUATIONS = 2 * EXACT_EVALUATIONS_PER_THETA  # two random intercepts
+# BOBYQA's evaluations grow with the elements of theta: 20 + 10 per element (40 for two
+# random intercepts; 51 and 56 measured for (1 + treat | user) + (1 | item), 4 elements,
+# at 200k and 1M rows).
+EXACT_EVALUATIONS_BASE = 20
+EXACT_EVALUATIONS_PER_THETA = 10
 ITERATIVE_PRODUCTS = 40
 MEMORY_SHARE = 0.8  # of the available memory a fit may plan to use
 # The estimators whose iterative fit takes random slopes. Penalised quasi-likelihood
@@ -75,10 +76,10 @@ def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
     pairs = float(np.sum(shared**2))
     n_theta = sum(q * (q + 1) // 2 for q in objective.qs)
     evaluation = pairs * PAIR_SECONDS + dense**3 / 3 * FLOP_SECONDS
-    exact_seconds = EXACT_EVALUATIONS_PER_THETA * n_theta * evaluation + solution_seconds(objective)
+    exact_seconds = exact_evaluations(objective) * evaluation + solution_seconds(objective)
     columns = PROBES + c.p + 1
     nnz = c.ZrZ1.nnz
-    products = ITERATIVE_PRODUCTS * n_theta / 2
+    products = ITERATIVE_PRODUCTS * n_theta / 2  # 40 for two intercepts; more per element
     iterative_seconds = products * columns * 2 * nnz * BLOCK_SECONDS
     # Five copies of the sparse blocks (threaded chunks of Zr'Z1 and its transpose, their
     # squares both ways, the elimination's), seven blocks of vectors over the rest
@@ -87,6 +88,12 @@ def estimate_costs(objective: deviance.ProfiledDeviance) -> Costs:
         7 * objective.n_rest + 2 * objective.levels[0]
     )
     return Costs(exact_seconds, 3 * 8 * dense**2, iterative_seconds, iterative_bytes, dense, pairs)
+
+
+def exact_evaluations(objective: deviance.ProfiledDeviance) -> int:
+    """BOBYQA's typical evaluations over an exact fit, by the elements of theta."""
+    n_theta = sum(q * (q + 1) // 2 for q in objective.qs)
+    return EXACT_EVALUATIONS_BASE + EXACT_EVALUATIONS_PER_THETA * n_theta
 
 
 def solution_seconds(objective: deviance.ProfiledDeviance) -> float:
@@ -111,14 +118,9 @@ def with_sparse_costs(objective: deviance.ProfiledDeviance, costs: Costs) -> Cos
     if groups is None or not groups.size:
         return costs
     fill = float(np.sum(groups.astype(float) ** 2))
-    n_theta = sum(q * (q + 1) // 2 for q in objective.qs)
-    seconds = (
-        EXACT_EVALUATIONS_PER_THETA
-        * n_theta
-        * (
-            costs.pairs * PAIR_SECONDS
-            + float(np.sum(groups.astype(float) ** 3)) / 3 * SPARSE_FLOP_SECONDS
-        )
+    seconds = exact_evaluations(objective) * (
+        costs.pairs * PAIR_SECONDS
+        + float(np.sum(groups.astype(float) ** 3)) / 3 * SPARSE_FLOP_SECONDS
     )
     return replace(
         costs,
@@ -263,8 +265,9 @@ def solver_at_theta(requested: str, objective: deviance.ProfiledDeviance, fitted
     """The solver for one evaluation at a given theta (``update``, a fit at fixed theta,
     the final estimates of a fit).
 
-    One exact factorisation costs a fortieth of an exact fit, so with ``"auto"`` the
-    exact solver is used wherever its block fits in memory and one evaluation is
+    One exact factorisation costs a fortieth of an exact fit of two random intercepts
+    (``exact_evaluations``), so with ``"auto"`` the exact solver is used wherever its
+    block fits in memory and one evaluation (with the final solution's extra cost) is
     estimated under ``EXACT_SECONDS / 4``; otherwise ``fitted``, the solver the fit used
     (or that ``choose_solver`` takes for these data).
     """
@@ -273,10 +276,8 @@ def solver_at_theta(requested: str, objective: deviance.ProfiledDeviance, fitted
     costs = estimate_costs(objective)
     available = deviance.available_memory_bytes()
     fits = available is None or costs.exact_bytes <= MEMORY_SHARE * available
-    n_theta = sum(q * (q + 1) // 2 for q in objective.qs)
-    one = (costs.exact_seconds - solution_seconds(objective)) / (
-        EXACT_EVALUATIONS_PER_THETA * n_theta
-    ) + solution_seconds(objective)
+    final = solution_seconds(objective)
+    one = (costs.exact_seconds - final) / exact_evaluations(objective) + final
     if fits and one <= EXACT_SECONDS / 4:
         return "exact"
     return fitted
