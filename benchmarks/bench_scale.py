@@ -307,7 +307,13 @@ def _fit_child(
             convergence=json.loads(json.dumps(model.convergence_, default=_plain)),
             varcorr=varcorr,
             theta=model.theta_.tolist(),
-            sd={row.grp: float(row.sdcor) for row in model.varcorr_.itertuples()},
+            # Per group the intercept's sd (a slope's and the correlation's rows follow).
+            sd={
+                row.grp: float(row.sdcor)
+                for row in model.varcorr_.itertuples()
+                if not isinstance(row.var2, str)
+                and (not isinstance(row.var1, str) or row.var1 == "(Intercept)")
+            },
             coef={name: float(value) for name, value in model.coef_.items()},
             coef_se={name: float(value) for name, value in model.coef_se_.items()},
             objective=float(model.objective_),
