@@ -10,7 +10,8 @@ The iterative solver (``_iterative``) costs products of the same nonzeros with b
 of vectors. ``solver="auto"`` takes the exact solver while it fits in memory and is
 estimated to take less than ``EXACT_SECONDS`` over a fit, since its answer is lme4's to
 optimiser precision; beyond that the sparse solver where its bound makes it cheaper
-(same answer), then, for random intercepts, the iterative solver.
+(same answer), then the iterative solver (for MixedLM with random slopes too; MixedGLM's
+penalised quasi-likelihood takes random intercepts only).
 """
 
 from __future__ import annotations
