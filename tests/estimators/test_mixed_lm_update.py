@@ -206,3 +206,33 @@ def test_quadratic_diagonal_by_count_matches_the_pairwise_version():
             quadratic_diagonal_by_count(B, M, max_elements=max_elements), expected
         )
     np.testing.assert_allclose(_sparse_quadratic_diagonal(B, M), expected)
+
+
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_quadratic_blocks_by_count_match_the_dense_blocks(q):
+    """The blocks B_j' M B_j of each level's q columns, from the pairs of nonzeros the
+    level's columns share (rows missing from some of its columns included), equal the
+    dense product's diagonal blocks."""
+    from estimators.mixed._deviance import level_patterns, quadratic_blocks_by_count
+
+    rng = np.random.default_rng(q)
+    n_rows, levels = 40, 25
+    B = sp.random(n_rows, levels * q, density=0.15, random_state=rng, format="csc")
+    A = rng.normal(size=(n_rows, n_rows))
+    M = A @ A.T
+    dense = B.toarray()
+    expected = np.stack(
+        [dense[:, j * q : (j + 1) * q].T @ M @ dense[:, j * q : (j + 1) * q] for j in range(levels)]
+    )
+    for max_elements in (2_000_000, 30):  # batched, and one group at a time in row chunks
+        blocks = quadratic_blocks_by_count(*level_patterns(B, q), M, max_elements=max_elements)
+        np.testing.assert_allclose(blocks, expected, rtol=1e-12, atol=1e-10)
+
+
+def test_fill_upper_from_lower_gives_the_symmetric_matrix():
+    from estimators.mixed._deviance import fill_upper_from_lower
+
+    M = np.random.default_rng(1).normal(size=(23, 23))
+    expected = np.tril(M) + np.tril(M, -1).T
+    fill_upper_from_lower(M, block=5)
+    np.testing.assert_array_equal(M, expected)
