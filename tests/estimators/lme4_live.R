@@ -4,8 +4,8 @@
 #
 # designs.json lists {path, formula, reml}; every data set has a prior-weight column w
 # and an offset column o (1 and 0 where a design has none). Prints a JSON array with,
-# per design, the objective (REML criterion or deviance), fixef by name, VarCorr's
-# sdcor column and isSingular.
+# per design, the objective (REML criterion or deviance), theta, fixef by name,
+# VarCorr's sdcor column and isSingular.
 suppressPackageStartupMessages({library(lme4); library(jsonlite)})
 args <- commandArgs(trailingOnly = TRUE)
 designs <- fromJSON(args[1], simplifyVector = FALSE)
@@ -19,6 +19,7 @@ for (d in designs) {
   vc <- as.data.frame(VarCorr(fit))
   out[[length(out) + 1]] <- list(
     objective = if (d$reml) REMLcrit(fit) else deviance(fit),
+    theta = unname(getME(fit, "theta")),
     fixef = as.list(fixef(fit)),
     sdcor = vc$sdcor, singular = isSingular(fit))
 }

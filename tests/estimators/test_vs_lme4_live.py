@@ -103,9 +103,18 @@ def reference(tmp_path_factory):
 def test_random_design_matches_lme4(seed, reference):
     frame, formula, reml = design(seed)
     ref = reference[seed]
-    fit = MixedLM(formula, reml=reml, weights="w", offset="o").fit(frame)
+    model = MixedLM(formula, reml=reml, weights="w", offset="o")
+    fit = model.fit(frame)
     # Ours may find a lower optimum; never a notably higher one.
     assert fit.objective_ - ref["objective"] <= 1e-6 * abs(ref["objective"])
+    # The same criterion: ours at lme4's theta is lme4's value.
+    at_lme4 = model.deviance_function(frame)(ref["theta"])
+    assert at_lme4 == pytest.approx(ref["objective"], rel=1e-9)
+    if fit.objective_ < ref["objective"] - 1e-5 * abs(ref["objective"]):
+        # A lower value of lme4's own criterion: lmer stopped short (seen on a singular
+        # fit with a slope, where it ended 0.78 above ours); its estimates are not the
+        # optimum's, so only the criterion is compared.
+        return
     assert fit.objective_ == pytest.approx(ref["objective"], rel=1e-5)
     assert fit.is_singular_ == ref["singular"]
     names = list(ref["fixef"])
