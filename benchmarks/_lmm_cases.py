@@ -258,6 +258,8 @@ SLEEPSTUDY = Case(
     random=(RandomTerm("Subject", ("Days",)),),
     factors=("Subject",),
     load=partial(read_fixture, "sleepstudy.csv.gz", ("Subject",)),
+    # Fits of a few milliseconds: a median of three is at the mercy of one collection.
+    repeats=25,
 )
 
 CROSSED = dict(response="y", fixed=("x1", "x2"), factors=("user", "item"))
@@ -272,6 +274,8 @@ CASES: tuple[Case, ...] = (
         random=(RandomTerm("id", ("years",)),),
         factors=("id",),
         load=load_nafld_cholesterol,
+        repeats=9,
+        lme4_repeats=3,
     ),
     Case(
         name="groups_1m",
