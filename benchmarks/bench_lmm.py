@@ -212,9 +212,14 @@ def fit_ours_cold(case: Case, path: Path) -> dict[str, Any]:
         As ``time_ours`` for the one fit, with ``peak_mb`` (the process's maximum RSS)
         and ``above_data_mb`` (that minus the maximum RSS after loading the data).
     """
+    return _in_fresh_process(_ours_cold_child, (str(path), case.formula))
+
+
+def _in_fresh_process(target: Callable[..., None], args: tuple[Any, ...]) -> dict[str, Any]:
+    """``target(*args, conn)`` in a spawned process; the one result it sends."""
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_ours_cold_child, args=(str(path), case.formula, sender))
+    process = context.Process(target=target, args=(*args, sender))
     process.start()
     sender.close()
     try:
@@ -232,17 +237,7 @@ def _ours_throughput_child(path: str, case: ThroughputCase, conn: Connection) ->
 def run_ours_throughput(case: ThroughputCase, path: Path) -> dict[str, Any]:
     """Ours' loop in a fresh (spawned) process, as each Python peer's: not in this process,
     whose heap the large cases before it have grown (its small fits ran 25% slower here)."""
-    context = mp.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_ours_throughput_child, args=(str(path), case, sender))
-    process.start()
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
-        result = {"status": "error", "reason": "the measuring process died"}
-    process.join()
-    return result
+    return _in_fresh_process(_ours_throughput_child, (str(path), case))
 
 
 def time_ours_throughput(case: ThroughputCase, frame: pd.DataFrame) -> dict[str, Any]:
