@@ -265,6 +265,25 @@ def time_ours_throughput(case: ThroughputCase, frame: pd.DataFrame) -> dict[str,
 # ---------------------------------------------------------------------------
 
 
+def _run_peers(
+    case: Case | ThroughputCase,
+    skipped: dict[str, str | None],
+    lme4: Callable[[], dict[str, Any]],
+    python: Callable[[str], dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Each peer's result on ``case``: lme4 by ``lme4()``, a Python peer by
+    ``python(name)``, or why it does not run."""
+    results: dict[str, dict[str, Any]] = {}
+    for peer in PEERS:
+        not_run = _not_run(peer, case, skipped)
+        if not_run is not None:
+            results[peer] = not_run
+            continue
+        print(f", {peer}", end="", flush=True)
+        results[peer] = lme4() if peer == "lme4" else python(peer)
+    return results
+
+
 def _not_run(peer: str, case: Case | ThroughputCase, skipped: dict[str, str | None]) -> dict | None:
     """Why a peer does not run on a case, as its result, or None when it runs."""
     if skipped.get(peer):
@@ -305,17 +324,12 @@ def run_case(
     ours = {k: v for k, v in cold.items() if k not in ours_memory} if single else None
     if ours is None:
         ours = time_ours(case.formula, frame, case.repeats)
-    results: dict[str, dict[str, Any]] = {}
-    for peer in PEERS:
-        not_run = _not_run(peer, case, skipped)
-        if not_run is not None:
-            results[peer] = not_run
-            continue
-        print(f", {peer}", end="", flush=True)
-        if peer == "lme4":
-            results[peer] = run_lme4(case, frame, workdir)
-        else:
-            results[peer] = run_peer_case(peer, case, path, limit)
+    results = _run_peers(
+        case,
+        skipped,
+        lme4=lambda: run_lme4(case, frame, workdir),
+        python=lambda peer: run_peer_case(peer, case, path, limit),
+    )
     ours_ml = None
     if results["gpboost"].get("status") in ("ok", "time_limit"):
         print(", ours (ML)", end="", flush=True)
@@ -354,17 +368,12 @@ def run_throughput(
     frame.to_pickle(path)
     print(f"[{case.name}] {case.fits:,} data sets: ours", end="", flush=True)
     ours = run_ours_throughput(case, path)
-    results: dict[str, dict[str, Any]] = {}
-    for peer in PEERS:
-        not_run = _not_run(peer, case, skipped)
-        if not_run is not None:
-            results[peer] = not_run
-            continue
-        print(f", {peer}", end="", flush=True)
-        if peer == "lme4":
-            results[peer] = run_lme4_throughput(case, frame, workdir, limit)
-        else:
-            results[peer] = run_peer_throughput(peer, case.template, path, limit)
+    results = _run_peers(
+        case,
+        skipped,
+        lme4=lambda: run_lme4_throughput(case, frame, workdir, limit),
+        python=lambda peer: run_peer_throughput(peer, case.template, path, limit),
+    )
     path.unlink()
     print(" - done", flush=True)
     rows = frame.groupby("dataset").size()
